@@ -1,0 +1,248 @@
+"""Invariants of the Transformer: shapes, causality, padding, cache, attention, gradients, learning."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from transformer.config import ConfigError, ModelConfig
+from transformer.model import (
+    DecoderBlock,
+    EncoderBlock,
+    FeedForwardBlock,
+    InputEmbeddings,
+    MultiHeadAttentionBlock,
+    PositionalEncoding,
+    ProjectionLayer,
+    build_transformer,
+    causal_mask,
+    count_parameters,
+    padding_mask,
+)
+
+PAD, BOS, EOS = 0, 2, 3
+
+
+def tiny_config(**changes: object) -> ModelConfig:
+    config = ModelConfig(
+        src_vocab_size=50,
+        tgt_vocab_size=40,
+        d_model=32,
+        n_heads=2,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        d_ff=64,
+        dropout=0.0,
+        max_positions=64,
+        tie_output_embedding=False,
+    )
+    return dataclasses.replace(config, **changes)
+
+
+def random_ids(batch: int, length: int, vocab: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.randint(4, vocab, (batch, length), generator=generator)
+
+
+@pytest.fixture
+def generator() -> torch.Generator:
+    torch.manual_seed(0)
+    return torch.Generator().manual_seed(0)
+
+
+def test_block_shapes(generator: torch.Generator) -> None:
+    config = tiny_config()
+    B, S, T, D = 3, 7, 5, config.d_model
+    x = torch.randn(B, S, D, generator=generator)
+    y = torch.randn(B, T, D, generator=generator)
+    ids = random_ids(B, S, 50, generator)
+    src_mask = padding_mask(ids, PAD)
+    assert src_mask.shape == (B, 1, 1, S) and src_mask.dtype == torch.bool
+    assert causal_mask(T, T, torch.device("cpu")).shape == (T, T)
+    assert InputEmbeddings(50, D, PAD)(ids).shape == (B, S, D)
+    assert PositionalEncoding(D, 64, 0.0)(x).shape == (B, S, D)
+    out, weights = MultiHeadAttentionBlock(D, 2, 0.0)(y, x, src_mask, need_weights=True)
+    assert out.shape == (B, T, D) and weights.shape == (B, 2, T, S)
+    assert torch.allclose(weights.sum(-1), torch.ones(B, 2, T))
+    assert FeedForwardBlock(D, 64, 0.0, "gelu")(x).shape == (B, S, D)
+    assert EncoderBlock(config)(x, src_mask).shape == (B, S, D)
+    out, weights = DecoderBlock(config)(y, x, src_mask, need_weights=True)
+    assert out.shape == (B, T, D) and weights.shape == (B, 2, T, S)
+    assert ProjectionLayer(D, 40)(y).shape == (B, T, 40)
+    model = build_transformer(config)
+    assert model(ids, random_ids(B, T, 40, generator)).shape == (B, T, 40)
+
+
+def test_attention_weights_are_not_stored_on_modules(generator: torch.Generator) -> None:
+    model = build_transformer(tiny_config()).eval()
+    src, tgt = random_ids(2, 6, 50, generator), random_ids(2, 4, 40, generator)
+    memory, src_mask = model.encode(src)
+    _, weights = model.decode(tgt, memory, src_mask, need_weights=True)
+    assert len(weights) == 2 and weights[0].shape == (2, 2, 4, 6)
+    _, no_weights = model.decode(tgt, memory, src_mask)
+    assert no_weights == []
+    tensors_on_modules = [
+        name
+        for module in model.modules()
+        for name, value in vars(module).items()
+        if isinstance(value, torch.Tensor) and not name.startswith("_")
+    ]
+    assert tensors_on_modules == []
+
+
+def test_positional_encoding_rejects_too_long_input() -> None:
+    encoding = PositionalEncoding(8, max_positions=10, dropout=0.0)
+    with pytest.raises(ValueError, match="maximum of 10"):
+        encoding(torch.zeros(1, 11, 8))
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_causality(norm: str, generator: torch.Generator) -> None:
+    model = build_transformer(tiny_config(norm_placement=norm)).eval()
+    src, tgt = random_ids(2, 6, 50, generator), random_ids(2, 8, 40, generator)
+    logits = model(src, tgt)
+    t = 4
+    changed = tgt.clone()
+    changed[:, t + 1 :] = random_ids(2, 8 - t - 1, 40, generator)
+    logits_changed = model(src, changed)
+    torch.testing.assert_close(logits[:, : t + 1], logits_changed[:, : t + 1])
+    assert not torch.allclose(logits[:, t + 1 :], logits_changed[:, t + 1 :])
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_padding_invariance(norm: str, generator: torch.Generator) -> None:
+    model = build_transformer(tiny_config(norm_placement=norm)).eval()
+    lengths = [(7, 5), (3, 2), (5, 6)]
+    sources = [random_ids(1, s, 50, generator)[0] for s, _ in lengths]
+    targets = [random_ids(1, t, 40, generator)[0] for _, t in lengths]
+    src = nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=PAD)
+    tgt = nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=PAD)
+    batched = model(src, tgt)
+    for i, (source, target) in enumerate(zip(sources, targets)):
+        alone = model(source[None], target[None])[0]
+        torch.testing.assert_close(batched[i, : len(target)], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_incremental_decoding_matches_full_forward(norm: str, generator: torch.Generator) -> None:
+    model = build_transformer(tiny_config(norm_placement=norm)).eval()
+    src = random_ids(3, 9, 50, generator)
+    src[1, 6:] = PAD  # a shorter sentence in the batch
+    tgt = random_ids(3, 7, 40, generator)
+    full = model(src, tgt)  # (B, T, V)
+    memory, src_mask = model.encode(src)
+    cache = model.new_cache()
+    steps = []
+    with torch.no_grad():
+        for t in range(tgt.size(1)):
+            states, _ = model.decode(tgt[:, t : t + 1], memory, src_mask, cache)
+            steps.append(model.project(states))
+    assert cache.length == tgt.size(1)
+    assert cache.layers[0].self_key.shape == (3, 2, 7, 16)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+    # A multi-token chunk after a cached prefix (the causal mask with an offset) agrees too.
+    cache = model.new_cache()
+    with torch.no_grad():
+        model.decode(tgt[:, :3], memory, src_mask, cache)
+        states, _ = model.decode(tgt[:, 3:], memory, src_mask, cache)
+    torch.testing.assert_close(model.project(states), full[:, 3:], atol=1e-5, rtol=0)
+
+
+def test_cache_reorder_selects_rows(generator: torch.Generator) -> None:
+    model = build_transformer(tiny_config()).eval()
+    src, tgt = random_ids(3, 5, 50, generator), random_ids(3, 4, 40, generator)
+    memory, src_mask = model.encode(src)
+    cache = model.new_cache()
+    with torch.no_grad():
+        model.decode(tgt[:, :3], memory, src_mask, cache)
+        order = torch.tensor([2, 0])
+        cache.reorder(order)
+        states, _ = model.decode(tgt[order, 3:], memory[order], src_mask[order], cache)
+    expected = model(src[order], tgt[order])[:, 3:]
+    torch.testing.assert_close(model.project(states), expected, atol=1e-5, rtol=0)
+
+
+def test_attention_equals_torch_multihead_attention(generator: torch.Generator) -> None:
+    D, H, B, T, S = 32, 4, 3, 5, 7
+    ours = MultiHeadAttentionBlock(D, H, attention_dropout=0.0).eval()
+    reference = nn.MultiheadAttention(D, H, batch_first=True).eval()
+    with torch.no_grad():
+        reference.in_proj_weight.copy_(ours.in_proj.weight)
+        reference.in_proj_bias.copy_(ours.in_proj.bias)
+        reference.out_proj.weight.copy_(ours.out_proj.weight)
+        reference.out_proj.bias.copy_(ours.out_proj.bias)
+    query = torch.randn(B, T, D, generator=generator)
+    memory = torch.randn(B, S, D, generator=generator)
+    key_ids = random_ids(B, S, 50, generator)
+    key_ids[0, 4:] = PAD
+    key_ids[2, 2:] = PAD
+    mask = padding_mask(key_ids, PAD)  # (B, 1, 1, S), True = attend
+
+    # Cross-attention with key padding; torch's mask means the opposite (True = ignore).
+    out, weights = ours(query, memory, mask, need_weights=True)
+    expected, expected_weights = reference(
+        query, memory, memory, key_padding_mask=~mask[:, 0, 0], average_attn_weights=False
+    )
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(weights, expected_weights, atol=1e-5, rtol=1e-5)
+    fused, _ = ours(query, memory, mask)  # the scaled_dot_product_attention path
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
+
+    # Causal self-attention.
+    out, _ = ours(query, is_causal=True)
+    torch_mask = ~causal_mask(T, T, query.device)
+    expected, _ = reference(query, query, query, attn_mask=torch_mask)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_every_parameter_gets_a_gradient(norm: str, generator: torch.Generator) -> None:
+    model = build_transformer(tiny_config(norm_placement=norm, tie_output_embedding=True))
+    src, tgt = random_ids(2, 6, 50, generator), random_ids(2, 5, 40, generator)
+    model(src, tgt).sum().backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None, name
+        assert parameter.grad.abs().sum() > 0, name
+
+
+def test_tying_and_sharing_use_one_tensor() -> None:
+    config = tiny_config(tgt_vocab_size=50, share_embeddings=True, tie_output_embedding=True)
+    model = build_transformer(config)
+    shared = model.src_embed.embedding.weight
+    assert model.tgt_embed.embedding.weight is shared
+    assert model.projection.linear.weight is shared
+    untied = build_transformer(tiny_config(tgt_vocab_size=50))
+    # Sharing removes two V x D matrices from the parameter count.
+    assert count_parameters(untied) - count_parameters(model) == 2 * 50 * 32
+    with pytest.raises(ConfigError, match="joint vocabulary"):
+        build_transformer(tiny_config(share_embeddings=True))
+
+
+def test_initialisation_zero_pad_row_and_scaled_embeddings() -> None:
+    model = build_transformer(tiny_config(d_model=64, n_heads=4))
+    weight = model.src_embed.embedding.weight
+    assert torch.all(weight[PAD] == 0)
+    assert abs(weight[1:].std().item() - 64**-0.5) < 0.02
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_reverse_task_trains_to_near_zero_loss(norm: str) -> None:
+    torch.manual_seed(0)
+    vocab = 12
+    config = tiny_config(src_vocab_size=vocab, tgt_vocab_size=vocab, norm_placement=norm)
+    model = build_transformer(config)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
+    for _ in range(300):
+        src = torch.randint(4, vocab, (32, 6))
+        target = src.flip(1)
+        tgt_in = F.pad(target, (1, 0), value=BOS)
+        labels = F.pad(target, (0, 1), value=EOS)
+        logits = model(src, tgt_in)
+        loss = F.cross_entropy(logits.reshape(-1, vocab), labels.reshape(-1), ignore_index=PAD)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert loss.item() < 0.05

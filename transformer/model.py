@@ -1,0 +1,473 @@
+"""The encoder-decoder Transformer of "Attention Is All You Need" (Vaswani et al., 2017).
+
+Dimension letters used in the shape comments:
+    B batch, S source length, T target length, D d_model, H heads, Dh head size (D / H),
+    F feed-forward width, V vocabulary.
+
+Masks are boolean with True meaning "may attend". They are built in one place (`padding_mask`,
+`causal_mask`) and attention goes through `F.scaled_dot_product_attention`, which picks a fused
+kernel where one exists. The model returns logits; the loss lives in the training code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from transformer.config import ModelConfig
+
+# --- masks ---------------------------------------------------------------------------------------
+
+
+def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
+    """True at real tokens, shaped to broadcast over heads and queries: (B, S) -> (B, 1, 1, S)."""
+    return (ids != pad_id)[:, None, None, :]  # (B, 1, 1, S)
+
+
+def causal_mask(query_length: int, key_length: int, device: torch.device) -> Tensor:
+    """True where query i may see key j. With a cache the queries are the last `query_length`
+    positions of `key_length`, so query i sits at absolute position i + key_length - query_length."""
+    offset = key_length - query_length
+    query_positions = torch.arange(query_length, device=device)[:, None] + offset  # (Tq, 1)
+    key_positions = torch.arange(key_length, device=device)[None, :]  # (1, Tk)
+    return key_positions <= query_positions  # (Tq, Tk)
+
+
+# --- the incremental-decoding cache ---------------------------------------------------------------
+
+
+@dataclass
+class LayerCache:
+    """Keys and values one decoder layer has already computed.
+
+    Self-attention keys/values grow by one step per generated token; cross-attention keys/values
+    depend only on the source, so they are computed on the first step and reused."""
+
+    self_key: Tensor | None = None  # (B, H, t, Dh)
+    self_value: Tensor | None = None  # (B, H, t, Dh)
+    cross_key: Tensor | None = None  # (B, H, S, Dh)
+    cross_value: Tensor | None = None  # (B, H, S, Dh)
+
+
+@dataclass
+class DecoderCache:
+    """Everything the decoder needs to generate token t in O(t) instead of re-running the prefix."""
+
+    layers: list[LayerCache] = field(default_factory=list)
+    length: int = 0  # target positions already processed (the position of the next token)
+
+    @classmethod
+    def empty(cls, n_layers: int) -> DecoderCache:
+        return cls(layers=[LayerCache() for _ in range(n_layers)])
+
+    def reorder(self, index: Tensor) -> None:
+        """Keep rows `index` of the batch, in that order: beam search reorders hypotheses and drops
+        finished sentences with it. index: (B',) long."""
+        for layer in self.layers:
+            for name in ("self_key", "self_value", "cross_key", "cross_value"):
+                tensor = getattr(layer, name)
+                if tensor is not None:
+                    setattr(layer, name, tensor.index_select(0, index))
+
+
+# --- building blocks -----------------------------------------------------------------------------
+
+
+class InputEmbeddings(nn.Module):
+    """Token ids to vectors, scaled by sqrt(d_model) so they are not drowned by the positional
+    encoding (section 3.4 of the paper)."""
+
+    def __init__(self, vocab_size: int, d_model: int, pad_id: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        self.scale = math.sqrt(d_model)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """(B, T) long -> (B, T, D)."""
+        return self.embedding(ids) * self.scale
+
+
+class PositionalEncoding(nn.Module):
+    """Fixed sinusoidal position vectors, computed once and added to the embeddings."""
+
+    def __init__(self, d_model: int, max_positions: int, dropout: float) -> None:
+        super().__init__()
+        position = torch.arange(max_positions, dtype=torch.float32)[:, None]  # (P, 1)
+        frequency = torch.exp(
+            torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
+        )  # (D/2,)
+        table = torch.zeros(max_positions, d_model)  # (P, D)
+        table[:, 0::2] = torch.sin(position * frequency)
+        table[:, 1::2] = torch.cos(position * frequency)
+        # A buffer, not a parameter: it moves with .to(device) but is never trained. Not persistent,
+        # so checkpoints stay small and the table is always recomputed exactly.
+        self.register_buffer("table", table, persistent=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+        """(B, T, D) -> (B, T, D); `start` is the position of x's first token (non-zero when
+        decoding incrementally)."""
+        end = start + x.size(1)
+        if end > self.table.size(0):
+            raise ValueError(
+                f"sequence of {end} positions exceeds the model's maximum of {self.table.size(0)} "
+                "(model.max_positions); truncate the input or train with a larger max_positions"
+            )
+        return self.dropout(x + self.table[start:end].to(x.dtype))
+
+
+class MultiHeadAttentionBlock(nn.Module):
+    """Scaled dot-product attention over H heads (section 3.2.2).
+
+    One `in_proj` holds the query, key and value projections stacked, exactly as
+    `torch.nn.MultiheadAttention` does. Self-attention runs it as a single fused matmul;
+    cross-attention applies the query rows to the decoder states and the key/value rows to the
+    encoder output, whose keys and values can then be cached for the whole sentence.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, attention_dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_size = d_model // n_heads
+        self.in_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+        self.attention_dropout = attention_dropout
+
+    def _split_heads(self, x: Tensor) -> Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.head_size).transpose(1, 2)  # (B, H, T, Dh)
+
+    def project_self(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Queries, keys and values of x in one matmul: (B, T, D) -> 3 x (B, H, T, Dh)."""
+        q, k, v = self.in_proj(x).chunk(3, dim=-1)  # 3 x (B, T, D)
+        return self._split_heads(q), self._split_heads(k), self._split_heads(v)
+
+    def project_query(self, x: Tensor) -> Tensor:
+        """(B, T, D) -> (B, H, T, Dh)."""
+        D = x.size(-1)
+        return self._split_heads(F.linear(x, self.in_proj.weight[:D], self.in_proj.bias[:D]))
+
+    def project_key_value(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, S, D) -> 2 x (B, H, S, Dh)."""
+        D = memory.size(-1)
+        kv = F.linear(memory, self.in_proj.weight[D:], self.in_proj.bias[D:])  # (B, S, 2D)
+        k, v = kv.chunk(2, dim=-1)
+        return self._split_heads(k), self._split_heads(v)
+
+    def attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """q (B, H, T, Dh), k and v (B, H, S, Dh), mask broadcastable to (B, H, T, S) ->
+        output (B, T, D) and, only when asked for, the attention weights (B, H, T, S)."""
+        dropout = self.attention_dropout if self.training else 0.0
+        if need_weights:
+            # The explicit form, for visualisation; the fused kernel never materialises weights.
+            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)  # (B, H, T, S)
+            if is_causal:
+                mask = causal_mask(q.size(-2), k.size(-2), q.device)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            weights = scores.softmax(dim=-1)  # (B, H, T, S)
+            out = F.dropout(weights, dropout, self.training) @ v  # (B, H, T, Dh)
+        else:
+            weights = None
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal
+            )  # (B, H, T, Dh)
+        B, H, T, Dh = out.shape
+        out = out.transpose(1, 2).reshape(B, T, H * Dh)  # (B, T, D)
+        return self.out_proj(out), weights
+
+    def forward(
+        self,
+        query: Tensor,
+        memory: Tensor | None = None,
+        mask: Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Self-attention of query (B, T, D) when memory is None, else attention from query to
+        memory (B, S, D). Returns (B, T, D) and optional weights (B, H, T, S)."""
+        if memory is None:
+            q, k, v = self.project_self(query)
+        else:
+            q = self.project_query(query)
+            k, v = self.project_key_value(memory)
+        return self.attend(q, k, v, mask, is_causal, need_weights)
+
+
+class FeedForwardBlock(nn.Module):
+    """Two linear maps with a non-linearity between them, applied at every position alike."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str) -> None:
+        super().__init__()
+        self.linear_in = nn.Linear(d_model, d_ff)
+        self.activation = nn.GELU() if activation == "gelu" else nn.ReLU()
+        self.dropout = nn.Dropout(dropout)
+        self.linear_out = nn.Linear(d_ff, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, D) -> (B, T, D) through (B, T, F)."""
+        return self.linear_out(self.dropout(self.activation(self.linear_in(x))))
+
+
+class ResidualConnection(nn.Module):
+    """x + dropout(sublayer(...)) with layer norm before the sub-layer (pre) or after the sum (post).
+
+    Post-norm is the paper's layout; pre-norm keeps an un-normalised residual path from input to
+    output, which trains deep models without careful warmup."""
+
+    def __init__(self, d_model: int, dropout: float, norm_placement: str) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = norm_placement == "pre"
+
+    def normalise_input(self, x: Tensor) -> Tensor:
+        """What the sub-layer sees: the normalised input under pre-norm, the input itself under post."""
+        return self.norm(x) if self.pre_norm else x
+
+    def add(self, x: Tensor, sublayer_output: Tensor) -> Tensor:
+        """(B, T, D) + (B, T, D) -> (B, T, D)."""
+        out = x + self.dropout(sublayer_output)
+        return out if self.pre_norm else self.norm(out)
+
+
+class EncoderBlock(nn.Module):
+    """Self-attention, then feed-forward, each inside a residual connection."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        D = config.d_model
+        self.self_attention = MultiHeadAttentionBlock(D, config.n_heads, config.attention_dropout)
+        self.feed_forward = FeedForwardBlock(D, config.d_ff, config.dropout, config.activation)
+        self.attention_residual = ResidualConnection(D, config.dropout, config.norm_placement)
+        self.feed_forward_residual = ResidualConnection(D, config.dropout, config.norm_placement)
+
+    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
+        """x (B, S, D), src_mask (B, 1, 1, S) -> (B, S, D)."""
+        h = self.attention_residual.normalise_input(x)
+        x = self.attention_residual.add(x, self.self_attention(h, mask=src_mask)[0])
+        h = self.feed_forward_residual.normalise_input(x)
+        return self.feed_forward_residual.add(x, self.feed_forward(h))
+
+
+class Encoder(nn.Module):
+    """A stack of encoder blocks (with a final norm under pre-norm)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderBlock(config) for _ in range(config.n_encoder_layers))
+        pre_norm = config.norm_placement == "pre"
+        self.final_norm = nn.LayerNorm(config.d_model) if pre_norm else nn.Identity()
+
+    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
+        """x (B, S, D), src_mask (B, 1, 1, S) -> (B, S, D)."""
+        for layer in self.layers:
+            x = layer(x, src_mask)
+        return self.final_norm(x)
+
+
+class DecoderBlock(nn.Module):
+    """Causal self-attention, cross-attention to the source, feed-forward; each residual."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        D = config.d_model
+        self.self_attention = MultiHeadAttentionBlock(D, config.n_heads, config.attention_dropout)
+        self.cross_attention = MultiHeadAttentionBlock(D, config.n_heads, config.attention_dropout)
+        self.feed_forward = FeedForwardBlock(D, config.d_ff, config.dropout, config.activation)
+        self.self_attention_residual = ResidualConnection(D, config.dropout, config.norm_placement)
+        self.cross_attention_residual = ResidualConnection(D, config.dropout, config.norm_placement)
+        self.feed_forward_residual = ResidualConnection(D, config.dropout, config.norm_placement)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        src_mask: Tensor,
+        cache: LayerCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, D), memory (B, S, D), src_mask (B, 1, 1, S) -> (B, T, D) and, when asked,
+        the cross-attention weights (B, H, T, S).
+
+        Target padding needs no mask of its own: padding sits at the end of each sentence, so
+        under the causal mask no real position ever attends to it."""
+        # Causal self-attention, appending this step's keys and values to the cache.
+        h = self.self_attention_residual.normalise_input(x)
+        q, k, v = self.self_attention.project_self(h)  # 3 x (B, H, T, Dh)
+        if cache is not None and cache.self_key is not None:
+            k = torch.cat([cache.self_key, k], dim=2)  # (B, H, t + T, Dh)
+            v = torch.cat([cache.self_value, v], dim=2)
+        if cache is not None:
+            cache.self_key, cache.self_value = k, v
+        T, K = q.size(2), k.size(2)
+        if T == K:  # no past: the fused kernel builds the causal mask itself
+            attended, _ = self.self_attention.attend(q, k, v, is_causal=True)
+        elif T == 1:  # one new token may see every cached position: no mask at all
+            attended, _ = self.self_attention.attend(q, k, v)
+        else:
+            attended, _ = self.self_attention.attend(q, k, v, causal_mask(T, K, x.device))
+        x = self.self_attention_residual.add(x, attended)
+
+        # Cross-attention; the source's keys and values are computed once per sentence.
+        h = self.cross_attention_residual.normalise_input(x)
+        q = self.cross_attention.project_query(h)  # (B, H, T, Dh)
+        if cache is not None and cache.cross_key is not None:
+            k, v = cache.cross_key, cache.cross_value
+        else:
+            k, v = self.cross_attention.project_key_value(memory)  # 2 x (B, H, S, Dh)
+            if cache is not None:
+                cache.cross_key, cache.cross_value = k, v
+        attended, weights = self.cross_attention.attend(
+            q, k, v, src_mask, need_weights=need_weights
+        )
+        x = self.cross_attention_residual.add(x, attended)
+
+        h = self.feed_forward_residual.normalise_input(x)
+        return self.feed_forward_residual.add(x, self.feed_forward(h)), weights
+
+
+class Decoder(nn.Module):
+    """A stack of decoder blocks (with a final norm under pre-norm)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(DecoderBlock(config) for _ in range(config.n_decoder_layers))
+        pre_norm = config.norm_placement == "pre"
+        self.final_norm = nn.LayerNorm(config.d_model) if pre_norm else nn.Identity()
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        src_mask: Tensor,
+        cache: DecoderCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """x (B, T, D), memory (B, S, D), src_mask (B, 1, 1, S) -> (B, T, D) and, when asked,
+        each layer's cross-attention weights (B, H, T, S)."""
+        all_weights = []
+        for i, layer in enumerate(self.layers):
+            layer_cache = cache.layers[i] if cache is not None else None
+            x, weights = layer(x, memory, src_mask, layer_cache, need_weights)
+            if weights is not None:
+                all_weights.append(weights)
+        return self.final_norm(x), all_weights
+
+
+class ProjectionLayer(nn.Module):
+    """Decoder states to vocabulary logits (the softmax is left to the loss or the search)."""
+
+    def __init__(self, d_model: int, vocab_size: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(d_model, vocab_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, T, D) -> (B, T, V)."""
+        return self.linear(x)
+
+
+# --- the whole model -----------------------------------------------------------------------------
+
+
+class Transformer(nn.Module):
+    """Encoder, decoder, embeddings and output projection, with the three steps exposed separately
+    so that decoding can encode once and then call the decoder step by step with a cache."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        D = config.d_model
+        self.src_embed = InputEmbeddings(config.src_vocab_size, D, config.pad_id)
+        self.tgt_embed = InputEmbeddings(config.tgt_vocab_size, D, config.pad_id)
+        self.src_position = PositionalEncoding(D, config.max_positions, config.dropout)
+        self.tgt_position = PositionalEncoding(D, config.max_positions, config.dropout)
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.projection = ProjectionLayer(D, config.tgt_vocab_size)
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """src ids (B, S) -> memory (B, S, D) and the source mask (B, 1, 1, S)."""
+        src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
+        x = self.src_position(self.src_embed(src))  # (B, S, D)
+        return self.encoder(x, src_mask), src_mask
+
+    def decode(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        src_mask: Tensor,
+        cache: DecoderCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Target ids (B, T) -> decoder states (B, T, D) and optional cross-attention weights.
+
+        With a cache, `tgt` holds only the new tokens; their positions continue from
+        `cache.length`, and the cache is extended in place."""
+        start = cache.length if cache is not None else 0
+        x = self.tgt_position(self.tgt_embed(tgt), start)  # (B, T, D)
+        out, weights = self.decoder(x, memory, src_mask, cache, need_weights)
+        if cache is not None:
+            cache.length += tgt.size(1)
+        return out, weights
+
+    def project(self, x: Tensor) -> Tensor:
+        """Decoder states (B, T, D) -> logits (B, T, V)."""
+        return self.projection(x)
+
+    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """Teacher-forced training pass: src (B, S), decoder input tgt (B, T) -> logits (B, T, V)."""
+        memory, src_mask = self.encode(src)
+        out, _ = self.decode(tgt, memory, src_mask)
+        return self.project(out)
+
+    def new_cache(self) -> DecoderCache:
+        """An empty cache for incremental decoding."""
+        return DecoderCache.empty(self.config.n_decoder_layers)
+
+
+def _init_weights(model: Transformer) -> None:
+    """Xavier-uniform projections and N(0, D^-1/2) embeddings with a zero PAD row, as the paper's
+    reference implementations (tensor2tensor, fairseq) do. The D^-1/2 scale cancels the sqrt(D)
+    factor in InputEmbeddings, so embedded tokens start with unit-variance components."""
+    D = model.config.d_model
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=D**-0.5)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+
+def build_transformer(config: ModelConfig) -> Transformer:
+    """Build and initialise the model from its config (the one object checkpoints store)."""
+    config.validate()
+    model = Transformer(config)
+    _init_weights(model)
+    if config.share_embeddings:
+        model.tgt_embed.embedding.weight = model.src_embed.embedding.weight
+    if config.tie_output_embedding:
+        # Tying (Press & Wolf, 2017): the output projection reuses the target embedding matrix.
+        model.projection.linear.weight = model.tgt_embed.embedding.weight
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of distinct trainable parameters (a tied tensor counts once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
