@@ -121,7 +121,7 @@ def test_padding_invariance(norm: str, generator: torch.Generator) -> None:
     src = nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=PAD)
     tgt = nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=PAD)
     batched = model(src, tgt)
-    for i, (source, target) in enumerate(zip(sources, targets)):
+    for i, (source, target) in enumerate(zip(sources, targets, strict=True)):
         alone = model(source[None], target[None])[0]
         torch.testing.assert_close(batched[i, : len(target)], alone, atol=1e-5, rtol=1e-5)
 

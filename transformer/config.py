@@ -245,7 +245,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key} must be a list of {len(args)} values, not {value!r}")
         return tuple(
-            _coerce(item, arg, f"{key}[{i}]") for i, (item, arg) in enumerate(zip(value, args))
+            _coerce(item, arg, f"{key}[{i}]")
+            for i, (item, arg) in enumerate(zip(value, args, strict=True))
         )
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
