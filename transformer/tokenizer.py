@@ -1,0 +1,197 @@
+"""Subword tokenizers for source and target, trained with the Hugging Face `tokenizers` library.
+
+    pair = train_tokenizers(corpus["train"].source, corpus["train"].target, config.data.tokenizer)
+    ids = pair.encode_source(["A dog runs."])  # [[...]], no BOS/EOS: collate adds them
+    text = pair.decode_target(hypotheses)  # detokenized strings, ready for sacreBLEU
+
+Round trip. BPE (the default) uses a byte-level pre-tokenizer and decoder: every string is split into
+its UTF-8 bytes, so no character is ever unknown and `decode(encode(s)) == normalize(s)` exactly, for any
+unicode text including runs of spaces, tabs and newlines. "Up to normalisation" means only this:
+NFKC (compatibility characters such as the ligature "ﬁ" or full-width "Ａ" become "fi" and "A") and,
+with `lowercase=True`, lowercasing. Whitespace is never collapsed or stripped.
+
+Word-level (kind=wordlevel, the tutorial's behaviour) marks each space with "▁" (Metaspace) and splits off
+punctuation, so known words come back with their spacing. Its limits: a word not seen in training becomes
+<unk> and is dropped by decoding, leading spaces are lost, and tabs/newlines stay inside words.
+
+Special tokens have fixed ids, the same for both sides, checked against every tokenizer that is built
+or loaded (the tutorial took them from the wrong tokenizer): PAD 0, UNK 1, BOS 2, EOS 3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+from transformer.config import TokenizerConfig
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
+SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)  # trained in this order, so their ids are 0, 1, 2, 3
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+
+JOINT_FILE = "tokenizer.json"  # save(): one file when source and target share a vocabulary
+SOURCE_FILE, TARGET_FILE = "source.json", "target.json"  # ... two otherwise
+
+
+class TokenizerPair:
+    """The source and the target tokenizer; `source is target` when the vocabulary is joint.
+
+    One object so that training, checkpoints and translate.py always handle the two together.
+    """
+
+    def __init__(self, source: Tokenizer, target: Tokenizer) -> None:
+        for side, tokenizer in (("source", source), ("target", target)):
+            _check_special_tokens(tokenizer, side)
+            # Text that happens to contain "<pad>" or "</s>" is ordinary text, never a control token.
+            # (This flag is not saved in the JSON, so it is set here, where every pair is built.)
+            tokenizer.encode_special_tokens = True
+        self.source = source
+        self.target = target
+
+    @property
+    def joint(self) -> bool:
+        """True when source and target share one vocabulary (so embeddings can be shared)."""
+        return self.source is self.target
+
+    @property
+    def src_vocab_size(self) -> int:
+        return self.source.get_vocab_size()
+
+    @property
+    def tgt_vocab_size(self) -> int:
+        return self.target.get_vocab_size()
+
+    def encode_source(self, texts: list[str]) -> list[list[int]]:
+        """Subword ids of each source sentence, without BOS/EOS (batched, multi-threaded)."""
+        return _encode(self.source, texts)
+
+    def encode_target(self, texts: list[str]) -> list[list[int]]:
+        """Subword ids of each target sentence, without BOS/EOS (collate adds them)."""
+        return _encode(self.target, texts)
+
+    def decode_target(self, ids: list[list[int]]) -> list[str]:
+        """Detokenized target sentences; special tokens are removed wherever they occur."""
+        return self.target.decode_batch(ids, skip_special_tokens=True)
+
+    def decode_source(self, ids: list[list[int]]) -> list[str]:
+        """Detokenized source sentences (for logging samples)."""
+        return self.source.decode_batch(ids, skip_special_tokens=True)
+
+    def to_json(self) -> dict[str, str]:
+        """JSON strings a checkpoint can carry: {"joint": ...} or {"source": ..., "target": ...}."""
+        if self.joint:
+            return {"joint": self.source.to_str()}
+        return {"source": self.source.to_str(), "target": self.target.to_str()}
+
+    @classmethod
+    def from_json(cls, d: dict[str, str]) -> TokenizerPair:
+        """Inverse of `to_json`."""
+        if "joint" in d:
+            joint = Tokenizer.from_str(d["joint"])
+            return cls(joint, joint)
+        if "source" in d and "target" in d:
+            return cls(Tokenizer.from_str(d["source"]), Tokenizer.from_str(d["target"]))
+        raise ValueError(
+            f"tokenizer JSON must have the key 'joint' or the keys 'source' and 'target', "
+            f"not {sorted(d)}"
+        )
+
+    def save(self, directory: str | Path) -> None:
+        """Write tokenizer.json (joint) or source.json and target.json into `directory`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in self.to_json().items():
+            filename = JOINT_FILE if name == "joint" else f"{name}.json"
+            (directory / filename).write_text(text, encoding="utf-8")
+
+    @classmethod
+    def load(cls, directory: str | Path) -> TokenizerPair:
+        """Read what `save` wrote."""
+        directory = Path(directory)
+        if (directory / JOINT_FILE).is_file():
+            return cls.from_json({"joint": (directory / JOINT_FILE).read_text(encoding="utf-8")})
+        files = {"source": directory / SOURCE_FILE, "target": directory / TARGET_FILE}
+        if not all(path.is_file() for path in files.values()):
+            raise FileNotFoundError(
+                f"no tokenizer in {str(directory)!r}: expected {JOINT_FILE}, "
+                f"or {SOURCE_FILE} and {TARGET_FILE}"
+            )
+        return cls.from_json(
+            {name: path.read_text(encoding="utf-8") for name, path in files.items()}
+        )
+
+
+def train_tokenizers(
+    src_texts: list[str], tgt_texts: list[str], config: TokenizerConfig
+) -> TokenizerPair:
+    """Train on the training split only (never validation or test, which would leak them)."""
+    if config.joint:
+        joint = _train_one(_chain(src_texts, tgt_texts), len(src_texts) + len(tgt_texts), config)
+        return TokenizerPair(joint, joint)
+    source = _train_one(iter(src_texts), len(src_texts), config)
+    target = _train_one(iter(tgt_texts), len(tgt_texts), config)
+    return TokenizerPair(source, target)
+
+
+def _chain(first: list[str], second: list[str]) -> Iterator[str]:
+    yield from first
+    yield from second
+
+
+def _train_one(texts: Iterator[str], length: int, config: TokenizerConfig) -> Tokenizer:
+    tokenizer = _empty_tokenizer(config)
+    if config.kind == "bpe":
+        trainer = trainers.BpeTrainer(
+            vocab_size=config.vocab_size,
+            min_frequency=config.min_frequency,
+            special_tokens=list(SPECIAL_TOKENS),
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: nothing unknown
+            show_progress=False,
+        )
+    else:
+        trainer = trainers.WordLevelTrainer(
+            vocab_size=config.vocab_size,
+            min_frequency=config.min_frequency,
+            special_tokens=list(SPECIAL_TOKENS),
+            show_progress=False,
+        )
+    tokenizer.train_from_iterator(texts, trainer, length=length)
+    return tokenizer
+
+
+def _empty_tokenizer(config: TokenizerConfig) -> Tokenizer:
+    """Untrained tokenizer with the normaliser, pre-tokenizer and decoder that make it reversible."""
+    steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if config.lowercase else [])
+    if config.kind == "bpe":
+        tokenizer = Tokenizer(models.BPE(unk_token=UNK))
+        # add_prefix_space=False: a prefix space would come back from decoding as an extra space.
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+    elif config.kind == "wordlevel":
+        tokenizer = Tokenizer(models.WordLevel(unk_token=UNK))
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [pre_tokenizers.Metaspace(prepend_scheme="always"), pre_tokenizers.Punctuation()]
+        )
+        tokenizer.decoder = decoders.Metaspace(prepend_scheme="always")
+    else:
+        raise ValueError(f"data.tokenizer.kind must be bpe or wordlevel, not {config.kind!r}")
+    tokenizer.normalizer = normalizers.Sequence(steps)
+    return tokenizer
+
+
+def _check_special_tokens(tokenizer: Tokenizer, side: str) -> None:
+    """The whole project assumes PAD/UNK/BOS/EOS = 0/1/2/3; fail loudly if a tokenizer disagrees."""
+    for token, expected in zip(SPECIAL_TOKENS, (PAD_ID, UNK_ID, BOS_ID, EOS_ID), strict=True):
+        found = tokenizer.token_to_id(token)
+        if found != expected:
+            raise ValueError(
+                f"the {side} tokenizer maps {token} to id {found}, expected {expected}; "
+                "it was not built by transformer.tokenizer.train_tokenizers"
+            )
+
+
+def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    return [encoding.ids for encoding in encodings]
