@@ -127,6 +127,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model
     max_steps: int = 0  # stop after this many optimiser steps; 0 = no limit
     max_epochs: int = 0  # stop after this many epochs; 0 = no limit
+    max_minutes: float = 0.0  # stop after this much wall time in this process; 0 = no limit
     validate_every: int = 1000  # optimiser steps between validations (and checkpoints)
     log_every: int = 50  # optimiser steps between TensorBoard scalars
     keep_checkpoints: int = 5  # most recent step checkpoints kept besides last.pt and best.pt

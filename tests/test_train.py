@@ -1,0 +1,173 @@
+"""train.py end to end on the shipped numbers corpus: checkpoints, TensorBoard, validation, resume."""
+
+from __future__ import annotations
+
+import math
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import train
+from transformer import training
+from transformer.checkpoint import load_model
+from transformer.config import load_config
+
+TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
+NUMBERS = str(Path(__file__).parent / "data" / "numbers")
+# Smaller and shorter than configs/tiny.yaml so every test runs in seconds.
+FAST = [
+    f"data.dataset={NUMBERS}",
+    "model.d_model=32",
+    "model.n_heads=2",
+    "model.d_ff=64",
+    "data.tokenizer.vocab_size=200",
+    "data.max_tokens=1024",
+    "train.log_every=2",
+    "train.device=cpu",
+    "train.threads=1",
+]
+
+
+def run_train(run_dir: Path, *overrides: str, flags: tuple[str, ...] = ()) -> int:
+    return train.main(["--config", TINY, *flags, f"train.run_dir={run_dir}", *FAST, *overrides])
+
+
+def test_train_writes_checkpoints_tensorboard_and_validates_everything(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    config = load_config(
+        TINY, [f"train.run_dir={run_dir}", *FAST, "train.max_steps=12", "train.validate_every=4"]
+    )
+    result = training.train(config)
+
+    assert result.state.step == 12
+    assert result.last_validation is not None
+    assert result.last_validation.scores.n_sentences == 60  # every line of tests/data/numbers/val.*
+    assert len(result.state.history) == 3
+    assert math.isfinite(result.last_validation.loss)
+
+    checkpoints = run_dir / "checkpoints"
+    names = sorted(p.name for p in checkpoints.glob("*.pt"))
+    assert names == ["best.pt", "last.pt", "step_0000008.pt", "step_0000012.pt"]  # keep 2
+    payload = torch.load(checkpoints / "last.pt", weights_only=True)
+    assert payload["step"] == 12 and payload["config"]["train"]["max_steps"] == 12
+    assert {"optimizer", "scheduler", "scaler", "sampler", "rng", "tokenizers"} <= payload.keys()
+    loaded = load_model(checkpoints / "best.pt")
+    assert loaded.config.model.src_vocab_size == loaded.tokenizers.src_vocab_size
+    assert (run_dir / "config.yaml").is_file()
+
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    for tag in [
+        "train/loss",
+        "train/learning_rate",
+        "train/grad_norm",
+        "train/tokens_per_second",
+        "valid/loss",
+        "valid/perplexity",
+        "valid/bleu",
+        "valid/chrf",
+    ]:
+        assert tag in tags["scalars"], tag
+    assert "valid/cross_attention" in tags["images"]
+    assert any(tag.startswith("valid/samples") for tag in tags["tensors"])
+    assert len(events.Scalars("valid/bleu")) == 3
+
+
+def final_parameters(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(tmp_path: Path) -> None:
+    common = (
+        "train.validate_every=5",
+        "model.dropout=0.1",
+    )  # dropout: the RNG state must resume too
+    assert run_train(tmp_path / "straight", "train.max_steps=10", *common) == 0
+    assert run_train(tmp_path / "split", "train.max_steps=5", *common) == 0
+    assert run_train(tmp_path / "split", "train.max_steps=10", *common, flags=("--resume",)) == 0
+    straight, split = final_parameters(tmp_path / "straight"), final_parameters(tmp_path / "split")
+    assert straight.keys() == split.keys()
+    for name in straight:
+        assert torch.equal(straight[name], split[name]), name
+
+
+def test_resume_across_an_epoch_boundary(tmp_path: Path) -> None:
+    # ~880 training pairs at 1024 tokens per batch is about 30 batches an epoch; 45 steps spans two.
+    common = ("train.validate_every=100", "data.max_tokens=1024")
+    assert run_train(tmp_path / "straight", "train.max_steps=45", *common) == 0
+    assert run_train(tmp_path / "split", "train.max_steps=20", *common) == 0
+    assert run_train(tmp_path / "split", "train.max_steps=45", *common, flags=("--resume",)) == 0
+    straight, split = final_parameters(tmp_path / "straight"), final_parameters(tmp_path / "split")
+    for name in straight:
+        assert torch.equal(straight[name], split[name]), name
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run_train(tmp_path, "train.max_steps=2", "train.validate_every=2") == 0
+    before = (tmp_path / "checkpoints" / "last.pt").read_bytes()
+    assert run_train(tmp_path, "train.max_steps=2") == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "checkpoints" / "last.pt").read_bytes() == before
+    assert (
+        run_train(tmp_path, "train.max_steps=1", "train.validate_every=1", flags=("--overwrite",))
+        == 0
+    )
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 1
+
+
+def test_resume_without_a_run_and_with_a_changed_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert run_train(tmp_path, "train.max_steps=2", flags=("--resume",)) == 2
+    assert "there is no" in capsys.readouterr().err
+    assert run_train(tmp_path, "train.max_steps=2", "train.validate_every=2") == 0
+    assert run_train(tmp_path, "train.max_steps=4", "model.d_ff=96", flags=("--resume",)) == 2
+    assert "model.d_ff" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_last_checkpoint_and_says_how_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    real_step = training.train_step
+    calls = []
+
+    def step_then_interrupt(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls.append(1)
+        stats = real_step(*args, **kwargs)
+        if len(calls) == 3:
+            signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C during step 3
+        return stats
+
+    monkeypatch.setattr(training, "train_step", step_then_interrupt)
+    assert run_train(tmp_path, "train.max_steps=50", "train.validate_every=100") == 130
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_config_errors_are_one_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert run_train(tmp_path, "train.lrr=0.1") == 2
+    assert "did you mean train.lr?" in capsys.readouterr().err
+    assert run_train(tmp_path, "train.max_steps=many") == 2
+    assert "train.max_steps must be an integer" in capsys.readouterr().err
+    assert train.main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert run_train(tmp_path, "data.dataset=" + str(tmp_path / "nowhere")) == 2
+    assert "nowhere" in capsys.readouterr().err
+
+
+def test_override_takes_effect(tmp_path: Path) -> None:
+    config = load_config(TINY, ["train.lr=3e-4", "model.d_model=48", "data.max_tokens=512"])
+    assert (config.train.lr, config.model.d_model, config.data.max_tokens) == (3e-4, 48, 512)
+
+
+def test_learning_rate_schedules() -> None:
+    factors = [training.learning_rate_factor(s, 10, "inverse_sqrt") for s in range(40)]
+    assert factors[9] == 1.0 and factors[0] == 0.1
+    assert factors[39] == pytest.approx(math.sqrt(10 / 40))
+    cosine = [training.learning_rate_factor(s, 10, "cosine", 110, 0.1) for s in range(110)]
+    assert cosine[9] == 1.0 and cosine[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(cosine[9:], cosine[10:], strict=False))

@@ -1,0 +1,52 @@
+"""Train a translation model from a YAML recipe, with dotted overrides.
+
+    python train.py --config configs/multi30k_en_de.yaml
+    python train.py --config configs/tiny.yaml train.max_steps=50 data.max_tokens=1024
+    python train.py --config configs/multi30k_en_de.yaml --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from transformer.checkpoint import CheckpointError
+from transformer.config import ConfigError, load_config
+from transformer.data import DataError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Train an encoder-decoder Transformer for translation.",
+        epilog="Overrides use dotted keys, e.g. train.lr=3e-4 data.max_tokens=2048 model.d_model=256",
+    )
+    parser.add_argument("--config", required=True, help="a YAML recipe, e.g. configs/tiny.yaml")
+    parser.add_argument("overrides", nargs="*", help="section.key=value settings")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue from <run_dir>/checkpoints/last.pt")
+    group.add_argument(
+        "--overwrite", action="store_true", help="delete an existing run in train.run_dir first"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        from transformer.training import train  # heavy imports after argument errors
+
+        config = load_config(args.config, args.overrides)
+        result = train(config, resume=args.resume, overwrite=args.overwrite)
+    except (ConfigError, DataError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if result.interrupted:
+        return 130
+    best = result.state.best_bleu
+    print(f"Done at step {result.state.step}. Best validation BLEU {best:.2f}; checkpoints in "
+          f"{result.run_dir / 'checkpoints'}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""Validation: loss and perplexity over the whole validation set, then real decoding of every
+validation sentence scored with sacreBLEU, sample translations and a cross-attention heatmap."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from transformer.config import Config
+from transformer.data import EncodedSplit, TokenBatchSampler, collate_batch
+from transformer.decoding import translate_ids
+from transformer.metrics import TranslationScores, perplexity, score_translations
+from transformer.model import Transformer
+from transformer.tokenizer import BOS_ID, PAD_ID, TokenizerPair
+
+
+@dataclass
+class ValidationResult:
+    loss: float  # mean per-token cross entropy (no label smoothing)
+    perplexity: float
+    scores: TranslationScores
+    hypotheses: list[str]
+
+
+@torch.inference_mode()
+def validation_loss(
+    model: Transformer, split: EncodedSplit, max_tokens: int, device: torch.device
+) -> float:
+    """Mean per-token cross entropy over every validation sentence, batched by length."""
+    model.eval()
+    sampler = TokenBatchSampler(split.src_lengths, split.tgt_lengths, max_tokens, shuffle=False)
+    total, tokens = torch.zeros((), device=device), 0
+    for indices in sampler:
+        batch = collate_batch([split[i] for i in indices]).to(device)
+        logits = model(batch.src, batch.tgt_in)  # (B, T, V)
+        total += torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), batch.labels.flatten(), ignore_index=PAD_ID, reduction="sum"
+        )
+        tokens += batch.n_tgt_tokens
+    return total.item() / max(1, tokens)
+
+
+@torch.inference_mode()
+def cross_attention_image(
+    model: Transformer, source: torch.Tensor, output: list[int], device: torch.device
+) -> torch.Tensor:
+    """The last decoder layer's cross-attention, averaged over heads, for one sentence:
+    rows are output tokens, columns source tokens. Returns (1, T, S) in [0, 1] for add_image."""
+    src = source[None].to(device)  # (1, S)
+    tgt = torch.tensor([[BOS_ID, *output]], device=device)  # (1, T)
+    memory, src_mask = model.encode(src)
+    _, weights = model.decode(tgt, memory, src_mask, need_weights=True)
+    heatmap = weights[-1][0].mean(dim=0)  # (T, S)
+    heatmap = heatmap / heatmap.max().clamp_min(1e-9)
+    # Each token becomes an 8x8 block so the picture is readable in TensorBoard.
+    heatmap = heatmap.repeat_interleave(8, dim=0).repeat_interleave(8, dim=1)
+    return heatmap[None].float().cpu()  # (1, 8T, 8S)
+
+
+def validate(
+    model: Transformer,
+    split: EncodedSplit,
+    references: list[str],
+    tokenizers: TokenizerPair,
+    config: Config,
+    device: torch.device,
+    writer: SummaryWriter | None = None,
+    step: int = 0,
+) -> ValidationResult:
+    """Loss, perplexity, BLEU and chrF over the whole validation set; logged when a writer is given."""
+    model.eval()
+    loss = validation_loss(model, split, config.data.max_tokens, device)
+    sources = [split[i][0] for i in range(len(split))]
+    hypotheses_ids = translate_ids(model, sources, config.decode, device)
+    best = [nbest[0].tokens for nbest in hypotheses_ids]
+    hypotheses = tokenizers.decode_target(best)
+    scores = score_translations(hypotheses, references)
+    result = ValidationResult(loss, perplexity(loss), scores, hypotheses)
+    samples = [
+        f"source: {tokenizers.decode_source([sources[i].tolist()])[0]}\n"
+        f"reference: {references[i]}\n"
+        f"output: {hypotheses[i]}"
+        for i in range(min(config.train.num_samples, len(hypotheses)))
+    ]
+    for sample in samples:
+        tqdm.write(sample.replace("\n", "\n  ") + "\n")
+    if writer is not None:
+        writer.add_scalar("valid/loss", loss, step)
+        writer.add_scalar("valid/perplexity", result.perplexity, step)
+        writer.add_scalar("valid/bleu", scores.bleu, step)
+        writer.add_scalar("valid/chrf", scores.chrf, step)
+        writer.add_text("valid/samples", "\n\n".join(s.replace("\n", "  \n") for s in samples), step)
+        writer.add_text("valid/bleu_signature", scores.bleu_signature, step)
+        if len(split) > 0:
+            image = cross_attention_image(model, sources[0], best[0], device)
+            writer.add_image("valid/cross_attention", image, step, dataformats="CHW")
+        writer.flush()
+    return result
