@@ -1,8 +1,8 @@
 """Train a translation model from a YAML recipe, with dotted overrides.
 
-    python train.py --config configs/multi30k_en_de.yaml
-    python train.py --config configs/tiny.yaml train.max_steps=50 data.max_tokens=1024
-    python train.py --config configs/multi30k_en_de.yaml --resume
+python train.py --config configs/multi30k_en_de.yaml
+python train.py --config configs/tiny.yaml train.max_steps=50 data.max_tokens=1024
+python train.py --config configs/multi30k_en_de.yaml --resume
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="a YAML recipe, e.g. configs/tiny.yaml")
     parser.add_argument("overrides", nargs="*", help="section.key=value settings")
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help="continue from <run_dir>/checkpoints/last.pt")
+    group.add_argument(
+        "--resume", action="store_true", help="continue from <run_dir>/checkpoints/last.pt"
+    )
     group.add_argument(
         "--overwrite", action="store_true", help="delete an existing run in train.run_dir first"
     )
@@ -43,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     if result.interrupted:
         return 130
     best = result.state.best_bleu
-    print(f"Done at step {result.state.step}. Best validation BLEU {best:.2f}; checkpoints in "
-          f"{result.run_dir / 'checkpoints'}.")
+    print(
+        f"Done at step {result.state.step}. Best validation BLEU {best:.2f}; checkpoints in "
+        f"{result.run_dir / 'checkpoints'}."
+    )
     return 0
 
 

@@ -37,7 +37,9 @@ def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     leaves a truncated file under the final name (rename is atomic on POSIX and Windows)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    descriptor, temporary = tempfile.mkstemp(
+        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+    )
     try:
         with os.fdopen(descriptor, "wb") as file:
             torch.save({"format_version": FORMAT_VERSION, **payload}, file)
@@ -153,9 +155,7 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
         for name, tensor in payload["model"].items():
             total[name] += tensor.double()
     reference = newest["model"]
-    averaged = {
-        name: (total[name] / len(payloads)).to(reference[name].dtype) for name in reference
-    }
+    averaged = {name: (total[name] / len(payloads)).to(reference[name].dtype) for name in reference}
     return {
         "config": newest["config"],
         "tokenizers": newest["tokenizers"],
@@ -186,14 +186,19 @@ def _average_command(argv: list[str] | None) -> int:
             f"{len(paths)} step_N.pt files; raise train.keep_checkpoints or lower --last"
         )
     save_checkpoint(average_checkpoints(paths), args.output)
-    print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) -> {args.output}")
+    print(
+        f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) -> {args.output}"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] != "average":
-        print("usage: python -m transformer.checkpoint average DIR --last N -o OUT.pt", file=sys.stderr)
+        print(
+            "usage: python -m transformer.checkpoint average DIR --last N -o OUT.pt",
+            file=sys.stderr,
+        )
         return 2
     try:
         return _average_command(argv[1:])

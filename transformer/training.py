@@ -70,9 +70,13 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"train.device {name!r} is not a device; use auto, cpu, cuda or mps") from None
+        raise ConfigError(
+            f"train.device {name!r} is not a device; use auto, cpu, cuda or mps"
+        ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device asks for cuda but no CUDA GPU is visible; use train.device=cpu")
+        raise ConfigError(
+            "train.device asks for cuda but no CUDA GPU is visible; use train.device=cpu"
+        )
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("train.device asks for mps but it is not available; use train.device=cpu")
     return device
@@ -278,9 +282,7 @@ def train_step(
     return StepStats(loss_total, tokens, grad_norm.detach())
 
 
-def batches_of_epoch(
-    split: EncodedSplit, sampler: TokenBatchSampler, accumulate: int
-) -> Any:
+def batches_of_epoch(split: EncodedSplit, sampler: TokenBatchSampler, accumulate: int) -> Any:
     """Yield lists of `accumulate` collated batches, one list per optimiser step."""
     group: list[Batch] = []
     for indices in sampler:
@@ -356,10 +358,18 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     writer = SummaryWriter(log_dir=str(run_dir))
     run = _Run(config, run_dir, model, optimizer, scheduler, scaler, sampler, tokenizers, state)
     last_validation: ValidationResult | None = None
-    deadline = time.monotonic() + 60 * config.train.max_minutes if config.train.max_minutes else math.inf
-    with StopRequest() as stop, tqdm(
-        total=config.train.max_steps or None, initial=state.step, desc="train", dynamic_ncols=True
-    ) as progress:
+    deadline = (
+        time.monotonic() + 60 * config.train.max_minutes if config.train.max_minutes else math.inf
+    )
+    with (
+        StopRequest() as stop,
+        tqdm(
+            total=config.train.max_steps or None,
+            initial=state.step,
+            desc="train",
+            dynamic_ncols=True,
+        ) as progress,
+    ):
         finished = False
         while not finished:
             window_loss, window_tokens, window_start = torch.zeros(()), 0, time.perf_counter()
@@ -382,12 +392,20 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
                     writer.add_scalar("train/learning_rate", lr, state.step)
                     writer.add_scalar("train/grad_norm", stats.grad_norm.item(), state.step)
                     writer.add_scalar("train/tokens_per_second", speed, state.step)
-                    window_loss, window_tokens, window_start = torch.zeros(()), 0, time.perf_counter()
-                reached_max = 0 < config.train.max_steps <= state.step or time.monotonic() > deadline
+                    window_loss, window_tokens, window_start = (
+                        torch.zeros(()),
+                        0,
+                        time.perf_counter(),
+                    )
+                reached_max = (
+                    0 < config.train.max_steps <= state.step or time.monotonic() > deadline
+                )
                 if state.step % config.train.validate_every == 0 or reached_max:
                     last_validation = run.validate_and_save(splits, texts, writer, device)
                     if run.should_stop_early():
-                        tqdm.write(f"Early stopping: no better BLEU in {config.train.patience} validations.")
+                        tqdm.write(
+                            f"Early stopping: no better BLEU in {config.train.patience} validations."
+                        )
                         finished = True
                 if reached_max or stop.requested or finished:
                     finished = True
@@ -491,7 +509,12 @@ class _Run:
         else:
             state.validations_without_improvement += 1
         state.history.append(
-            {"step": state.step, "bleu": result.scores.bleu, "loss": result.loss, "chrf": result.scores.chrf}
+            {
+                "step": state.step,
+                "bleu": result.scores.bleu,
+                "loss": result.loss,
+                "chrf": result.scores.chrf,
+            }
         )
         names = [f"step_{state.step:07d}.pt", "last.pt"] + (["best.pt"] if improved else [])
         self.save(*names)

@@ -37,7 +37,10 @@ def validation_loss(
         batch = collate_batch([split[i] for i in indices]).to(device)
         logits = model(batch.src, batch.tgt_in)  # (B, T, V)
         total += torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(), batch.labels.flatten(), ignore_index=PAD_ID, reduction="sum"
+            logits.flatten(0, 1).float(),
+            batch.labels.flatten(),
+            ignore_index=PAD_ID,
+            reduction="sum",
         )
         tokens += batch.n_tgt_tokens
     return total.item() / max(1, tokens)
@@ -92,7 +95,9 @@ def validate(
         writer.add_scalar("valid/perplexity", result.perplexity, step)
         writer.add_scalar("valid/bleu", scores.bleu, step)
         writer.add_scalar("valid/chrf", scores.chrf, step)
-        writer.add_text("valid/samples", "\n\n".join(s.replace("\n", "  \n") for s in samples), step)
+        writer.add_text(
+            "valid/samples", "\n\n".join(s.replace("\n", "  \n") for s in samples), step
+        )
         writer.add_text("valid/bleu_signature", scores.bleu_signature, step)
         if len(split) > 0:
             image = cross_attention_image(model, sources[0], best[0], device)

@@ -1,0 +1,66 @@
+"""Text in, text out: encode sentences, decode them with `decoding`, detokenize.
+
+The one place where strings meet the model at inference time; `translate.py` and the benchmarks
+call it. Decoding itself stays in `decoding.py`, as pure functions over token ids.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import torch
+
+from transformer.checkpoint import LoadedModel
+from transformer.config import DecodeConfig
+from transformer.decoding import translate_ids
+
+
+@dataclass
+class Translation:
+    text: str
+    score: float  # the model score used for ranking (length-penalised log-probability)
+
+
+class Translator:
+    """A model loaded from a checkpoint together with its tokenizers and decoding settings."""
+
+    def __init__(self, loaded: LoadedModel, decode: DecodeConfig, device: torch.device) -> None:
+        self.model = loaded.model.to(device).eval()
+        self.tokenizers = loaded.tokenizers
+        self.decode = decode
+        self.device = device
+        self.max_positions = loaded.config.model.max_positions
+
+    @classmethod
+    def with_options(
+        cls, loaded: LoadedModel, device: torch.device, **options: object
+    ) -> Translator:
+        """The checkpoint's decoding settings, with the non-None `options` replacing them."""
+        chosen = {key: value for key, value in options.items() if value is not None}
+        return cls(loaded, replace(loaded.config.decode, **chosen), device)
+
+    def translate(self, sentences: list[str]) -> list[list[Translation]]:
+        """n-best translations of each sentence, best first. An empty or whitespace-only line gives
+        one empty translation; a source longer than the model's maximum positions is truncated
+        with a warning."""
+        ids = self.tokenizers.encode_source(sentences)
+        too_long = [
+            i for i, sentence_ids in enumerate(ids) if len(sentence_ids) > self.max_positions
+        ]
+        if too_long:
+            warnings.warn(
+                f"{len(too_long)} input sentence(s) longer than the model's {self.max_positions} "
+                f"positions were truncated (first: line {too_long[0] + 1})",
+                stacklevel=2,
+            )
+        sources = [torch.tensor(x[: self.max_positions], dtype=torch.long) for x in ids]
+        hypotheses = translate_ids(self.model, sources, self.decode, self.device)
+        results = []
+        for sentence, nbest in zip(sentences, hypotheses, strict=True):
+            if not sentence.strip():
+                results.append([Translation("", 0.0)])
+                continue
+            texts = self.tokenizers.decode_target([h.tokens for h in nbest])
+            results.append([Translation(t, h.score) for t, h in zip(texts, nbest, strict=True)])
+        return results
