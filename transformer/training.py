@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -80,6 +81,17 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("train.device asks for mps but it is not available; use train.device=cpu")
     return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls in hardware (AVX512-BF16 or AMX). Without them,
+    PyTorch emulates bf16 and autocast makes training many times slower than fp32 (measured on
+    an AVX2-only AMD EPYC: 63 vs 1,997 target tokens/s at d_model 256)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # not Linux: cannot tell, so do not warn
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def autocast_context(device: torch.device, precision: str) -> Any:
@@ -308,6 +320,12 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     device = resolve_device(config.train.device)
     if config.train.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
+    if config.train.precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(
+            "train.precision=bf16 on a CPU without native bf16 (AVX512-BF16/AMX) is emulated and "
+            "much slower than fp32; use train.precision=fp32 on this machine",
+            stacklevel=2,
+        )
 
     # Data: tokenizers trained on the training split only, or taken from the checkpoint.
     saved_tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"]) if checkpoint else None
