@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import time
 
+from transformer.batching import TokenBatchSampler
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig
-from transformer.data import ROLES, TokenBatchSampler, encode_split, load_corpus
+from transformer.data import ROLES, encode_split, load_corpus
 from transformer.tokenizer import train_tokenizers
 
 

@@ -11,18 +11,9 @@ import pytest
 import torch
 from datasets.exceptions import DatasetNotFoundError
 
+from transformer.batching import Batch, TokenBatchSampler, collate_batch, make_loader
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig
-from transformer.data import (
-    Batch,
-    DataError,
-    ParallelText,
-    TokenBatchSampler,
-    collate_batch,
-    encode_split,
-    load_corpus,
-    make_loader,
-    prepare_data,
-)
+from transformer.data import DataError, ParallelText, encode_split, load_corpus, prepare_data
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizers
 
 EN = ["A dog runs.", "Two cats sleep.", "A man\u2028reads.", "", "Children play outside."]

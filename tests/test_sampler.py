@@ -9,7 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transformer.data import EncodedSplit, TokenBatchSampler, make_loader
+from transformer.batching import TokenBatchSampler, make_loader
+from transformer.data import EncodedSplit
 
 MAX_TOKENS = 200
 

@@ -1,10 +1,7 @@
-"""Parallel corpora: load, encode once, batch by tokens, pad each batch to its own longest sentence.
+"""Parallel corpora: load from the hub or local files, check, train tokenizers, encode once.
 
     tokenizers, splits, texts = prepare_data(config.data, config.model.max_positions)
-    sampler = TokenBatchSampler(splits["train"].src_lengths, splits["train"].tgt_lengths,
-                                config.data.max_tokens, seed=config.train.seed)
-    for batch in make_loader(splits["train"], sampler):  # Batch: src, tgt_in, labels (B, S|T)
-        ...
+    # splits["train"] is an EncodedSplit; `batching` turns it into padded batches.
 
 Where `data.dataset` may point (everything ends up as a Hugging Face `datasets.Dataset` and goes through
 one column reader, so every source is checked the same way):
@@ -28,7 +25,6 @@ time, never mid-epoch; validation and test keep every sentence.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import math
 import re
@@ -43,11 +39,10 @@ import datasets
 import torch
 from datasets.exceptions import DatasetGenerationError, FileNotFoundDatasetsError
 from torch import Tensor
-from torch.nn.utils.rnn import pad_sequence
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
 from transformer.config import DataConfig
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair, train_tokenizers
+from transformer.tokenizer import TokenizerPair, train_tokenizers
 
 ROLES = ("train", "validation", "test")  # keys of every corpus dict; data.splits maps them to names
 CARVE_SEED = 20170612  # fixed, so a carved validation/test split never moves between runs
@@ -497,221 +492,3 @@ def prepare_data(
         for role in ROLES
     }
     return tokenizers, splits, texts
-
-
-# --- batching -------------------------------------------------------------------------------------
-
-
-class TokenBatchSampler(Sampler[list[int]]):
-    """Batches of sentence indices of similar length, each as large as `max_tokens` allows.
-
-    Budget: a batch of B pairs costs B * max source length + B * (max target length + 1), the padded
-    size after collate adds BOS/EOS. A single pair over the budget still forms a batch of its own
-    (nothing is lost; drop such pairs at load time with data.max_length if memory is tight).
-
-    Each epoch, pairs are sorted by (source length, target length) with ties broken at random, cut
-    into batches, and the batch order is shuffled, all with a generator seeded from (seed, epoch).
-    shuffle=False gives the same batches in length order every time (validation, decoding).
-
-    DDP: batch k goes to rank k % world_size. When the batch count does not divide by world_size,
-    the first batches are repeated so that every rank runs the same number of steps (a rank that ran
-    out early would hang the others); ranks are disjoint apart from those few repeats.
-
-    Resuming: `state_dict()` is (epoch, batches yielded so far in that epoch); after
-    `load_state_dict`, iteration continues with the next batch. An epoch that is iterated to the end
-    moves on to the next epoch by itself. `set_epoch(e)` starts epoch e from its first batch unless
-    the sampler is already in epoch e (after a resume), so a loop that calls set_epoch every epoch
-    resumes mid-epoch correctly. "Yielded" means handed to the DataLoader: with num_workers > 0 it
-    prefetches a few batches ahead, which then count as done; make_loader uses num_workers=0.
-    """
-
-    def __init__(
-        self,
-        src_lengths: Sequence[int] | Tensor,
-        tgt_lengths: Sequence[int] | Tensor,
-        max_tokens: int,
-        *,
-        shuffle: bool = True,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
-        self.src_lengths = torch.as_tensor(src_lengths, dtype=torch.long)  # (n,)
-        self.tgt_lengths = torch.as_tensor(tgt_lengths, dtype=torch.long)  # (n,)
-        if self.src_lengths.shape != self.tgt_lengths.shape:
-            raise ValueError("src_lengths and tgt_lengths must have the same length")
-        if max_tokens < 1:
-            raise ValueError(f"max_tokens must be positive, not {max_tokens}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must be in [0, world_size={world_size}), not {rank}")
-        self.max_tokens = max_tokens
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.epoch = 0
-        self.position = 0  # batches of this epoch already yielded on this rank
-        # Ties are exact (src, tgt) length ties, so the sequence of lengths in sorted order, and
-        # hence where batches start and end, is the same every epoch: computed once.
-        self._bounds = self._batch_bounds(self._sorted_order(None))
-
-    def _sorted_order(self, generator: torch.Generator | None) -> Tensor:
-        """Indices sorted by (source, target) length; ties in random order when given a generator."""
-        n = len(self.src_lengths)
-        order = torch.arange(n) if generator is None else torch.randperm(n, generator=generator)
-        order = order[torch.argsort(self.tgt_lengths[order], stable=True)]
-        return order[torch.argsort(self.src_lengths[order], stable=True)]
-
-    def _batch_bounds(self, order: Tensor) -> list[tuple[int, int]]:
-        """Greedily fill batches along `order`: [start, end) positions of each batch."""
-        bounds = []
-        start, max_src, max_tgt = 0, 0, 0
-        src, tgt = self.src_lengths[order].tolist(), self.tgt_lengths[order].tolist()
-        for i, (s, t) in enumerate(zip(src, tgt, strict=True)):
-            new_src, new_tgt = max(max_src, s), max(max_tgt, t + 1)  # +1: BOS / EOS
-            if i > start and (i - start + 1) * (new_src + new_tgt) > self.max_tokens:
-                bounds.append((start, i))
-                start, new_src, new_tgt = i, s, t + 1
-            max_src, max_tgt = new_src, new_tgt
-        if len(src) > start:
-            bounds.append((start, len(src)))
-        return bounds
-
-    def _epoch_batches(self, epoch: int) -> list[list[int]]:
-        """This rank's batches for `epoch`, in the order they are yielded."""
-        generator = None
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(_mix_seed(self.seed, epoch))
-        order = self._sorted_order(generator).tolist()
-        batches = [order[start:end] for start, end in self._bounds]
-        if generator is not None:
-            batches = [batches[k] for k in torch.randperm(len(batches), generator=generator)]
-        total = len(self) * self.world_size  # pad by repeating the first batches
-        return [batches[k % len(batches)] for k in range(self.rank, total, self.world_size)]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        batches = self._epoch_batches(self.epoch)
-        while self.position < len(batches):
-            self.position += 1
-            yield batches[self.position - 1]
-        self.epoch += 1
-        self.position = 0
-
-    def __len__(self) -> int:
-        """Batches per epoch on this rank (the same on every rank)."""
-        return math.ceil(len(self._bounds) / self.world_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Use the order of `epoch`; restart it unless already in it (see the class docstring)."""
-        if epoch != self.epoch:
-            self.epoch = epoch
-            self.position = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "batches_per_epoch": len(self)}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        if state.get("batches_per_epoch", len(self)) != len(self):
-            raise ValueError(
-                f"the saved sampler state has {state['batches_per_epoch']} batches per epoch, this "
-                f"sampler {len(self)}: resume with the same data, data.max_tokens and world size"
-            )
-        self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
-
-
-def _mix_seed(seed: int, epoch: int) -> int:
-    """One generator seed per (seed, epoch); seed + epoch would make (0, 1) and (1, 0) equal."""
-    return (seed * 1_000_003 + epoch) % (2**63)
-
-
-@dataclass
-class Batch:
-    """One padded batch; B sentences, S = longest source, T = longest target + 1."""
-
-    src: Tensor  # (B, S) source ids, padded with pad_id
-    tgt_in: Tensor  # (B, T) BOS + target: the decoder input
-    labels: Tensor  # (B, T) target + EOS: what the decoder must predict at each position
-    n_tgt_tokens: int  # real (non-pad) label tokens, for a per-token loss
-    indices: Tensor | None = None  # (B,) position of each pair in its split
-
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device, non_blocking=non_blocking)
-
-        return dataclasses.replace(
-            self,
-            src=move(self.src),
-            tgt_in=move(self.tgt_in),
-            labels=move(self.labels),
-            indices=move(self.indices),
-        )
-
-    def pin_memory(self) -> Batch:
-        """Called by DataLoader(pin_memory=True) for faster, non-blocking copies to the GPU."""
-        return dataclasses.replace(
-            self,
-            src=self.src.pin_memory(),
-            tgt_in=self.tgt_in.pin_memory(),
-            labels=self.labels.pin_memory(),
-        )
-
-
-def collate_batch(
-    examples: list[tuple[Tensor, Tensor]],
-    pad_id: int = PAD_ID,
-    bos_id: int = BOS_ID,
-    eos_id: int = EOS_ID,
-    indices: Sequence[int] | None = None,
-) -> Batch:
-    """Pad to the batch's own longest sentence; the target gets BOS in front (input) or EOS behind
-    (labels)."""
-    bos, eos = torch.tensor([bos_id]), torch.tensor([eos_id])
-    src = [s.long() for s, _ in examples]
-    tgt_in = [torch.cat([bos, t.long()]) for _, t in examples]
-    labels = [torch.cat([t.long(), eos]) for _, t in examples]
-    src = pad_sequence(src, batch_first=True, padding_value=pad_id)  # (B, S)
-    tgt_in = pad_sequence(tgt_in, batch_first=True, padding_value=pad_id)  # (B, T)
-    labels = pad_sequence(labels, batch_first=True, padding_value=pad_id)  # (B, T)
-    n_tgt_tokens = sum(len(t) + 1 for _, t in examples)
-    index = None if indices is None else torch.as_tensor(list(indices), dtype=torch.long)
-    return Batch(src, tgt_in, labels, n_tgt_tokens, index)
-
-
-class _WithIndices(Dataset):
-    """Gives collate the indices of the batch too (DataLoader fetches a batch via __getitems__),
-    so that each Batch knows which pairs it holds: validation puts translations back in order."""
-
-    def __init__(self, split: EncodedSplit) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        return self.split[i]
-
-    def __getitems__(self, indices: list[int]) -> tuple[list[int], list[tuple[Tensor, Tensor]]]:
-        return indices, [self.split[i] for i in indices]
-
-
-def _collate_with_indices(fetched: tuple[list[int], list[tuple[Tensor, Tensor]]]) -> Batch:
-    indices, examples = fetched
-    return collate_batch(examples, indices=indices)
-
-
-def make_loader(
-    split: EncodedSplit,
-    sampler: TokenBatchSampler,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-) -> DataLoader:
-    """DataLoader of `Batch`es. The ids are already in memory, so workers rarely pay off; with
-    num_workers > 0 the sampler's resume position runs a few prefetched batches ahead."""
-    return DataLoader(
-        _WithIndices(split),
-        batch_sampler=sampler,
-        collate_fn=_collate_with_indices,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-    )

@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import warnings
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -28,6 +29,7 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from transformer.batching import Batch, TokenBatchSampler, make_loader
 from transformer.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -35,7 +37,7 @@ from transformer.checkpoint import (
     save_checkpoint,
 )
 from transformer.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
-from transformer.data import Batch, EncodedSplit, TokenBatchSampler, collate_batch, prepare_data
+from transformer.data import EncodedSplit, prepare_data
 from transformer.model import Transformer, build_transformer, count_parameters
 from transformer.tokenizer import PAD_ID, TokenizerPair
 from transformer.validation import ValidationResult, validate
@@ -294,11 +296,11 @@ def train_step(
     return StepStats(loss_total, tokens, grad_norm.detach())
 
 
-def batches_of_epoch(split: EncodedSplit, sampler: TokenBatchSampler, accumulate: int) -> Any:
-    """Yield lists of `accumulate` collated batches, one list per optimiser step."""
+def optimiser_steps(loader: Iterable[Batch], accumulate: int) -> Iterator[list[Batch]]:
+    """Group the batches of one epoch into lists of `accumulate`, one list per optimiser step."""
     group: list[Batch] = []
-    for indices in sampler:
-        group.append(collate_batch([split[i] for i in indices]))
+    for batch in loader:
+        group.append(batch)
         if len(group) == accumulate:
             yield group
             group = []
@@ -366,6 +368,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         print(f"Resumed {run_dir} at step {state.step} (epoch {state.epoch + 1}).")
     else:
         sampler.set_epoch(0)
+    train_loader = make_loader(splits["train"], sampler)
     trained_model = torch.compile(model) if config.train.compile else model
 
     n_params = count_parameters(model)
@@ -391,7 +394,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         finished = False
         while not finished:
             window_loss, window_tokens, window_start = torch.zeros(()), 0, time.perf_counter()
-            for step_batches in batches_of_epoch(splits["train"], sampler, config.train.accumulate):
+            for step_batches in optimiser_steps(train_loader, config.train.accumulate):
                 model.train()
                 stats = train_step(
                     trained_model, step_batches, optimizer, scheduler, scaler, config, device

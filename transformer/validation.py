@@ -9,8 +9,9 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from transformer.batching import TokenBatchSampler, make_loader
 from transformer.config import Config
-from transformer.data import EncodedSplit, TokenBatchSampler, collate_batch
+from transformer.data import EncodedSplit
 from transformer.decoding import translate_ids
 from transformer.metrics import TranslationScores, perplexity, score_translations
 from transformer.model import Transformer
@@ -33,8 +34,8 @@ def validation_loss(
     model.eval()
     sampler = TokenBatchSampler(split.src_lengths, split.tgt_lengths, max_tokens, shuffle=False)
     total, tokens = torch.zeros((), device=device), 0
-    for indices in sampler:
-        batch = collate_batch([split[i] for i in indices]).to(device)
+    for batch in make_loader(split, sampler):
+        batch = batch.to(device)
         logits = model(batch.src, batch.tgt_in)  # (B, T, V)
         total += torch.nn.functional.cross_entropy(
             logits.flatten(0, 1).float(),
