@@ -246,3 +246,15 @@ def test_reverse_task_trains_to_near_zero_loss(norm: str) -> None:
         loss.backward()
         optimiser.step()
     assert loss.item() < 0.05
+
+
+def test_empty_source_gives_finite_logits_and_leaves_others_unchanged(
+    generator: torch.Generator,
+) -> None:
+    model = build_transformer(tiny_config()).eval()
+    src, tgt = random_ids(2, 5, 50, generator), random_ids(2, 4, 40, generator)
+    alone = model(src[:1], tgt[:1])
+    src[1] = PAD  # an empty line in a validation file
+    logits = model(src, tgt)
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits[:1], alone, atol=1e-5, rtol=1e-5)

@@ -171,3 +171,12 @@ def test_learning_rate_schedules() -> None:
     cosine = [training.learning_rate_factor(s, 10, "cosine", 110, 0.1) for s in range(110)]
     assert cosine[9] == 1.0 and cosine[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(cosine[9:], cosine[10:], strict=False))
+
+
+def test_bf16_on_a_cpu_without_native_bf16_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        assert run_train(tmp_path, "train.precision=bf16", "train.max_steps=1") == 0
+    assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 1

@@ -401,6 +401,9 @@ class Transformer(nn.Module):
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
         """src ids (B, S) -> memory (B, S, D) and the source mask (B, 1, 1, S)."""
         src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
+        # An empty source (a row of padding only) would leave attention nothing to attend to and
+        # turn into NaN; such a row attends to its padding instead, so its outputs stay finite.
+        src_mask = src_mask | ~src_mask.any(dim=-1, keepdim=True)  # (B, 1, 1, S)
         x = self.src_position(self.src_embed(src))  # (B, S, D)
         return self.encoder(x, src_mask), src_mask
 
