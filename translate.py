@@ -44,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.nbest and args.nbest > (args.beam or 1) and args.beam is not None:
+    if args.nbest and args.beam and args.nbest > args.beam:
         parser.error("--nbest cannot exceed --beam")
     if args.input and not Path(args.input).is_file():
         parser.error(f"input file {args.input!r} not found")
@@ -99,10 +99,8 @@ def main(argv: list[str] | None = None) -> int:
 
         device = resolve_device(args.device)
         loaded = load_model(args.checkpoint, device)
-        beam = args.beam
-        nbest = args.nbest if args.nbest is not None else 1
-        if beam is None and nbest > loaded.config.decode.beam_size:
-            beam = nbest
+        nbest = args.nbest or 1
+        beam = args.beam or max(nbest, loaded.config.decode.beam_size)  # n-best needs that many beams
         translator = Translator.with_options(
             loaded,
             device,
@@ -112,9 +110,6 @@ def main(argv: list[str] | None = None) -> int:
             batch_tokens=args.max_tokens,
         )
     except (CheckpointError, ConfigError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except ValueError as error:  # e.g. an nbest larger than the checkpoint's beam
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout

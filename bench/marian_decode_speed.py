@@ -1,0 +1,316 @@
+"""Decoding speed against Hugging Face `MarianMTModel.generate` (and CTranslate2) at the same sizes.
+
+    pip install transformers ctranslate2                      # bench-only dependencies
+    python bench/marian_decode_speed.py                       # d 256, 3+3 layers, 20 new tokens
+    python bench/marian_decode_speed.py --new-tokens 30 --threads 1
+
+All models have random weights, so every decoder is forced to generate exactly --new-tokens tokens
+per sentence (EOS included) and the work does not depend on what the weights say:
+- project: its own `greedy_search` / `beam_search` with max_len_a=0, max_len_b=N-1 (N-1 tokens, then
+  the EOS the search forces at the limit), on a model whose output bias for EOS is -1e4, so EOS is
+  never chosen (nor in the beam's top K) before the limit;
+- marian:  `generate(min_new_tokens=N, max_new_tokens=N, num_beams=K, do_sample=False)`, KV cache on;
+- ctranslate2: the same Marian weights converted with CTranslate2's TransformersConverter,
+  `translate_batch(min_decoding_length=N, max_decoding_length=N, beam_size=K)`, float32.
+Each model is checked to have produced exactly N tokens for every sentence.
+
+Sources: Multi30k test_2016_flickr English, encoded with a joint BPE tokenizer that the project trains
+on the training split (no EOS appended; the same ids for all three). Batch 1: the first
+--batch1-sentences sentences, one call each. Batched: the first --batched-sentences sentences in
+their corpus order, cut into batches of --batch-size, each padded to its own longest; the same
+batches for all three. Beam search keeps the project's default length penalty (0.6) and Marian's
+(1.0); with every hypothesis the same length this changes no work.
+Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
+
+from transformer.config import DataConfig, ModelConfig, SplitsConfig
+from transformer.data import prepare_data
+from transformer.decoding import beam_search, greedy_search
+from transformer.model import Transformer, build_transformer
+from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--data", default="../shared/data/multi30k", help="dataset path or hub name"
+    )
+    parser.add_argument("--splits", nargs=3, default=["train", "val", "test_2016_flickr"])
+    parser.add_argument("--vocab-size", type=int, default=8000, help="joint BPE vocabulary")
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=3, help="encoder and decoder layers each")
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--d-ff", type=int, default=1024)
+    parser.add_argument("--max-positions", type=int, default=256)
+    parser.add_argument("--new-tokens", type=int, default=20, help="tokens per sentence, EOS incl.")
+    parser.add_argument("--beam", type=int, default=5)
+    parser.add_argument("--batch1-sentences", type=int, default=50)
+    parser.add_argument("--batched-sentences", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--no-ctranslate2", action="store_true", help="skip CTranslate2")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--seed", type=int, default=1234)
+    return parser.parse_args(argv)
+
+
+# --- the three decoders ---------------------------------------------------------------------------
+
+
+def build_project(args: argparse.Namespace, vocab_size: int) -> Transformer:
+    config = ModelConfig(
+        src_vocab_size=vocab_size,
+        tgt_vocab_size=vocab_size,
+        d_model=args.d_model,
+        n_heads=args.heads,
+        n_encoder_layers=args.layers,
+        n_decoder_layers=args.layers,
+        d_ff=args.d_ff,
+        activation="relu",
+        norm_placement="pre",
+        max_positions=args.max_positions,
+        share_embeddings=True,
+    )
+    model = build_transformer(config).eval()
+    with torch.no_grad():
+        model.projection.linear.bias[EOS_ID] = -1e4  # EOS only where the search forces it
+    return model
+
+
+def build_marian(args: argparse.Namespace, vocab_size: int) -> torch.nn.Module:
+    from transformers import MarianConfig, MarianMTModel
+
+    config = MarianConfig(
+        vocab_size=vocab_size,
+        d_model=args.d_model,
+        encoder_layers=args.layers,
+        decoder_layers=args.layers,
+        encoder_attention_heads=args.heads,
+        decoder_attention_heads=args.heads,
+        encoder_ffn_dim=args.d_ff,
+        decoder_ffn_dim=args.d_ff,
+        max_position_embeddings=args.max_positions,
+        activation_function="relu",
+        scale_embedding=True,
+        share_encoder_decoder_embeddings=True,
+        tie_word_embeddings=True,
+        pad_token_id=PAD_ID,
+        decoder_start_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        bos_token_id=None,
+        forced_eos_token_id=None,
+    )
+    return MarianMTModel(config).eval()
+
+
+def project_decode(model: Transformer, src: Tensor, beam: int, n: int) -> list[list[int]]:
+    """The generated ids of each sentence: N - 1 tokens and the forced EOS."""
+    limits = {"max_len_a": 0.0, "max_len_b": n - 1}
+    if beam == 1:
+        hypotheses = greedy_search(model, src, **limits)
+    else:
+        hypotheses = [best[0] for best in beam_search(model, src, beam_size=beam, **limits)]
+    return [h.tokens + [EOS_ID] for h in hypotheses]
+
+
+def marian_decode(model: torch.nn.Module, src: Tensor, beam: int, n: int) -> list[list[int]]:
+    """The generated ids of each sentence (without the decoder start token)."""
+    with torch.inference_mode():
+        out = model.generate(
+            input_ids=src,
+            attention_mask=(src != PAD_ID).long(),
+            num_beams=beam,
+            do_sample=False,
+            min_new_tokens=n,
+            max_new_tokens=n,
+        )  # (B, 1 + N)
+    return [[i for i in row if i != PAD_ID] for row in out[:, 1:].tolist()]
+
+
+class _FakeTokenizer:
+    """What CTranslate2's converter reads from a tokenizer: the vocabulary and special tokens."""
+
+    def __init__(self, vocabulary: dict[str, int]) -> None:
+        self.vocabulary = vocabulary
+        self.id_to_token = {i: token for token, i in vocabulary.items()}
+        self.bos_token = self.id_to_token[BOS_ID]
+        self.eos_token = self.id_to_token[EOS_ID]
+        self.unk_token = self.id_to_token[1]
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self.vocabulary)
+
+    def convert_ids_to_tokens(self, i: int) -> str:
+        return self.id_to_token[i]
+
+
+def convert_to_ctranslate2(model: torch.nn.Module, vocabulary: dict[str, int], out: Path) -> None:
+    """Save the Marian model and convert it.
+
+    CTranslate2's Marian loader assumes the Helsinki-NLP (OPUS-MT) layout: PAD is the last token and
+    the decoder starts from a zero vector, so it drops the last vocabulary row. Our Marian model has
+    PAD 0 and starts from BOS (2), like the project, so the conversion uses the loader's BART path
+    (which keeps every row and starts from `decoder_start_token_id`) with Marian's post-norm
+    settings. There is no sentencepiece model: the vocabulary comes from the project's tokenizer."""
+    from ctranslate2.converters import TransformersConverter
+    from ctranslate2.converters import transformers as ct2_transformers
+
+    class Loader(ct2_transformers.MarianMTLoader):
+        def get_model_spec(self, hf_model: torch.nn.Module):  # noqa: ANN202
+            hf_model.config.normalize_before = False
+            hf_model.config.normalize_embedding = False
+            return ct2_transformers.BartLoader.get_model_spec(self, hf_model)
+
+        set_config = ct2_transformers.BartLoader.set_config
+        set_decoder = ct2_transformers.BartLoader.set_decoder
+        get_vocabulary = ct2_transformers.BartLoader.get_vocabulary
+
+    class Converter(TransformersConverter):
+        def load_tokenizer(self, *_: object, **__: object) -> _FakeTokenizer:
+            return _FakeTokenizer(vocabulary)
+
+    hf_dir = out / "hf"
+    model.save_pretrained(hf_dir)
+    loaders = ct2_transformers._MODEL_LOADERS
+    original = loaders["MarianConfig"]
+    loaders["MarianConfig"] = Loader()
+    try:
+        Converter(str(hf_dir)).convert(str(out / "ct2"), quantization="float32", force=True)
+    finally:
+        loaders["MarianConfig"] = original
+
+
+def ct2_decode(
+    translator: object, tokens: list[list[str]], beam: int, n: int, ids: dict[str, int]
+) -> list[list[int]]:
+    """The generated ids of each sentence."""
+    results = translator.translate_batch(  # type: ignore[attr-defined]
+        tokens,
+        beam_size=beam,
+        min_decoding_length=n,
+        max_decoding_length=n,
+        return_end_token=True,
+    )
+    return [[ids[token] for token in result.hypotheses[0]] for result in results]
+
+
+# --- timing ---------------------------------------------------------------------------------------
+
+
+def time_mode(
+    decode: Callable[[Tensor], list[list[int]]], batches: list[Tensor]
+) -> tuple[float, list[list[int]]]:
+    """Seconds to decode every batch, and the generated ids of every sentence."""
+    decode(batches[0])  # warm-up
+    outputs = []
+    start = time.perf_counter()
+    for batch in batches:
+        outputs += decode(batch)
+    return time.perf_counter() - start, outputs
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    config = DataConfig(dataset=args.data, splits=SplitsConfig(*args.splits), max_length=100)
+    config.tokenizer.vocab_size = args.vocab_size
+    tokenizers, splits, _ = prepare_data(config, args.max_positions)
+    vocab_size = tokenizers.src_vocab_size
+    test = splits["test"]
+    sources = [test[i][0] for i in range(max(args.batch1_sentences, args.batched_sentences))]
+
+    torch.manual_seed(args.seed)
+    project = build_project(args, vocab_size)
+    marian = build_marian(args, vocab_size)
+    n = args.new_tokens
+
+    batch1 = [s[None] for s in sources[: args.batch1_sentences]]  # (1, S) each
+    batched = [
+        pad_sequence(sources[k : k + args.batch_size], batch_first=True, padding_value=PAD_ID)
+        for k in range(0, args.batched_sentences, args.batch_size)
+    ]  # (B, S) each
+    settings = [("batch 1", batch1), (f"batched ({args.batch_size})", batched)]
+
+    decoders: dict[str, Callable[[Tensor, int], list[list[int]]]] = {
+        "project": lambda src, beam: project_decode(project, src, beam, n),
+        "marian generate": lambda src, beam: marian_decode(marian, src, beam, n),
+    }
+    skipped = ""
+    directory = tempfile.TemporaryDirectory()
+    if args.no_ctranslate2:
+        skipped = "skipped: --no-ctranslate2"
+    else:
+        try:
+            import ctranslate2
+
+            vocabulary = tokenizers.source.get_vocab()
+            convert_to_ctranslate2(marian, vocabulary, Path(directory.name))
+            translator = ctranslate2.Translator(
+                str(Path(directory.name) / "ct2"),
+                device="cpu",
+                compute_type="float32",
+                intra_threads=threads,
+            )
+            id_to_token = {i: token for token, i in vocabulary.items()}
+
+            def as_tokens(src: Tensor) -> list[list[str]]:
+                return [[id_to_token[i] for i in row if i != PAD_ID] for row in src.tolist()]
+
+            decoders[f"ctranslate2 {ctranslate2.__version__}"] = lambda src, beam: ct2_decode(
+                translator, as_tokens(src), beam, n, vocabulary
+            )
+        except Exception as error:  # noqa: BLE001  (any failure: report it and go on)
+            skipped = f"skipped: {type(error).__name__}: {error}"
+
+    print(
+        f"torch {torch.__version__}, {threads} threads; d_model {args.d_model}, "
+        f"{args.layers}+{args.layers} layers, {args.heads} heads, d_ff {args.d_ff}, vocabulary "
+        f"{vocab_size}; random weights, {n} generated tokens per sentence (forced)"
+    )
+    header = (
+        f"{'search':<8} {'batching':<13} {'implementation':<19} {'sents':>5} {'seconds':>8} "
+        f"{'sent/s':>7} {'tok/s':>7} {'vs project':>10} {'all N?':>6} {'= marian':>8}"
+    )
+    print(header)
+    print("-" * len(header))
+    for beam in (1, args.beam):
+        search = "greedy" if beam == 1 else f"beam {beam}"
+        for setting, batches in settings:
+            count = sum(b.size(0) for b in batches)
+            project_speed, marian_outputs = None, None
+            for name, decode in decoders.items():
+                seconds, outputs = time_mode(lambda src: decode(src, beam), batches)  # noqa: B023
+                speed = count / seconds
+                project_speed = project_speed or speed
+                exact = "yes" if all(len(output) == n for output in outputs) else "NO"
+                same = "-"
+                if name.startswith("marian"):
+                    marian_outputs = outputs
+                elif marian_outputs is not None:  # CTranslate2 runs the same weights
+                    agree = sum(a == b for a, b in zip(outputs, marian_outputs, strict=True))
+                    same = f"{agree / len(outputs):.0%}"
+                print(
+                    f"{search:<8} {setting:<13} {name:<19} {count:>5} {seconds:>8.2f} "
+                    f"{speed:>7.1f} {speed * n:>7.0f} {speed / project_speed:>9.2f}x "
+                    f"{exact:>6} {same:>8}"
+                )
+    if skipped:
+        print(f"ctranslate2 {skipped}")
+    directory.cleanup()
+
+
+if __name__ == "__main__":
+    main()
