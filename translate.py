@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         loaded = load_model(args.checkpoint, device)
         nbest = args.nbest or 1
-        beam = args.beam or max(nbest, loaded.config.decode.beam_size)  # n-best needs that many beams
+        # n-best needs at least that many beams.
+        beam = args.beam or max(nbest, loaded.config.decode.beam_size)
         translator = Translator.with_options(
             loaded,
             device,
