@@ -391,9 +391,12 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
             dynamic_ncols=True,
         ) as progress,
     ):
+        # Loss and speed are averaged over a window of log_every steps. The loss stays on the
+        # device until logged (no host sync per step); validation time is left out of speed.
+        window_loss, window_tokens = torch.zeros((), device=device), 0
+        window_start = time.perf_counter()
         finished = False
         while not finished:
-            window_loss, window_tokens, window_start = torch.zeros(()), 0, time.perf_counter()
             for step_batches in optimiser_steps(train_loader, config.train.accumulate):
                 model.train()
                 stats = train_step(
@@ -401,28 +404,26 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
                 )
                 state.step += 1
                 progress.update(1)
-                window_loss = window_loss + stats.loss_sum.cpu()
+                window_loss += stats.loss_sum
                 window_tokens += stats.tokens
                 if state.step % config.train.log_every == 0:
-                    elapsed = time.perf_counter() - window_start
+                    speed = window_tokens / (time.perf_counter() - window_start)
                     loss = (window_loss / window_tokens).item()
                     lr = scheduler.get_last_lr()[0]
-                    speed = window_tokens / elapsed
                     progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}")
                     writer.add_scalar("train/loss", loss, state.step)
                     writer.add_scalar("train/learning_rate", lr, state.step)
                     writer.add_scalar("train/grad_norm", stats.grad_norm.item(), state.step)
                     writer.add_scalar("train/tokens_per_second", speed, state.step)
-                    window_loss, window_tokens, window_start = (
-                        torch.zeros(()),
-                        0,
-                        time.perf_counter(),
-                    )
+                    window_loss, window_tokens = torch.zeros((), device=device), 0
+                    window_start = time.perf_counter()
                 reached_max = (
                     0 < config.train.max_steps <= state.step or time.monotonic() > deadline
                 )
                 if state.step % config.train.validate_every == 0 or reached_max:
+                    validation_start = time.perf_counter()
                     last_validation = run.validate_and_save(splits, texts, writer, device)
+                    window_start += time.perf_counter() - validation_start
                     if run.should_stop_early():
                         tqdm.write(
                             f"Early stopping: no better BLEU in {config.train.patience} validations."
