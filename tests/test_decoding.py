@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import BOS, EOS, PAD, tiny_model_config
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
@@ -23,24 +24,18 @@ from transformer.decoding import (
 )
 from transformer.model import Transformer, build_transformer
 
-PAD, BOS, EOS = 0, 2, 3
 VOCAB = 20  # ids 4..19 are ordinary tokens
 
 
 def tiny_config(**overrides: object) -> ModelConfig:
-    values = dict(
-        src_vocab_size=VOCAB,
-        tgt_vocab_size=VOCAB,
-        d_model=32,
-        n_heads=2,
-        n_encoder_layers=2,
-        n_decoder_layers=2,
-        d_ff=64,
-        dropout=0.0,
-        max_positions=64,
+    return tiny_model_config(
+        **{
+            "src_vocab_size": VOCAB,
+            "tgt_vocab_size": VOCAB,
+            "tie_output_embedding": True,
+            **overrides,
+        }
     )
-    values.update(overrides)
-    return ModelConfig(**values)  # type: ignore[arg-type]
 
 
 def random_sequences(

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import BOS, EOS, PAD, tiny_model_config
 from torch import nn
 
 from transformer.config import ConfigError, ModelConfig
@@ -24,23 +23,9 @@ from transformer.model import (
     padding_mask,
 )
 
-PAD, BOS, EOS = 0, 2, 3
-
 
 def tiny_config(**changes: object) -> ModelConfig:
-    config = ModelConfig(
-        src_vocab_size=50,
-        tgt_vocab_size=40,
-        d_model=32,
-        n_heads=2,
-        n_encoder_layers=2,
-        n_decoder_layers=2,
-        d_ff=64,
-        dropout=0.0,
-        max_positions=64,
-        tie_output_embedding=False,
-    )
-    return dataclasses.replace(config, **changes)
+    return tiny_model_config(**changes)
 
 
 def random_ids(batch: int, length: int, vocab: int, generator: torch.Generator) -> torch.Tensor:
