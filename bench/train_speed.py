@@ -39,7 +39,8 @@ Model FLOPs of a step (real tokens only, so padding shows up as lost utilisation
     attention_forward = sum over sentences of 4 D (Le S^2 + Ld T^2 + Ld T S)   (QK^T and AV; the
                                                  causal T^2 counted in full, as kernels compute it)
 Embedding look-ups, norms, softmax, dropout and the optimiser are not counted. MFU = achieved model
-FLOP/s / the matmul peak this script measures (a square torch.matmul in fp32 and in bf16).
+FLOP/s / the matmul peak this script measures (the fastest of square torch.matmuls of a few sizes,
+in fp32 and in bf16).
 Prints tables; asserts nothing.
 """
 
@@ -99,8 +100,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--peak-size", type=int, default=2048, help="matmul side for the peak")
-    parser.add_argument("--peak-seconds", type=float, default=2.0, help="time per peak measure")
+    parser.add_argument(
+        "--peak-sizes", default="256,512,1024,2048", help="matmul sides tried for the peak"
+    )
+    parser.add_argument("--peak-seconds", type=float, default=2.0, help="time per matmul size")
+    parser.add_argument("--peak-only", action="store_true", help="measure the peaks and stop")
     parser.add_argument("--seed", type=int, default=1234)
     # Internal: one measurement in this (sub)process.
     parser.add_argument("--only", choices=IMPLEMENTATIONS, help=argparse.SUPPRESS)
@@ -261,8 +265,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(dtype: torch.dtype, n: int, seconds: float, device: torch.device) -> float:
-    """FLOP/s of repeated (n x n) @ (n x n) matmuls in `dtype`, after one warm-up."""
+def matmul_rate(dtype: torch.dtype, n: int, seconds: float, device: torch.device) -> float:
+    """FLOP/s of repeated (n x n) @ (n x n) matmuls in `dtype` for about `seconds` (at least one),
+    after one warm-up."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
     torch.matmul(a, b)
@@ -275,6 +280,19 @@ def matmul_peak(dtype: torch.dtype, n: int, seconds: float, device: torch.device
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return 2 * n**3 * repeats / elapsed
+
+
+def matmul_peak(
+    dtype: torch.dtype, sizes: list[int], seconds: float, device: torch.device
+) -> dict[int, float]:
+    """FLOP/s at each matmul side in `sizes` (ascending). Larger sides are skipped once one matmul
+    takes longer than `seconds`: the next size would take 8 times as long (emulated bf16)."""
+    rates = {}
+    for n in sorted(sizes):
+        rates[n] = matmul_rate(dtype, n, seconds, device)
+        if 2 * n**3 / rates[n] > seconds:
+            break
+    return rates
 
 
 # --- batches ------------------------------------------------------------------------------------
@@ -495,9 +513,9 @@ def main(argv: list[str] | None = None) -> None:
     count = max(args.warmup + args.steps, args.bf16_warmup + args.bf16_steps)
 
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    peaks = {
-        p: matmul_peak(dtypes[p], args.peak_size, args.peak_seconds, device) for p in precisions
-    }
+    sizes = [int(n) for n in args.peak_sizes.split(",")]
+    rates = {p: matmul_peak(dtypes[p], sizes, args.peak_seconds, device) for p in precisions}
+    peaks = {p: max(rates[p].values()) for p in precisions}
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; "
         f"d_model {args.d_model}, {args.layers}+{args.layers} layers, {args.heads} heads, "
@@ -508,10 +526,13 @@ def main(argv: list[str] | None = None) -> None:
         f"bf16 {args.bf16_warmup} warm-up + {args.bf16_steps} timed; AdamW lr {args.lr}"
     )
     for precision in precisions:
+        measured = ", ".join(f"{n}: {rate / 1e9:.1f}" for n, rate in rates[precision].items())
         print(
-            f"matmul peak {precision} ({args.peak_size}x{args.peak_size}): "
-            f"{peaks[precision] / 1e9:.1f} GFLOP/s"
+            f"matmul {precision} GFLOP/s by side ({measured}); "
+            f"peak {peaks[precision] / 1e9:.1f} GFLOP/s"
         )
+    if args.peak_only:
+        return
     print(
         "GFLOP/s: model FLOPs of the timed steps (real tokens; formula in the docstring) / time; "
         "MFU: that / the matmul peak of the same precision"
