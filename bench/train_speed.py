@@ -65,7 +65,7 @@ from torch import Tensor, nn
 from transformer.batching import TokenBatchSampler, collate_batch
 from transformer.config import DataConfig, ModelConfig, SplitsConfig
 from transformer.data import EncodedSplit, prepare_data
-from transformer.model import build_transformer
+from transformer.model import PositionalEncoding, build_transformer
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from transformer.training import token_loss_sum
 
@@ -117,15 +117,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def sinusoid_table(max_positions: int, d_model: int) -> Tensor:
-    """(P, D) sin/cos position vectors of the paper."""
-    position = torch.arange(max_positions, dtype=torch.float32)[:, None]  # (P, 1)
-    frequency = torch.exp(
-        torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model)
-    )  # (D/2,)
-    table = torch.zeros(max_positions, d_model)  # (P, D)
-    table[:, 0::2] = torch.sin(position * frequency)
-    table[:, 1::2] = torch.cos(position * frequency)
-    return table
+    """(P, D) sin/cos position vectors of the paper: the project's own table, so that every
+    implementation adds exactly the same positions."""
+    return PositionalEncoding(d_model, max_positions, dropout=0.0).table
 
 
 class TorchTransformer(nn.Module):
