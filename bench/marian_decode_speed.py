@@ -32,6 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from peers import marian_model
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
@@ -89,29 +90,7 @@ def build_project(args: argparse.Namespace, vocab_size: int) -> Transformer:
 
 
 def build_marian(args: argparse.Namespace, vocab_size: int) -> torch.nn.Module:
-    from transformers import MarianConfig, MarianMTModel
-
-    config = MarianConfig(
-        vocab_size=vocab_size,
-        d_model=args.d_model,
-        encoder_layers=args.layers,
-        decoder_layers=args.layers,
-        encoder_attention_heads=args.heads,
-        decoder_attention_heads=args.heads,
-        encoder_ffn_dim=args.d_ff,
-        decoder_ffn_dim=args.d_ff,
-        max_position_embeddings=args.max_positions,
-        activation_function="relu",
-        scale_embedding=True,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
-        pad_token_id=PAD_ID,
-        decoder_start_token_id=BOS_ID,
-        eos_token_id=EOS_ID,
-        bos_token_id=None,
-        forced_eos_token_id=None,
-    )
-    return MarianMTModel(config).eval()
+    return marian_model(args, vocab_size).eval()
 
 
 def project_decode(model: Transformer, src: Tensor, beam: int, n: int) -> list[list[int]]:

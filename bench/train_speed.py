@@ -60,13 +60,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peers import marian_model
 from torch import Tensor, nn
 
 from transformer.batching import TokenBatchSampler, collate_batch
 from transformer.config import DataConfig, ModelConfig, SplitsConfig
 from transformer.data import EncodedSplit, prepare_data
 from transformer.model import PositionalEncoding, build_transformer
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from transformer.tokenizer import PAD_ID
 from transformer.training import token_loss_sum
 
 IMPLEMENTATIONS = ("project", "marian", "torch")
@@ -178,32 +179,7 @@ class MarianWrapper(nn.Module):
 
     def __init__(self, args: argparse.Namespace, vocab_size: int) -> None:
         super().__init__()
-        from transformers import MarianConfig, MarianMTModel
-
-        config = MarianConfig(
-            vocab_size=vocab_size,
-            d_model=args.d_model,
-            encoder_layers=args.layers,
-            decoder_layers=args.layers,
-            encoder_attention_heads=args.heads,
-            decoder_attention_heads=args.heads,
-            encoder_ffn_dim=args.d_ff,
-            decoder_ffn_dim=args.d_ff,
-            max_position_embeddings=args.max_positions,
-            activation_function="relu",
-            dropout=args.dropout,
-            activation_dropout=args.dropout,  # the project's FFN hidden dropout
-            attention_dropout=0.0,
-            scale_embedding=True,
-            share_encoder_decoder_embeddings=True,
-            tie_word_embeddings=True,
-            pad_token_id=PAD_ID,
-            decoder_start_token_id=BOS_ID,
-            eos_token_id=EOS_ID,
-            bos_token_id=None,
-            forced_eos_token_id=None,
-        )
-        self.model = MarianMTModel(config)
+        self.model = marian_model(args, vocab_size, dropout=args.dropout)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
         """src (B, S), tgt (B, T) -> logits (B, T, V)."""
