@@ -10,7 +10,9 @@ sinusoidal positions, ReLU, dropout on embeddings / sub-layer outputs / feed-for
 no attention dropout) train on the same Multi30k en->de batches, with the same loss (the project's
 label-smoothed `token_loss_sum`, divided by the batch's target tokens), gradient clipping at 1.0 and
 AdamW (lr 1e-4, betas 0.9/0.98):
-- project: `build_transformer` (pre-norm);
+- project: `build_transformer` (pre-norm), trained through `Transformer.token_logits` as train.py
+           does: position-wise layers and the output projection run on real tokens only
+           (transformer/packing.py);
 - marian:  `MarianMTModel(MarianConfig(...))`, random init, SDPA attention, fed `decoder_input_ids`
            (its own loss ignores nothing by default, so the loss is computed outside, like the
            others). Marian is post-norm: the one architectural difference;
@@ -66,7 +68,7 @@ from torch import Tensor, nn
 from transformer.batching import TokenBatchSampler, collate_batch
 from transformer.config import DataConfig, ModelConfig, SplitsConfig
 from transformer.data import EncodedSplit, prepare_data
-from transformer.model import PositionalEncoding, build_transformer
+from transformer.model import PositionalEncoding, Transformer, build_transformer
 from transformer.tokenizer import PAD_ID
 from transformer.training import token_loss_sum
 
@@ -341,7 +343,11 @@ def train_step(
     synchronize(device)
     start = time.perf_counter()
     with autocast:
-        logits = model(src, tgt_in)  # (B, T, V)
+        if isinstance(model, Transformer):  # the project: logits of real tokens only, as train.py
+            logits = model.token_logits(src, tgt_in)  # (N, V)
+            labels = labels[tgt_in != PAD_ID]  # (N,)
+        else:
+            logits = model(src, tgt_in)  # (B, T, V)
     loss = token_loss_sum(logits, labels, args.label_smoothing) / n_tokens
     loss.backward()
     loss = loss.detach()

@@ -22,6 +22,7 @@ from transformer.model import (
     count_parameters,
     padding_mask,
 )
+from transformer.packing import Packing
 
 
 def tiny_config(**changes: object) -> ModelConfig:
@@ -243,3 +244,58 @@ def test_empty_source_gives_finite_logits_and_leaves_others_unchanged(
     logits = model(src, tgt)
     assert torch.isfinite(logits).all()
     torch.testing.assert_close(logits[:1], alone, atol=1e-5, rtol=1e-5)
+
+
+def padded_batch(
+    lengths: list[tuple[int, int]], generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source (B, S) and target (B, T) of the given (source, target) lengths, padded with PAD."""
+    sources = [random_ids(1, s, 50, generator)[0] for s, _ in lengths]
+    targets = [random_ids(1, t, 40, generator)[0] for _, t in lengths]
+    src = nn.utils.rnn.pad_sequence(sources, batch_first=True, padding_value=PAD)
+    tgt = nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=PAD)
+    return src, tgt
+
+
+def test_packing_round_trip(generator: torch.Generator) -> None:
+    _, tgt = padded_batch([(1, 4), (1, 1), (1, 3)], generator)
+    packing = Packing(tgt != PAD)
+    assert packing.n_tokens == 8
+    torch.testing.assert_close(packing.pack(tgt), tgt[tgt != PAD])
+    assert packing.positions.tolist() == [0, 1, 2, 3, 0, 0, 1, 2]
+    unpacked = packing.unpack(packing.pack(tgt))
+    assert torch.equal(unpacked, tgt)  # padding comes back as zeros, which PAD is
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_token_logits_equal_forward_at_real_positions(
+    norm: str, generator: torch.Generator
+) -> None:
+    model = build_transformer(tiny_config(norm_placement=norm)).eval()
+    src, tgt = padded_batch([(7, 5), (3, 2), (5, 6), (1, 1)], generator)
+    packed = model.token_logits(src, tgt)  # (N, V)
+    assert packed.shape == (int((tgt != PAD).sum()), 40)
+    torch.testing.assert_close(packed, model(src, tgt)[tgt != PAD], atol=1e-5, rtol=1e-5)
+
+
+def test_token_logits_gradients_equal_forward_gradients(generator: torch.Generator) -> None:
+    torch.manual_seed(0)
+    model = build_transformer(tiny_config(tie_output_embedding=True))
+    model.eval()  # no dropout, so both passes compute the same function
+    src, tgt = padded_batch([(6, 5), (2, 3), (4, 1)], generator)
+    model(src, tgt)[tgt != PAD].square().sum().backward()
+    expected = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    model.token_logits(src, tgt).square().sum().backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(parameter.grad, expected[name], atol=1e-5, rtol=1e-4)
+
+
+def test_token_logits_of_an_empty_source_are_finite(generator: torch.Generator) -> None:
+    model = build_transformer(tiny_config()).eval()
+    src, tgt = padded_batch([(5, 4), (3, 3)], generator)
+    alone = model.token_logits(src[:1], tgt[:1])
+    src[1] = PAD
+    packed = model.token_logits(src, tgt)
+    assert torch.isfinite(packed).all()
+    torch.testing.assert_close(packed[:4], alone, atol=1e-5, rtol=1e-5)

@@ -180,3 +180,24 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(
     with pytest.warns(UserWarning, match="emulated"):
         assert run_train(tmp_path, "train.precision=bf16", "train.max_steps=1") == 0
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 1
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.3])
+def test_token_loss_sum_equals_torch_label_smoothed_cross_entropy(smoothing: float) -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=generator, requires_grad=True)
+    labels = torch.randint(1, 11, (3, 5), generator=generator)
+    labels[0, 3:] = 0  # padding is ignored
+    ours = training.token_loss_sum(logits, labels, smoothing)
+    expected = torch.nn.functional.cross_entropy(
+        logits.flatten(0, 1),
+        labels.flatten(),
+        ignore_index=0,
+        label_smoothing=smoothing,
+        reduction="sum",
+    )
+    torch.testing.assert_close(ours, expected)
+    (gradient,) = torch.autograd.grad(ours, logits)
+    (expected_gradient,) = torch.autograd.grad(expected, logits)
+    torch.testing.assert_close(gradient, expected_gradient)
+    assert torch.all(gradient[0, 3:] == 0)

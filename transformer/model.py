@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformer.config import ModelConfig
+from transformer.packing import Packing, pack, unpack
 
 # --- masks ---------------------------------------------------------------------------------------
 
@@ -108,16 +109,17 @@ class PositionalEncoding(nn.Module):
         self.register_buffer("table", table, persistent=False)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, start: int = 0) -> Tensor:
+    def forward(self, x: Tensor, start: int = 0, packing: Packing | None = None) -> Tensor:
         """(B, T, D) -> (B, T, D); `start` is the position of x's first token (non-zero when
-        decoding incrementally)."""
-        end = start + x.size(1)
+        decoding incrementally). With a packing, x is the packed tokens (N, D)."""
+        end = start + (x.size(1) if packing is None else packing.length)
         if end > self.table.size(0):
             raise ValueError(
                 f"sequence of {end} positions exceeds the model's maximum of {self.table.size(0)} "
                 "(model.max_positions); truncate the input or train with a larger max_positions"
             )
-        return self.dropout(x + self.table[start:end].to(x.dtype))
+        table = self.table[start:end] if packing is None else self.table[packing.positions]
+        return self.dropout(x + table.to(x.dtype))
 
 
 class MultiHeadAttentionBlock(nn.Module):
@@ -141,21 +143,30 @@ class MultiHeadAttentionBlock(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.n_heads, self.head_size).transpose(1, 2)  # (B, H, T, Dh)
 
-    def project_self(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    # Each projection takes x as (B, T, D), or as packed tokens (N, D) with their `packing`: the
+    # matmul then runs on real tokens only, and the result is unpacked for attention.
+
+    def project_self(
+        self, x: Tensor, packing: Packing | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Queries, keys and values of x in one matmul: (B, T, D) -> 3 x (B, H, T, Dh)."""
-        q, k, v = self.in_proj(x).chunk(3, dim=-1)  # 3 x (B, T, D)
+        qkv = unpack(self.in_proj(x), packing)  # (B, T, 3D)
+        q, k, v = qkv.chunk(3, dim=-1)  # 3 x (B, T, D)
         return self._split_heads(q), self._split_heads(k), self._split_heads(v)
 
-    def project_query(self, x: Tensor) -> Tensor:
+    def project_query(self, x: Tensor, packing: Packing | None = None) -> Tensor:
         """(B, T, D) -> (B, H, T, Dh)."""
         D = x.size(-1)
-        return self._split_heads(F.linear(x, self.in_proj.weight[:D], self.in_proj.bias[:D]))
+        q = F.linear(x, self.in_proj.weight[:D], self.in_proj.bias[:D])  # (B, T, D)
+        return self._split_heads(unpack(q, packing))
 
-    def project_key_value(self, memory: Tensor) -> tuple[Tensor, Tensor]:
+    def project_key_value(
+        self, memory: Tensor, packing: Packing | None = None
+    ) -> tuple[Tensor, Tensor]:
         """(B, S, D) -> 2 x (B, H, S, Dh)."""
         D = memory.size(-1)
         kv = F.linear(memory, self.in_proj.weight[D:], self.in_proj.bias[D:])  # (B, S, 2D)
-        k, v = kv.chunk(2, dim=-1)
+        k, v = unpack(kv, packing).chunk(2, dim=-1)
         return self._split_heads(k), self._split_heads(v)
 
     def attend(
@@ -166,9 +177,11 @@ class MultiHeadAttentionBlock(nn.Module):
         mask: Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
+        packing: Packing | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """q (B, H, T, Dh), k and v (B, H, S, Dh), mask broadcastable to (B, H, T, S) ->
-        output (B, T, D) and, only when asked for, the attention weights (B, H, T, S)."""
+        output (B, T, D), or (N, D) packed by the queries' `packing`, and, only when asked for,
+        the attention weights (B, H, T, S)."""
         dropout = self.attention_dropout if self.training else 0.0
         if need_weights:
             # The explicit form, for visualisation; the fused kernel never materialises weights.
@@ -186,7 +199,7 @@ class MultiHeadAttentionBlock(nn.Module):
             )  # (B, H, T, Dh)
         B, H, T, Dh = out.shape
         out = out.transpose(1, 2).reshape(B, T, H * Dh)  # (B, T, D)
-        return self.out_proj(out), weights
+        return self.out_proj(pack(out, packing)), weights
 
     def forward(
         self,
@@ -254,10 +267,12 @@ class EncoderBlock(nn.Module):
         self.attention_residual = ResidualConnection(D, config.dropout, config.norm_placement)
         self.feed_forward_residual = ResidualConnection(D, config.dropout, config.norm_placement)
 
-    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
-        """x (B, S, D), src_mask (B, 1, 1, S) -> (B, S, D)."""
+    def forward(self, x: Tensor, src_mask: Tensor, packing: Packing | None = None) -> Tensor:
+        """x (B, S, D), or packed (N, D) with its `packing`; src_mask (B, 1, 1, S) -> like x."""
         h = self.attention_residual.normalise_input(x)
-        x = self.attention_residual.add(x, self.self_attention(h, mask=src_mask)[0])
+        q, k, v = self.self_attention.project_self(h, packing)  # 3 x (B, H, S, Dh)
+        attended, _ = self.self_attention.attend(q, k, v, src_mask, packing=packing)
+        x = self.attention_residual.add(x, attended)
         h = self.feed_forward_residual.normalise_input(x)
         return self.feed_forward_residual.add(x, self.feed_forward(h))
 
@@ -271,10 +286,10 @@ class Encoder(nn.Module):
         pre_norm = config.norm_placement == "pre"
         self.final_norm = nn.LayerNorm(config.d_model) if pre_norm else nn.Identity()
 
-    def forward(self, x: Tensor, src_mask: Tensor) -> Tensor:
-        """x (B, S, D), src_mask (B, 1, 1, S) -> (B, S, D)."""
+    def forward(self, x: Tensor, src_mask: Tensor, packing: Packing | None = None) -> Tensor:
+        """x (B, S, D), or packed (N, D) with its `packing`; src_mask (B, 1, 1, S) -> like x."""
         for layer in self.layers:
-            x = layer(x, src_mask)
+            x = layer(x, src_mask, packing)
         return self.final_norm(x)
 
 
@@ -298,15 +313,18 @@ class DecoderBlock(nn.Module):
         src_mask: Tensor,
         cache: LayerCache | None = None,
         need_weights: bool = False,
+        tgt_packing: Packing | None = None,
+        src_packing: Packing | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """x (B, T, D), memory (B, S, D), src_mask (B, 1, 1, S) -> (B, T, D) and, when asked,
-        the cross-attention weights (B, H, T, S).
+        the cross-attention weights (B, H, T, S). With packings (training), x and memory are
+        packed tokens, (N_tgt, D) and (N_src, D), and so is the output.
 
         Target padding needs no mask of its own: padding sits at the end of each sentence, so
         under the causal mask no real position ever attends to it."""
         # Causal self-attention, appending this step's keys and values to the cache.
         h = self.self_attention_residual.normalise_input(x)
-        q, k, v = self.self_attention.project_self(h)  # 3 x (B, H, T, Dh)
+        q, k, v = self.self_attention.project_self(h, tgt_packing)  # 3 x (B, H, T, Dh)
         if cache is not None and cache.self_key is not None:
             k = torch.cat([cache.self_key, k], dim=2)  # (B, H, t + T, Dh)
             v = torch.cat([cache.self_value, v], dim=2)
@@ -314,7 +332,7 @@ class DecoderBlock(nn.Module):
             cache.self_key, cache.self_value = k, v
         T, K = q.size(2), k.size(2)
         if T == K:  # no past: the fused kernel builds the causal mask itself
-            attended, _ = self.self_attention.attend(q, k, v, is_causal=True)
+            attended, _ = self.self_attention.attend(q, k, v, is_causal=True, packing=tgt_packing)
         elif T == 1:  # one new token may see every cached position: no mask at all
             attended, _ = self.self_attention.attend(q, k, v)
         else:
@@ -323,15 +341,15 @@ class DecoderBlock(nn.Module):
 
         # Cross-attention; the source's keys and values are computed once per sentence.
         h = self.cross_attention_residual.normalise_input(x)
-        q = self.cross_attention.project_query(h)  # (B, H, T, Dh)
+        q = self.cross_attention.project_query(h, tgt_packing)  # (B, H, T, Dh)
         if cache is not None and cache.cross_key is not None:
             k, v = cache.cross_key, cache.cross_value
         else:
-            k, v = self.cross_attention.project_key_value(memory)  # 2 x (B, H, S, Dh)
+            k, v = self.cross_attention.project_key_value(memory, src_packing)  # 2 x (B, H, S, Dh)
             if cache is not None:
                 cache.cross_key, cache.cross_value = k, v
         attended, weights = self.cross_attention.attend(
-            q, k, v, src_mask, need_weights=need_weights
+            q, k, v, src_mask, need_weights=need_weights, packing=tgt_packing
         )
         x = self.cross_attention_residual.add(x, attended)
 
@@ -355,13 +373,18 @@ class Decoder(nn.Module):
         src_mask: Tensor,
         cache: DecoderCache | None = None,
         need_weights: bool = False,
+        tgt_packing: Packing | None = None,
+        src_packing: Packing | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """x (B, T, D), memory (B, S, D), src_mask (B, 1, 1, S) -> (B, T, D) and, when asked,
-        each layer's cross-attention weights (B, H, T, S)."""
+        each layer's cross-attention weights (B, H, T, S). With packings, x, memory and the
+        output are packed tokens (see DecoderBlock)."""
         all_weights = []
         for i, layer in enumerate(self.layers):
             layer_cache = cache.layers[i] if cache is not None else None
-            x, weights = layer(x, memory, src_mask, layer_cache, need_weights)
+            x, weights = layer(
+                x, memory, src_mask, layer_cache, need_weights, tgt_packing, src_packing
+            )
             if weights is not None:
                 all_weights.append(weights)
         return self.final_norm(x), all_weights
@@ -398,12 +421,16 @@ class Transformer(nn.Module):
         self.decoder = Decoder(config)
         self.projection = ProjectionLayer(D, config.tgt_vocab_size)
 
-    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
-        """src ids (B, S) -> memory (B, S, D) and the source mask (B, 1, 1, S)."""
+    def source_mask(self, src: Tensor) -> Tensor:
+        """src ids (B, S) -> the mask of what the source positions may attend to (B, 1, 1, S)."""
         src_mask = padding_mask(src, self.config.pad_id)  # (B, 1, 1, S)
         # An empty source (a row of padding only) would leave attention nothing to attend to and
         # turn into NaN; such a row attends to its padding instead, so its outputs stay finite.
-        src_mask = src_mask | ~src_mask.any(dim=-1, keepdim=True)  # (B, 1, 1, S)
+        return src_mask | ~src_mask.any(dim=-1, keepdim=True)  # (B, 1, 1, S)
+
+    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
+        """src ids (B, S) -> memory (B, S, D) and the source mask (B, 1, 1, S)."""
+        src_mask = self.source_mask(src)  # (B, 1, 1, S)
         x = self.src_position(self.src_embed(src))  # (B, S, D)
         return self.encoder(x, src_mask), src_mask
 
@@ -431,10 +458,29 @@ class Transformer(nn.Module):
         return self.projection(x)
 
     def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
-        """Teacher-forced training pass: src (B, S), decoder input tgt (B, T) -> logits (B, T, V)."""
+        """Teacher-forced pass: src (B, S), decoder input tgt (B, T) -> logits (B, T, V)."""
         memory, src_mask = self.encode(src)
         out, _ = self.decode(tgt, memory, src_mask)
         return self.project(out)
+
+    def token_logits(self, src: Tensor, tgt: Tensor) -> Tensor:
+        """The same pass as `forward`, computing only what the loss needs: logits (N, V) of the
+        N real (non-PAD) positions of tgt, in the order of `tgt[tgt != pad_id]`.
+
+        Every position-wise step runs on packed real tokens (see transformer/packing.py), so
+        padding costs no matmuls; training and the validation loss use this."""
+        pad_id = self.config.pad_id
+        src_packing, tgt_packing = Packing(src != pad_id), Packing(tgt != pad_id)
+        src_mask = self.source_mask(src)  # (B, 1, 1, S)
+        x = self.src_embed(src_packing.pack(src))  # (N_src, D)
+        x = self.src_position(x, packing=src_packing)
+        memory = self.encoder(x, src_mask, src_packing)  # (N_src, D)
+        y = self.tgt_embed(tgt_packing.pack(tgt))  # (N_tgt, D)
+        y = self.tgt_position(y, packing=tgt_packing)
+        out, _ = self.decoder(
+            y, memory, src_mask, tgt_packing=tgt_packing, src_packing=src_packing
+        )  # (N_tgt, D)
+        return self.project(out)  # (N_tgt, V)
 
     def new_cache(self) -> DecoderCache:
         """An empty cache for incremental decoding."""

@@ -36,13 +36,9 @@ def validation_loss(
     total, tokens = torch.zeros((), device=device), 0
     for batch in make_loader(split, sampler):
         batch = batch.to(device)
-        logits = model(batch.src, batch.tgt_in)  # (B, T, V)
-        total += torch.nn.functional.cross_entropy(
-            logits.flatten(0, 1).float(),
-            batch.labels.flatten(),
-            ignore_index=PAD_ID,
-            reduction="sum",
-        )
+        logits = model.token_logits(batch.src, batch.tgt_in)  # (N, V), real tokens only
+        labels = batch.labels[batch.tgt_in != PAD_ID]  # (N,)
+        total += torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
         tokens += batch.n_tgt_tokens
     return total.item() / max(1, tokens)
 
