@@ -1,0 +1,149 @@
+"""Choose how to translate with a trained run on the validation set, then score that choice on test.
+
+    python bench/quality.py --run runs/multi30k_en_de
+
+Candidates are the run's checkpoints (best.pt, last.pt and the average of the last k step
+checkpoints) crossed with decoding settings (greedy, beam search with a few length penalties).
+Every candidate translates the validation split; the one with the highest validation BLEU is the
+only one that ever sees the test split, so the test score is an honest held-out figure. The data
+splits are read through the run's own config (config.yaml), exactly as train.py read them.
+
+Prints a table of validation BLEU, then the test BLEU / chrF / lowercased BLEU with sacreBLEU's
+signature. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from transformer.checkpoint import (
+    LoadedModel,
+    average_checkpoints,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    step_checkpoints,
+)
+from transformer.config import load_config
+from transformer.data import load_corpus
+from transformer.metrics import TranslationScores, score_translations
+from transformer.model import count_parameters
+from transformer.translator import Translator
+
+
+@dataclass
+class Weights:
+    description: str  # "best.pt", "average of last 3 (step_750..step_1250)", ...
+    loaded: LoadedModel
+    payload: dict  # the checkpoint itself, to save the chosen one
+
+
+@dataclass
+class Candidate:
+    weights: Weights
+    beam_size: int
+    length_penalty: float
+
+    @property
+    def name(self) -> str:
+        decoding = (
+            "greedy"
+            if self.beam_size == 1
+            else f"beam {self.beam_size}, length penalty {self.length_penalty}"
+        )
+        return f"{self.weights.description}; {decoding}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", required=True, help="a train.py run directory")
+    parser.add_argument("--average", default="2,3,5", help="k values for 'average of last k'")
+    parser.add_argument("--beams", default="1,5", help="beam sizes tried (1 = greedy)")
+    parser.add_argument("--length-penalties", default="0.6,1.0", help="for beam sizes > 1")
+    parser.add_argument("--save", help="also save the chosen checkpoint here (e.g. chosen.pt)")
+    return parser.parse_args(argv)
+
+
+def checkpoints(run: Path, average: list[int], scratch: Path) -> list[Weights]:
+    """best.pt, last.pt and averages of the last k step checkpoints that exist."""
+    directory = run / "checkpoints"
+    found = []
+    for name in ("best.pt", "last.pt"):
+        if (directory / name).exists():
+            payload = load_checkpoint(directory / name)
+            found.append(Weights(name, load_model(directory / name), payload))
+    steps = step_checkpoints(directory)
+    for k in average:
+        if 2 <= k <= len(steps):
+            payload = average_checkpoints(steps[-k:])
+            save_checkpoint(payload, scratch)
+            description = f"average of last {k} ({steps[-k].stem}..{steps[-1].stem})"
+            found.append(Weights(description, load_model(scratch), payload))
+    return found
+
+
+def translate_and_score(
+    candidate: Candidate, sources: list[str], references: list[str]
+) -> tuple[TranslationScores, float]:
+    translator = Translator.with_options(
+        candidate.weights.loaded,
+        torch.device("cpu"),
+        beam_size=candidate.beam_size,
+        length_penalty=candidate.length_penalty,
+        nbest=1,
+    )
+    start = time.perf_counter()
+    hypotheses = [nbest[0].text for nbest in translator.translate(sources)]
+    return score_translations(hypotheses, references), time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    run = Path(args.run)
+    if not (run / "config.yaml").exists():
+        print(f"error: {run} is not a train.py run directory (no config.yaml)", file=sys.stderr)
+        return 2
+    config = load_config(run / "config.yaml")
+    corpus = load_corpus(config.data)
+    validation, test = corpus["validation"], corpus["test"]
+    with tempfile.TemporaryDirectory() as scratch:
+        averages = [int(k) for k in args.average.split(",")]
+        all_weights = checkpoints(run, averages, Path(scratch) / "average.pt")
+    candidates = []
+    for weights in all_weights:
+        for beam in (int(b) for b in args.beams.split(",")):
+            penalties = [float(a) for a in args.length_penalties.split(",")] if beam > 1 else [1.0]
+            candidates.extend(Candidate(weights, beam, a) for a in penalties)
+
+    print(f"run {run}; {len(validation)} validation and {len(test)} test sentences")
+    print(f"{'candidate':<70} {'val BLEU':>8} {'chrF':>6} {'seconds':>7}")
+    best: tuple[float, Candidate] | None = None
+    for candidate in candidates:
+        scores, seconds = translate_and_score(candidate, validation.source, validation.target)
+        print(f"{candidate.name:<70} {scores.bleu:>8.2f} {scores.chrf:>6.2f} {seconds:>7.1f}")
+        if best is None or scores.bleu > best[0]:
+            best = (scores.bleu, candidate)
+    assert best is not None, "the run has no checkpoints"
+    chosen = best[1]
+    scores, seconds = translate_and_score(chosen, test.source, test.target)
+    parameters = count_parameters(chosen.weights.loaded.model)
+    print(f"\nchosen on validation: {chosen.name} (val BLEU {best[0]:.2f})")
+    print(f"test ({config.data.splits.test}): {scores.summary()}; {seconds:.1f} s to translate")
+    print(f"parameters {parameters:,}")
+    print(f"BLEU signature: {scores.bleu_signature}")
+    print(f"chrF signature: {scores.chrf_signature}")
+    if args.save:
+        save_checkpoint(chosen.weights.payload, args.save)
+        print(f"saved the chosen weights to {args.save}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
