@@ -147,6 +147,7 @@ def greedy_search(
     B, device = src.size(0), src.device
     limits, longest = _output_limits(model, src, max_len_a, max_len_b, pad_id)  # (B,), L
 
+    memory: Tensor | None
     memory, src_mask = model.encode(src)  # (B, S, D), (B, 1, 1, S)
     cache = model.new_cache()
 
@@ -164,6 +165,7 @@ def greedy_search(
 
     for step in range(longest + 1):
         states, _ = model.decode(tokens[:, None], memory, src_mask, cache)  # (b, 1, D)
+        memory = None  # the cache now holds the source's keys and values: no need to keep it
         step_log_probs = _next_token_log_probs(
             model, states, step >= limits, never, not_eos
         )  # (b, V)
@@ -181,7 +183,7 @@ def greedy_search(
                 break
             if keep.numel() < finished.numel():
                 sentences, finished, tokens = sentences[keep], finished[keep], tokens[keep]
-                limits, memory, src_mask = limits[keep], memory[keep], src_mask[keep]
+                limits, src_mask = limits[keep], src_mask[keep]
                 cache.reorder(keep)
 
     scores = log_probs / _length_penalty(lengths, alpha)  # (B,)
@@ -237,6 +239,7 @@ def beam_search(
     B, device = src.size(0), src.device
     limits, longest = _output_limits(model, src, max_len_a, max_len_b, pad_id)  # (B,), L
 
+    memory: Tensor | None
     memory, src_mask = model.encode(src)  # (B, S, D), (B, 1, 1, S)
     cache = model.new_cache()
 
@@ -260,6 +263,7 @@ def beam_search(
     for step in range(longest + 1):
         b, r = beam_log_probs.shape
         states, _ = model.decode(tokens[:, None], memory, src_mask, cache)  # (b * r, 1, D)
+        memory = None  # the cache now holds the source's keys and values: no need to keep it
         at_limit = (step >= limits[sentences]).repeat_interleave(r)  # (b * r,)
         step_log_probs = _next_token_log_probs(model, states, at_limit, never, not_eos)  # (b*r, V)
 
@@ -303,10 +307,12 @@ def beam_search(
             if keep.numel() == 0:
                 break
         row_index = (keep[:, None] * r + origins[keep]).view(-1)  # (b' * K,)
-        cache.reorder(row_index)
-        if r == 1 or keep.numel() < b:
-            # Rows of one sentence share the source, so only expansion and dropping change these.
-            memory, src_mask = memory[row_index], src_mask[row_index]
+        # Rows of one sentence share the source, so only the first step's expansion to K beams
+        # and dropping sentences change the source's mask and cached keys/values.
+        source_changes = r == 1 or keep.numel() < b
+        cache.reorder(row_index, source_too=source_changes)
+        if source_changes:
+            src_mask = src_mask[row_index]
         sentences, history = sentences[keep], history[keep]
         beam_log_probs, tokens = beam_log_probs[keep], tokens[keep].view(-1)
 

@@ -65,11 +65,17 @@ class DecoderCache:
     def empty(cls, n_layers: int) -> DecoderCache:
         return cls(layers=[LayerCache() for _ in range(n_layers)])
 
-    def reorder(self, index: Tensor) -> None:
+    def reorder(self, index: Tensor, source_too: bool = True) -> None:
         """Keep rows `index` of the batch, in that order: beam search reorders hypotheses and drops
-        finished sentences with it. index: (B',) long."""
+        finished sentences with it. index: (B',) long.
+
+        source_too=False leaves the cross-attention keys/values alone. Beam search uses it when it
+        only shuffles hypotheses among the beams of each sentence: all of a sentence's rows hold
+        the same source keys/values, so copying them (the biggest tensors here) would change
+        nothing."""
+        names = ("self_key", "self_value", "cross_key", "cross_value")
         for layer in self.layers:
-            for name in ("self_key", "self_value", "cross_key", "cross_value"):
+            for name in names if source_too else names[:2]:
                 tensor = getattr(layer, name)
                 if tensor is not None:
                     setattr(layer, name, tensor.index_select(0, index))
@@ -309,7 +315,7 @@ class DecoderBlock(nn.Module):
     def forward(
         self,
         x: Tensor,
-        memory: Tensor,
+        memory: Tensor | None,
         src_mask: Tensor,
         cache: LayerCache | None = None,
         need_weights: bool = False,
@@ -318,7 +324,8 @@ class DecoderBlock(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """x (B, T, D), memory (B, S, D), src_mask (B, 1, 1, S) -> (B, T, D) and, when asked,
         the cross-attention weights (B, H, T, S). With packings (training), x and memory are
-        packed tokens, (N_tgt, D) and (N_src, D), and so is the output.
+        packed tokens, (N_tgt, D) and (N_src, D), and so is the output. memory may be None once
+        the cache holds the source's keys and values.
 
         Target padding needs no mask of its own: padding sits at the end of each sentence, so
         under the causal mask no real position ever attends to it."""
@@ -344,6 +351,8 @@ class DecoderBlock(nn.Module):
         q = self.cross_attention.project_query(h, tgt_packing)  # (B, H, T, Dh)
         if cache is not None and cache.cross_key is not None:
             k, v = cache.cross_key, cache.cross_value
+        elif memory is None:
+            raise ValueError("memory is needed until the cache holds the source's keys/values")
         else:
             k, v = self.cross_attention.project_key_value(memory, src_packing)  # 2 x (B, H, S, Dh)
             if cache is not None:
@@ -369,7 +378,7 @@ class Decoder(nn.Module):
     def forward(
         self,
         x: Tensor,
-        memory: Tensor,
+        memory: Tensor | None,
         src_mask: Tensor,
         cache: DecoderCache | None = None,
         need_weights: bool = False,
@@ -437,7 +446,7 @@ class Transformer(nn.Module):
     def decode(
         self,
         tgt: Tensor,
-        memory: Tensor,
+        memory: Tensor | None,
         src_mask: Tensor,
         cache: DecoderCache | None = None,
         need_weights: bool = False,
@@ -445,7 +454,8 @@ class Transformer(nn.Module):
         """Target ids (B, T) -> decoder states (B, T, D) and optional cross-attention weights.
 
         With a cache, `tgt` holds only the new tokens; their positions continue from
-        `cache.length`, and the cache is extended in place."""
+        `cache.length`, and the cache is extended in place. After the first call with a cache,
+        memory may be None: the cache holds the source's keys and values."""
         start = cache.length if cache is not None else 0
         x = self.tgt_position(self.tgt_embed(tgt), start)  # (B, T, D)
         out, weights = self.decoder(x, memory, src_mask, cache, need_weights)
