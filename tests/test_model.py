@@ -20,6 +20,7 @@ from transformer.model import (
     build_transformer,
     causal_mask,
     count_parameters,
+    fused_attention,
     padding_mask,
 )
 from transformer.packing import Packing
@@ -299,3 +300,15 @@ def test_token_logits_of_an_empty_source_are_finite(generator: torch.Generator) 
     packed = model.token_logits(src, tgt)
     assert torch.isfinite(packed).all()
     torch.testing.assert_close(packed[:4], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_cpu_bf16_attention_runs_in_float32_and_returns_bf16(generator: torch.Generator) -> None:
+    q, k, v = (torch.randn(2, 2, 5, 8, generator=generator) for _ in range(3))
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    mask[1, ..., 3:] = False
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fused_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), mask, 0.0, False)
+    assert out.dtype == torch.bfloat16
+    # Only the bf16 rounding of the inputs and of the output separate the two.
+    torch.testing.assert_close(out.float(), expected, atol=0.03, rtol=0.02)

@@ -201,3 +201,13 @@ def test_token_loss_sum_equals_torch_label_smoothed_cross_entropy(smoothing: flo
     (expected_gradient,) = torch.autograd.grad(expected, logits)
     torch.testing.assert_close(gradient, expected_gradient)
     assert torch.all(gradient[0, 3:] == 0)
+
+
+def test_token_loss_gradient_passes_gradcheck() -> None:
+    from transformer.loss import _SmoothedCrossEntropySum
+
+    logits = torch.randn(6, 9, dtype=torch.double, requires_grad=True)
+    labels = torch.tensor([1, 0, 4, 8, 0, 2])  # two PAD rows
+    assert torch.autograd.gradcheck(
+        lambda z: _SmoothedCrossEntropySum.apply(z, labels, 0.1), (logits,)
+    )
