@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
             candidates.extend(Candidate(weights, beam, a) for a in penalties)
 
     print(f"run {run}; {len(validation)} validation and {len(test)} test sentences")
-    print(f"{'candidate':<70} {'val BLEU':>8} {'chrF':>6} {'seconds':>7}")
+    print(f"{'candidate':<80} {'val BLEU':>8} {'chrF':>6} {'seconds':>7}")
     best: tuple[float, Candidate] | None = None
     for candidate in candidates:
         scores, seconds = translate_and_score(candidate, validation.source, validation.target)
-        print(f"{candidate.name:<70} {scores.bleu:>8.2f} {scores.chrf:>6.2f} {seconds:>7.1f}")
+        print(f"{candidate.name:<80} {scores.bleu:>8.2f} {scores.chrf:>6.2f} {seconds:>7.1f}")
         if best is None or scores.bleu > best[0]:
             best = (scores.bleu, candidate)
     assert best is not None, "the run has no checkpoints"
