@@ -312,3 +312,13 @@ def test_cpu_bf16_attention_runs_in_float32_and_returns_bf16(generator: torch.Ge
     assert out.dtype == torch.bfloat16
     # Only the bf16 rounding of the inputs and of the output separate the two.
     torch.testing.assert_close(out.float(), expected, atol=0.03, rtol=0.02)
+
+
+def test_token_logits_under_bf16_autocast_track_float32(generator: torch.Generator) -> None:
+    model = build_transformer(tiny_config()).eval()
+    src, tgt = padded_batch([(7, 5), (3, 2), (5, 6)], generator)
+    expected = model.token_logits(src, tgt)  # (N, V) float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model.token_logits(src, tgt)
+    assert logits.dtype == torch.bfloat16 and logits.shape == expected.shape
+    torch.testing.assert_close(logits.float(), expected, atol=0.1, rtol=0.05)
