@@ -32,29 +32,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from peers import marian_model
+from peers import add_size_and_data_arguments, marian_model, prepare_corpus, project_model
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from transformer.config import DataConfig, ModelConfig, SplitsConfig
-from transformer.data import prepare_data
 from transformer.decoding import beam_search, greedy_search
-from transformer.model import Transformer, build_transformer
+from transformer.model import Transformer
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--data", default="../shared/data/multi30k", help="dataset path or hub name"
-    )
-    parser.add_argument("--splits", nargs=3, default=["train", "val", "test_2016_flickr"])
-    parser.add_argument("--vocab-size", type=int, default=8000, help="joint BPE vocabulary")
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=3, help="encoder and decoder layers each")
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--d-ff", type=int, default=1024)
-    parser.add_argument("--max-positions", type=int, default=256)
+    add_size_and_data_arguments(parser)
     parser.add_argument("--new-tokens", type=int, default=20, help="tokens per sentence, EOS incl.")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--batch1-sentences", type=int, default=50)
@@ -70,20 +59,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_project(args: argparse.Namespace, vocab_size: int) -> Transformer:
-    config = ModelConfig(
-        src_vocab_size=vocab_size,
-        tgt_vocab_size=vocab_size,
-        d_model=args.d_model,
-        n_heads=args.heads,
-        n_encoder_layers=args.layers,
-        n_decoder_layers=args.layers,
-        d_ff=args.d_ff,
-        activation="relu",
-        norm_placement="pre",
-        max_positions=args.max_positions,
-        share_embeddings=True,
-    )
-    model = build_transformer(config).eval()
+    model = project_model(args, vocab_size).eval()
     with torch.no_grad():
         model.projection.linear.bias[EOS_ID] = -1e4  # EOS only where the search forces it
     return model
@@ -204,9 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    config = DataConfig(dataset=args.data, splits=SplitsConfig(*args.splits), max_length=100)
-    config.tokenizer.vocab_size = args.vocab_size
-    tokenizers, splits, _ = prepare_data(config, args.max_positions)
+    tokenizers, splits = prepare_corpus(args)
     vocab_size = tokenizers.src_vocab_size
     test = splits["test"]
     sources = [test[i][0] for i in range(max(args.batch1_sentences, args.batched_sentences))]

@@ -1,4 +1,5 @@
-"""The peer implementations the benchmarks compare against, built at the project's sizes."""
+"""What the speed benchmarks share: their size and data arguments, the Multi30k preparation, and
+the implementations they compare (this project's model and MarianMTModel), built at the same sizes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,54 @@ import argparse
 
 import torch
 
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from transformer.config import DataConfig, ModelConfig, SplitsConfig
+from transformer.data import EncodedSplit, prepare_data
+from transformer.model import Transformer, build_transformer
+from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair
+
+
+def add_size_and_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--data, --splits, --vocab-size and the model sizes, with the defaults of the default recipe."""
+    parser.add_argument(
+        "--data", default="../shared/data/multi30k", help="dataset path or hub name"
+    )
+    parser.add_argument("--splits", nargs=3, default=["train", "val", "test_2016_flickr"])
+    parser.add_argument("--vocab-size", type=int, default=8000, help="joint BPE vocabulary")
+    parser.add_argument("--d-model", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=3, help="encoder and decoder layers each")
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--d-ff", type=int, default=1024)
+    parser.add_argument("--max-positions", type=int, default=256)
+
+
+def prepare_corpus(args: argparse.Namespace) -> tuple[TokenizerPair, dict[str, EncodedSplit]]:
+    """The encoded splits, with a joint BPE trained on the training split as train.py does."""
+    config = DataConfig(dataset=args.data, splits=SplitsConfig(*args.splits), max_length=100)
+    config.tokenizer.vocab_size = args.vocab_size
+    tokenizers, splits, _ = prepare_data(config, args.max_positions)
+    return tokenizers, splits
+
+
+def project_model(args: argparse.Namespace, vocab_size: int, dropout: float = 0.1) -> Transformer:
+    """This project's model at the sizes in `args`: pre-norm, ReLU, one shared vocabulary, tied
+    output projection, no attention dropout."""
+    config = ModelConfig(
+        src_vocab_size=vocab_size,
+        tgt_vocab_size=vocab_size,
+        d_model=args.d_model,
+        n_heads=args.heads,
+        n_encoder_layers=args.layers,
+        n_decoder_layers=args.layers,
+        d_ff=args.d_ff,
+        dropout=dropout,
+        attention_dropout=0.0,
+        activation="relu",
+        norm_placement="pre",
+        max_positions=args.max_positions,
+        tie_output_embedding=True,
+        share_embeddings=True,
+    )
+    return build_transformer(config)
 
 
 def marian_model(

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from transformer.checkpoint import (
     LoadedModel,
     average_checkpoints,
     load_checkpoint,
-    load_model,
+    model_from_payload,
     save_checkpoint,
     step_checkpoints,
 )
@@ -71,21 +70,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def checkpoints(run: Path, average: list[int], scratch: Path) -> list[Weights]:
+def checkpoints(run: Path, average: list[int]) -> list[Weights]:
     """best.pt, last.pt and averages of the last k step checkpoints that exist."""
     directory = run / "checkpoints"
     found = []
     for name in ("best.pt", "last.pt"):
         if (directory / name).exists():
             payload = load_checkpoint(directory / name)
-            found.append(Weights(name, load_model(directory / name), payload))
+            found.append(Weights(name, model_from_payload(payload, directory / name), payload))
     steps = step_checkpoints(directory)
     for k in average:
         if 2 <= k <= len(steps):
             payload = average_checkpoints(steps[-k:])
-            save_checkpoint(payload, scratch)
             description = f"average of last {k} ({steps[-k].stem}..{steps[-1].stem})"
-            found.append(Weights(description, load_model(scratch), payload))
+            found.append(Weights(description, model_from_payload(payload, description), payload))
     return found
 
 
@@ -113,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load_config(run / "config.yaml")
     corpus = load_corpus(config.data)
     validation, test = corpus["validation"], corpus["test"]
-    with tempfile.TemporaryDirectory() as scratch:
-        averages = [int(k) for k in args.average.split(",")]
-        all_weights = checkpoints(run, averages, Path(scratch) / "average.pt")
+    all_weights = checkpoints(run, [int(k) for k in args.average.split(",")])
     candidates = []
     for weights in all_weights:
         for beam in (int(b) for b in args.beams.split(",")):

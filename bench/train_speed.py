@@ -62,32 +62,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peers import marian_model
+from peers import add_size_and_data_arguments, marian_model, prepare_corpus, project_model
 from torch import Tensor, nn
 
 from transformer.batching import TokenBatchSampler, collate_batch
-from transformer.config import DataConfig, ModelConfig, SplitsConfig
-from transformer.data import EncodedSplit, prepare_data
-from transformer.model import PositionalEncoding, Transformer, build_transformer
+from transformer.data import EncodedSplit
+from transformer.loss import batch_loss_sum, token_loss_sum
+from transformer.model import PositionalEncoding, Transformer
 from transformer.tokenizer import PAD_ID
-from transformer.training import token_loss_sum
 
 IMPLEMENTATIONS = ("project", "marian", "torch")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--data", default="../shared/data/multi30k", help="dataset path or hub name"
-    )
-    parser.add_argument("--splits", nargs=3, default=["train", "val", "test_2016_flickr"])
-    parser.add_argument("--vocab-size", type=int, default=8000, help="joint BPE vocabulary")
-    parser.add_argument("--d-model", type=int, default=256)
-    parser.add_argument("--layers", type=int, default=3, help="encoder and decoder layers each")
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--d-ff", type=int, default=1024)
+    add_size_and_data_arguments(parser)
     parser.add_argument("--dropout", type=float, default=0.1)
-    parser.add_argument("--max-positions", type=int, default=256)
     parser.add_argument(
         "--batch-mode", default="sentences,tokens", help="comma list of: sentences, tokens"
     )
@@ -195,23 +185,7 @@ class MarianWrapper(nn.Module):
 
 def build_model(name: str, args: argparse.Namespace, vocab_size: int) -> nn.Module:
     if name == "project":
-        config = ModelConfig(
-            src_vocab_size=vocab_size,
-            tgt_vocab_size=vocab_size,
-            d_model=args.d_model,
-            n_heads=args.heads,
-            n_encoder_layers=args.layers,
-            n_decoder_layers=args.layers,
-            d_ff=args.d_ff,
-            dropout=args.dropout,
-            attention_dropout=0.0,
-            activation="relu",
-            norm_placement="pre",
-            max_positions=args.max_positions,
-            tie_output_embedding=True,
-            share_embeddings=True,
-        )
-        return build_transformer(config)
+        return project_model(args, vocab_size, dropout=args.dropout)
     if name == "marian":
         return MarianWrapper(args, vocab_size)
     return TorchTransformer(args, vocab_size)
@@ -272,9 +246,7 @@ def matmul_peak(
 
 def load_training_split(args: argparse.Namespace) -> tuple[EncodedSplit, int]:
     """The encoded training split (joint BPE trained on it, as train.py does) and the vocabulary."""
-    config = DataConfig(dataset=args.data, splits=SplitsConfig(*args.splits), max_length=100)
-    config.tokenizer.vocab_size = args.vocab_size
-    tokenizers, splits, _ = prepare_data(config, args.max_positions)
+    tokenizers, splits = prepare_corpus(args)
     return splits["train"], tokenizers.src_vocab_size
 
 
@@ -344,11 +316,10 @@ def train_step(
     start = time.perf_counter()
     with autocast:
         if isinstance(model, Transformer):  # the project: logits of real tokens only, as train.py
-            logits = model.token_logits(src, tgt_in)  # (N, V)
-            labels = labels[tgt_in != PAD_ID]  # (N,)
+            loss = batch_loss_sum(model.token_logits, src, tgt_in, labels, args.label_smoothing)
         else:
-            logits = model(src, tgt_in)  # (B, T, V)
-    loss = token_loss_sum(logits, labels, args.label_smoothing) / n_tokens
+            loss = token_loss_sum(model(src, tgt_in), labels, args.label_smoothing)
+    loss = loss / n_tokens
     loss.backward()
     loss = loss.detach()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

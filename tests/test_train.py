@@ -14,6 +14,7 @@ import train
 from transformer import training
 from transformer.checkpoint import load_model
 from transformer.config import load_config
+from transformer.loss import token_loss_sum
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 NUMBERS = str(Path(__file__).parent / "data" / "numbers")
@@ -188,7 +189,7 @@ def test_token_loss_sum_equals_torch_label_smoothed_cross_entropy(smoothing: flo
     logits = torch.randn(3, 5, 11, generator=generator, requires_grad=True)
     labels = torch.randint(1, 11, (3, 5), generator=generator)
     labels[0, 3:] = 0  # padding is ignored
-    ours = training.token_loss_sum(logits, labels, smoothing)
+    ours = token_loss_sum(logits, labels, smoothing)
     expected = torch.nn.functional.cross_entropy(
         logits.flatten(0, 1),
         labels.flatten(),

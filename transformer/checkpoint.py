@@ -95,7 +95,14 @@ class LoadedModel:
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the model, its config and its tokenizers from one checkpoint, in eval mode."""
-    payload = load_checkpoint(path, map_location=device)
+    return model_from_payload(load_checkpoint(path, map_location=device), path, device)
+
+
+def model_from_payload(
+    payload: dict[str, Any], path: str | Path, device: str | torch.device = "cpu"
+) -> LoadedModel:
+    """`load_model` for a checkpoint already in memory (e.g. an average); `path` names it in
+    error messages."""
     try:
         config = config_from_dict(payload["config"])
     except ConfigError as error:

@@ -17,6 +17,7 @@ output projection's matmul. Measured on 2 cores: `python bench/train_speed.py`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -60,3 +61,21 @@ def token_loss_sum(logits: Tensor, labels: Tensor, label_smoothing: float) -> Te
     divide by the token count of a whole accumulated step, so each token weighs the same."""
     flat_logits = logits.reshape(-1, logits.size(-1)).float()  # (N, V)
     return _SmoothedCrossEntropySum.apply(flat_logits, labels.reshape(-1), label_smoothing)
+
+
+LogitsFunction = Callable[[Tensor, Tensor], Tensor]
+
+
+def batch_loss_sum(
+    token_logits: LogitsFunction,
+    src: Tensor,
+    tgt_in: Tensor,
+    labels: Tensor,
+    label_smoothing: float,
+) -> Tensor:
+    """Summed loss of a teacher-forced batch, computed on its real target tokens only.
+
+    token_logits is `model.token_logits` (or its compiled form): (src, tgt_in) -> (N, V) for the
+    N real positions of tgt_in (B, T), which are exactly the real positions of labels (B, T)."""
+    logits = token_logits(src, tgt_in)  # (N, V)
+    return token_loss_sum(logits, labels[tgt_in != PAD_ID], label_smoothing)

@@ -238,15 +238,17 @@ class MultiHeadAttentionBlock(nn.Module):
         mask: Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
+        packing: Packing | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Self-attention of query (B, T, D) when memory is None, else attention from query to
-        memory (B, S, D). Returns (B, T, D) and optional weights (B, H, T, S)."""
+        memory (B, S, D). Returns (B, T, D) and optional weights (B, H, T, S). With the query's
+        `packing`, query is packed tokens (N, D) and so is the output."""
         if memory is None:
-            q, k, v = self.project_self(query)
+            q, k, v = self.project_self(query, packing)
         else:
-            q = self.project_query(query)
+            q = self.project_query(query, packing)
             k, v = self.project_key_value(memory)
-        return self.attend(q, k, v, mask, is_causal, need_weights)
+        return self.attend(q, k, v, mask, is_causal, need_weights, packing)
 
 
 class FeedForwardBlock(nn.Module):
@@ -300,9 +302,9 @@ class EncoderBlock(nn.Module):
     def forward(self, x: Tensor, src_mask: Tensor, packing: Packing | None = None) -> Tensor:
         """x (B, S, D), or packed (N, D) with its `packing`; src_mask (B, 1, 1, S) -> like x."""
         h = self.attention_residual.normalise_input(x)
-        q, k, v = self.self_attention.project_self(h, packing)  # 3 x (B, H, S, Dh)
-        attended, _ = self.self_attention.attend(q, k, v, src_mask, packing=packing)
-        x = self.attention_residual.add(x, attended)
+        x = self.attention_residual.add(
+            x, self.self_attention(h, mask=src_mask, packing=packing)[0]
+        )
         h = self.feed_forward_residual.normalise_input(x)
         return self.feed_forward_residual.add(x, self.feed_forward(h))
 
@@ -461,11 +463,13 @@ class Transformer(nn.Module):
         # turn into NaN; such a row attends to its padding instead, so its outputs stay finite.
         return src_mask | ~src_mask.any(dim=-1, keepdim=True)  # (B, 1, 1, S)
 
-    def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
-        """src ids (B, S) -> memory (B, S, D) and the source mask (B, 1, 1, S)."""
+    def encode(self, src: Tensor, packing: Packing | None = None) -> tuple[Tensor, Tensor]:
+        """src ids (B, S) -> memory (B, S, D) and the source mask (B, 1, 1, S). With the source's
+        packing, memory holds the real tokens only: (N_src, D)."""
         src_mask = self.source_mask(src)  # (B, 1, 1, S)
-        x = self.src_position(self.src_embed(src))  # (B, S, D)
-        return self.encoder(x, src_mask), src_mask
+        x = self.src_embed(pack(src, packing))  # (B, S, D) or (N_src, D)
+        x = self.src_position(x, packing=packing)
+        return self.encoder(x, src_mask, packing), src_mask
 
     def decode(
         self,
@@ -474,15 +478,21 @@ class Transformer(nn.Module):
         src_mask: Tensor,
         cache: DecoderCache | None = None,
         need_weights: bool = False,
+        tgt_packing: Packing | None = None,
+        src_packing: Packing | None = None,
     ) -> tuple[Tensor, list[Tensor]]:
         """Target ids (B, T) -> decoder states (B, T, D) and optional cross-attention weights.
 
         With a cache, `tgt` holds only the new tokens; their positions continue from
         `cache.length`, and the cache is extended in place. After the first call with a cache,
-        memory may be None: the cache holds the source's keys and values."""
+        memory may be None: the cache holds the source's keys and values. With packings (no
+        cache), memory is packed source tokens and the states are packed target tokens (N_tgt, D)."""
         start = cache.length if cache is not None else 0
-        x = self.tgt_position(self.tgt_embed(tgt), start)  # (B, T, D)
-        out, weights = self.decoder(x, memory, src_mask, cache, need_weights)
+        x = self.tgt_embed(pack(tgt, tgt_packing))  # (B, T, D) or (N_tgt, D)
+        x = self.tgt_position(x, start, tgt_packing)
+        out, weights = self.decoder(
+            x, memory, src_mask, cache, need_weights, tgt_packing, src_packing
+        )
         if cache is not None:
             cache.length += tgt.size(1)
         return out, weights
@@ -505,14 +515,9 @@ class Transformer(nn.Module):
         padding costs no matmuls; training and the validation loss use this."""
         pad_id = self.config.pad_id
         src_packing, tgt_packing = Packing(src != pad_id), Packing(tgt != pad_id)
-        src_mask = self.source_mask(src)  # (B, 1, 1, S)
-        x = self.src_embed(src_packing.pack(src))  # (N_src, D)
-        x = self.src_position(x, packing=src_packing)
-        memory = self.encoder(x, src_mask, src_packing)  # (N_src, D)
-        y = self.tgt_embed(tgt_packing.pack(tgt))  # (N_tgt, D)
-        y = self.tgt_position(y, packing=tgt_packing)
-        out, _ = self.decoder(
-            y, memory, src_mask, tgt_packing=tgt_packing, src_packing=src_packing
+        memory, src_mask = self.encode(src, src_packing)  # (N_src, D), (B, 1, 1, S)
+        out, _ = self.decode(
+            tgt, memory, src_mask, tgt_packing=tgt_packing, src_packing=src_packing
         )  # (N_tgt, D)
         return self.project(out)  # (N_tgt, V)
 

@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -37,7 +37,7 @@ from transformer.checkpoint import (
 )
 from transformer.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from transformer.data import EncodedSplit, prepare_data
-from transformer.loss import token_loss_sum
+from transformer.loss import LogitsFunction, batch_loss_sum
 from transformer.model import Transformer, build_transformer, count_parameters
 from transformer.tokenizer import PAD_ID, TokenizerPair
 from transformer.validation import ValidationResult, validate
@@ -102,19 +102,6 @@ def autocast_context(device: torch.device, precision: str) -> Any:
         return nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
-
-
-LogitsFunction = Callable[[Tensor, Tensor], Tensor]
-
-
-def batch_loss_sum(token_logits: LogitsFunction, batch: Batch, label_smoothing: float) -> Tensor:
-    """Summed loss of a teacher-forced batch, computed on its real target tokens only.
-
-    token_logits is `model.token_logits` (or its compiled form): (src, tgt_in) -> (N, V) for the
-    N real positions of tgt_in, which are exactly the real positions of labels."""
-    logits = token_logits(batch.src, batch.tgt_in)  # (N, V)
-    labels = batch.labels[batch.tgt_in != PAD_ID]  # (N,)
-    return token_loss_sum(logits, labels, label_smoothing)
 
 
 def seed_everything(seed: int) -> None:
@@ -281,7 +268,9 @@ def train_step(
     for batch in batches:
         batch = batch.to(device)
         with autocast_context(device, config.train.precision):
-            loss = batch_loss_sum(token_logits, batch, config.train.label_smoothing)
+            loss = batch_loss_sum(
+                token_logits, batch.src, batch.tgt_in, batch.labels, config.train.label_smoothing
+            )
         scaler.scale(loss / tokens).backward()
         loss_total += loss.detach()
     scaler.unscale_(optimizer)

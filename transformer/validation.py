@@ -13,9 +13,10 @@ from transformer.batching import TokenBatchSampler, make_loader
 from transformer.config import Config
 from transformer.data import EncodedSplit
 from transformer.decoding import translate_ids
+from transformer.loss import batch_loss_sum
 from transformer.metrics import TranslationScores, perplexity, score_translations
 from transformer.model import Transformer
-from transformer.tokenizer import BOS_ID, PAD_ID, TokenizerPair
+from transformer.tokenizer import BOS_ID, TokenizerPair
 
 
 @dataclass
@@ -36,9 +37,7 @@ def validation_loss(
     total, tokens = torch.zeros((), device=device), 0
     for batch in make_loader(split, sampler):
         batch = batch.to(device)
-        logits = model.token_logits(batch.src, batch.tgt_in)  # (N, V), real tokens only
-        labels = batch.labels[batch.tgt_in != PAD_ID]  # (N,)
-        total += torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum")
+        total += batch_loss_sum(model.token_logits, batch.src, batch.tgt_in, batch.labels, 0.0)
         tokens += batch.n_tgt_tokens
     return total.item() / max(1, tokens)
 
