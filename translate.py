@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from transformer.training import resolve_device
+        from transformer.device import resolve_device
         from transformer.translator import Translator
 
         device = resolve_device(args.device)

@@ -11,7 +11,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
-from transformer import training
+from transformer import device, training
 from transformer.checkpoint import load_model
 from transformer.config import load_config
 from transformer.loss import token_loss_sum
@@ -177,7 +177,7 @@ def test_learning_rate_schedules() -> None:
 def test_bf16_on_a_cpu_without_native_bf16_warns(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
     with pytest.warns(UserWarning, match="emulated"):
         assert run_train(tmp_path, "train.precision=bf16", "train.max_steps=1") == 0
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 1

@@ -1,0 +1,66 @@
+"""Where and in which precision a run computes: device names, native bf16, autocast."""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transformer.config import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; anything else is checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"train.device {name!r} is not a device; use auto, cpu, cuda or mps"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.device asks for cuda but no CUDA GPU is visible; use train.device=cpu"
+        )
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("train.device asks for mps but it is not available; use train.device=cpu")
+    return device
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls in hardware (AVX512-BF16 or AMX). Without them,
+    PyTorch emulates bf16 and autocast makes training many times slower than fp32 (measured on
+    an AVX2-only AMD EPYC: 63 vs 1,997 target tokens/s at d_model 256)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return True  # not Linux: cannot tell, so do not warn
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """Refuse fp16 off CUDA; warn when bf16 would be emulated (slow, not wrong)."""
+    if precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 or fp32")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(
+            "train.precision=bf16 on a CPU without native bf16 (AVX512-BF16/AMX) is emulated and "
+            "much slower than fp32; use train.precision=fp32 on this machine",
+            stacklevel=3,
+        )
+
+
+def autocast_context(device: torch.device, precision: str) -> Any:
+    """bf16/fp16 autocast for the forward pass, or nothing for fp32."""
+    if precision == "fp32":
+        return nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)

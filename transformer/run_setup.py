@@ -1,0 +1,145 @@
+"""Setting a training run up: the run directory, the data, the model and its optimiser, and the
+state of a resumed run. `start_run` returns a `TrainingRun` ready for the loop in `training.py`."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from transformer.batching import TokenBatchSampler, make_loader
+from transformer.checkpoint import CheckpointError, load_checkpoint
+from transformer.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from transformer.data import prepare_data
+from transformer.device import check_precision, resolve_device
+from transformer.model import Transformer, build_transformer
+from transformer.run_state import TrainingRun, seed_everything
+from transformer.schedule import make_scheduler
+from transformer.tokenizer import PAD_ID, TokenizerPair
+
+
+def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> tuple[Path, dict | None]:
+    """Check the run directory: never overwrite a run by accident, resume only what exists.
+    Returns the directory and the checkpoint to resume from (or None)."""
+    run_dir = Path(config.train.run_dir)
+    last = run_dir / "checkpoints" / "last.pt"
+    if resume:
+        if not last.is_file():
+            raise CheckpointError(
+                f"--resume: there is no {last} to resume from; start the run without --resume"
+            )
+        return run_dir, load_checkpoint(last)
+    holds_a_run = run_dir.is_dir() and any(run_dir.iterdir())
+    if holds_a_run and not overwrite:
+        raise ConfigError(
+            f"run directory {str(run_dir)!r} already holds a run: add --resume to continue it, "
+            "--overwrite to delete it and start again, or set train.run_dir=runs/<new name>"
+        )
+    if holds_a_run:
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, None
+
+
+def check_resumable(config: Config, saved_config: dict[str, Any]) -> None:
+    """A resumed run may change training settings (more steps, another device) but not the model
+    or the data, which would make it a different run."""
+    saved = config_from_dict(saved_config)
+    for section in ("model", "data"):
+        ours = config_to_dict(getattr(config, section))
+        theirs = config_to_dict(getattr(saved, section))
+        if section == "model":  # filled in from the tokenizers, not by the user
+            for key in ("src_vocab_size", "tgt_vocab_size", "pad_id"):
+                ours.pop(key), theirs.pop(key)
+        changed = sorted(key for key in ours if ours[key] != theirs[key])
+        if changed:
+            names = ", ".join(f"{section}.{key}" for key in changed)
+            raise ConfigError(
+                f"--resume with a different {names} than the saved run; resume with the same "
+                "settings, or start a new run in another train.run_dir"
+            )
+
+
+def fit_model_to_tokenizers(config: Config, tokenizers: TokenizerPair) -> Config:
+    """The vocabulary sizes and the PAD id come from the tokenizers, never from the user."""
+    model = replace(
+        config.model,
+        src_vocab_size=tokenizers.src_vocab_size,
+        tgt_vocab_size=tokenizers.tgt_vocab_size,
+        pad_id=PAD_ID,
+    )
+    config = replace(config, model=model)
+    config.validate()
+    return config
+
+
+def make_optimizer(model: Transformer, config: Config) -> torch.optim.AdamW:
+    """AdamW; weight decay (when set) only on matrices, not on biases or norms, as is usual for
+    Transformers."""
+    decay, no_decay = [], []
+    for parameter in model.parameters():
+        (decay if parameter.dim() >= 2 else no_decay).append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": config.train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    train = config.train
+    return torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, eps=train.eps)
+
+
+def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainingRun:
+    """Everything before the first step: checks, data and tokenizers, model, optimiser, schedule,
+    sampler, and (with `resume`) the saved state of all of them."""
+    run_dir, checkpoint = prepare_run_dir(config, resume, overwrite)
+    if checkpoint is not None:
+        check_resumable(config, checkpoint["config"])
+    seed_everything(config.train.seed)
+    if config.train.threads > 0:
+        torch.set_num_threads(config.train.threads)
+    device = resolve_device(config.train.device)
+    check_precision(config.train.precision, device)
+
+    # Data: tokenizers trained on the training split only, or taken from the checkpoint.
+    saved_tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"]) if checkpoint else None
+    tokenizers, splits, texts = prepare_data(
+        config.data, config.model.max_positions, tokenizers=saved_tokenizers
+    )
+    tokenizers.save(run_dir / "tokenizer")
+    config = fit_model_to_tokenizers(config, tokenizers)
+    save_config(config, run_dir / "config.yaml")
+
+    model = build_transformer(config.model).to(device)
+    optimizer = make_optimizer(model, config)
+    sampler = TokenBatchSampler(
+        splits["train"].src_lengths,
+        splits["train"].tgt_lengths,
+        config.data.max_tokens,
+        shuffle=True,
+        seed=config.train.seed,
+    )
+    run = TrainingRun(
+        config=config,
+        run_dir=run_dir,
+        device=device,
+        model=model,
+        token_logits=torch.compile(model.token_logits)
+        if config.train.compile
+        else model.token_logits,
+        optimizer=optimizer,
+        scheduler=make_scheduler(optimizer, config.train),
+        scaler=torch.amp.GradScaler(device.type, enabled=config.train.precision == "fp16"),
+        sampler=sampler,
+        loader=make_loader(splits["train"], sampler),
+        tokenizers=tokenizers,
+        splits=splits,
+        texts=texts,
+    )
+    if checkpoint is not None:
+        run.restore(checkpoint)
+        print(f"Resumed {run_dir} at step {run.state.step} (epoch {run.state.epoch + 1}).")
+    else:
+        sampler.set_epoch(0)
+    return run

@@ -1,0 +1,120 @@
+"""What a user sees while a run trains: the tqdm bar, TensorBoard scalars, and Ctrl-C handling.
+
+Loss and speed are averaged over a window of `train.log_every` steps. The loss stays on the device
+until it is logged (no host sync per step), and validation time is left out of the speed.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from transformer.config import Config, config_to_dict
+from transformer.validation import ValidationResult
+
+if TYPE_CHECKING:
+    from transformer.training import StepStats
+
+
+class StopRequest:
+    """Turns Ctrl-C into a flag the loop checks between steps, so the run can save and exit
+    cleanly instead of dying mid-update. A second Ctrl-C exits at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> StopRequest:
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: Ctrl-C cannot reach us anyway
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        tqdm.write("\nStopping after this step (Ctrl-C again to quit without saving)...")
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class TrainingLog:
+    """The progress bar and the TensorBoard writer of a run, and the window that averages the
+    training loss and speed between two logged steps."""
+
+    def __init__(
+        self,
+        log_dir: str,
+        total_steps: int,
+        initial_step: int,
+        log_every: int,
+        device: torch.device,
+    ) -> None:
+        self.writer = SummaryWriter(log_dir=log_dir)
+        self.progress = tqdm(
+            total=total_steps or None, initial=initial_step, desc="train", dynamic_ncols=True
+        )
+        self.log_every = log_every
+        self.device = device
+        self._start_window()
+
+    def _start_window(self) -> None:
+        self.window_loss = torch.zeros((), device=self.device)
+        self.window_tokens = 0
+        self.window_start = time.perf_counter()
+
+    def record_step(self, step: int, stats: StepStats) -> None:
+        """Add one optimiser step to the window; every `log_every` steps show and log it."""
+        self.progress.update(1)
+        self.window_loss += stats.loss_sum
+        self.window_tokens += stats.tokens
+        if step % self.log_every != 0:
+            return
+        speed = self.window_tokens / (time.perf_counter() - self.window_start)
+        loss = (self.window_loss / self.window_tokens).item()
+        lr = stats.learning_rate
+        self.progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}")
+        self.writer.add_scalar("train/loss", loss, step)
+        self.writer.add_scalar("train/learning_rate", lr, step)
+        self.writer.add_scalar("train/grad_norm", stats.grad_norm.item(), step)
+        self.writer.add_scalar("train/tokens_per_second", speed, step)
+        self._start_window()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Leave what runs inside (validation) out of the training speed."""
+        start = time.perf_counter()
+        yield
+        self.window_start += time.perf_counter() - start
+
+    def close(self, config: Config, last: ValidationResult | None, best_bleu: float) -> None:
+        """Close the bar; write the run's settings with its final scores for the hparams tab."""
+        self.progress.close()
+        if last is not None:
+            self.writer.add_hparams(
+                _flat_hparams(config),
+                {"hparam/bleu": last.scores.bleu, "hparam/best_bleu": best_bleu},
+                run_name=".",
+            )
+        self.writer.close()
+
+
+def _flat_hparams(config: Config) -> dict[str, Any]:
+    """TensorBoard's hparams plugin takes flat scalars and strings only."""
+    flat = {}
+    for section, values in config_to_dict(config).items():
+        for key, value in values.items():
+            if isinstance(value, (int, float, str, bool)):
+                flat[f"{section}.{key}"] = value
+    return flat
