@@ -212,3 +212,15 @@ def test_token_loss_gradient_passes_gradcheck() -> None:
     assert torch.autograd.gradcheck(
         lambda z: _SmoothedCrossEntropySum.apply(z, labels, 0.1), (logits,)
     )
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_precision_auto_takes_bf16_only_where_the_cpu_has_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, native: bool
+) -> None:
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    assert run_train(tmp_path, "train.precision=auto", "train.max_steps=1") == 0
+    expected = "bf16" if native else "fp32"
+    assert f"Precision: {expected} (auto:" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["config"]["train"]["precision"] == expected  # the choice made, for the record

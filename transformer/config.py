@@ -121,9 +121,9 @@ class TrainConfig:
     label_smoothing: float = 0.1
     clip_norm: float = 1.0  # max gradient norm; 0 disables clipping
     accumulate: int = 1  # batches per optimiser step
-    precision: str = (
-        "fp32"  # fp32 | bf16 (autocast, CPU and CUDA) | fp16 (autocast + GradScaler, CUDA)
-    )
+    # auto (bf16 where the hardware has it natively, else fp32) | fp32 | bf16 (autocast, CPU and
+    # CUDA) | fp16 (autocast + GradScaler, CUDA)
+    precision: str = "auto"
     compile: bool = False  # torch.compile the model
     max_steps: int = 0  # stop after this many optimiser steps; 0 = no limit
     max_epochs: int = 0  # stop after this many epochs; 0 = no limit
@@ -158,9 +158,9 @@ class Config:
 
     def validate(self) -> None:
         self.model.validate()
-        if self.train.precision not in ("fp32", "bf16", "fp16"):
+        if self.train.precision not in ("auto", "fp32", "bf16", "fp16"):
             raise ConfigError(
-                f"train.precision must be fp32, bf16 or fp16, not {self.train.precision!r}"
+                f"train.precision must be auto, fp32, bf16 or fp16, not {self.train.precision!r}"
             )
         if self.train.schedule not in ("inverse_sqrt", "cosine"):
             raise ConfigError(

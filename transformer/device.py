@@ -46,6 +46,19 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """The precision to train in, and why. 'auto' takes bf16 autocast where the hardware computes
+    bf16 natively (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX) and fp32 elsewhere:
+    emulated bf16 is many times slower than fp32, native bf16 ~1.3x faster on such CPUs."""
+    if precision != "auto":
+        return precision, "set by train.precision"
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16", "auto: this CUDA GPU supports bf16"
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return "bf16", "auto: this CPU has native bf16 (AVX512-BF16 or AMX)"
+    return "fp32", f"auto: no native bf16 on this {device.type}"
+
+
 def check_precision(precision: str, device: torch.device) -> None:
     """Refuse fp16 off CUDA; warn when bf16 would be emulated (slow, not wrong)."""
     if precision == "fp16" and device.type != "cuda":

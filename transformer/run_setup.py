@@ -14,7 +14,7 @@ from transformer.batching import TokenBatchSampler, make_loader
 from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from transformer.data import prepare_data
-from transformer.device import check_precision, resolve_device
+from transformer.device import check_precision, resolve_device, resolve_precision
 from transformer.model import Transformer, build_transformer
 from transformer.run_state import TrainingRun, seed_everything
 from transformer.schedule import make_scheduler
@@ -100,7 +100,10 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     device = resolve_device(config.train.device)
-    check_precision(config.train.precision, device)
+    precision, reason = resolve_precision(config.train.precision, device)
+    check_precision(precision, device)
+    print(f"Precision: {precision} ({reason}).")
+    config = replace(config, train=replace(config.train, precision=precision))
 
     # Data: tokenizers trained on the training split only, or taken from the checkpoint.
     saved_tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"]) if checkpoint else None
