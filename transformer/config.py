@@ -125,9 +125,14 @@ class TrainConfig:
     # CUDA) | fp16 (autocast + GradScaler, CUDA)
     precision: str = "auto"
     compile: bool = False  # torch.compile the model
-    max_steps: int = 0  # stop after this many optimiser steps; 0 = no limit
+    max_steps: int = (
+        0  # stop after this many optimiser steps; 0 = no limit (or fitted to max_minutes)
+    )
     max_epochs: int = 0  # stop after this many epochs; 0 = no limit
-    max_minutes: float = 0.0  # stop after this much wall time in this process; 0 = no limit
+    # stop after this much wall time in this process, data preparation included; 0 = no limit. With
+    # schedule=cosine and max_steps 0, the run fixes its step count from its pace at the first
+    # validation so that the learning rate decays to the end of the budget
+    max_minutes: float = 0.0
     validate_every: int = 1000  # optimiser steps between validations (and checkpoints)
     log_every: int = 50  # optimiser steps between TensorBoard scalars
     keep_checkpoints: int = 5  # most recent step checkpoints kept besides last.pt and best.pt
@@ -170,8 +175,11 @@ class Config:
             raise ConfigError(
                 f"data.tokenizer.kind must be bpe or wordlevel, not {self.data.tokenizer.kind!r}"
             )
-        if self.train.schedule == "cosine" and self.train.max_steps <= 0:
-            raise ConfigError("train.schedule=cosine needs train.max_steps > 0 to know its length")
+        if self.train.schedule == "cosine" and self.train.max_steps <= 0 >= self.train.max_minutes:
+            raise ConfigError(
+                "train.schedule=cosine needs train.max_steps > 0 or train.max_minutes > 0 to know "
+                "its length"
+            )
         if self.train.accumulate < 1:
             raise ConfigError("train.accumulate must be at least 1")
         if self.decode.beam_size < 1 or self.decode.nbest < 1:

@@ -4,6 +4,7 @@ state of a resumed run. `start_run` returns a `TrainingRun` ready for the loop i
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from transformer.config import Config, ConfigError, config_from_dict, config_to_
 from transformer.data import prepare_data
 from transformer.device import check_precision, resolve_device, resolve_precision
 from transformer.model import Transformer, build_transformer
-from transformer.run_state import TrainingRun, seed_everything
+from transformer.run_state import TrainingRun, TrainState, seed_everything
 from transformer.schedule import make_scheduler
 from transformer.tokenizer import PAD_ID, TokenizerPair
 
@@ -93,6 +94,7 @@ def make_optimizer(model: Transformer, config: Config) -> torch.optim.AdamW:
 def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainingRun:
     """Everything before the first step: checks, data and tokenizers, model, optimiser, schedule,
     sampler, and (with `resume`) the saved state of all of them."""
+    started_at = time.monotonic()
     run_dir, checkpoint = prepare_run_dir(config, resume, overwrite)
     if checkpoint is not None:
         check_resumable(config, checkpoint["config"])
@@ -123,6 +125,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         shuffle=True,
         seed=config.train.seed,
     )
+    state = TrainState()
     run = TrainingRun(
         config=config,
         run_dir=run_dir,
@@ -132,17 +135,22 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         if config.train.compile
         else model.token_logits,
         optimizer=optimizer,
-        scheduler=make_scheduler(optimizer, config.train),
+        scheduler=make_scheduler(
+            optimizer, config.train, lambda: config.train.max_steps or state.planned_steps
+        ),
         scaler=torch.amp.GradScaler(device.type, enabled=config.train.precision == "fp16"),
         sampler=sampler,
         loader=make_loader(splits["train"], sampler),
         tokenizers=tokenizers,
         splits=splits,
         texts=texts,
+        state=state,
+        started_at=started_at,
     )
     if checkpoint is not None:
         run.restore(checkpoint)
         print(f"Resumed {run_dir} at step {run.state.step} (epoch {run.state.epoch + 1}).")
     else:
         sampler.set_epoch(0)
+        state.setup_seconds = run.elapsed_seconds()
     return run

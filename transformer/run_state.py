@@ -8,6 +8,7 @@ best BLEU) goes into each checkpoint, so `--resume` continues the same run.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from transformer.config import Config, config_to_dict
 from transformer.data import EncodedSplit
 from transformer.loss import LogitsFunction
 from transformer.model import Transformer
+from transformer.schedule import steps_for_time_budget
 from transformer.tokenizer import TokenizerPair
 from transformer.validation import ValidationResult, validate
 
@@ -55,6 +57,9 @@ class TrainState:
     best_bleu: float = -1.0
     validations_without_improvement: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per validation
+    elapsed_seconds: float = 0.0  # wall time of the run at its last checkpoint, all processes
+    setup_seconds: float = 0.0  # wall time before the first step (data, tokenizers, model)
+    planned_steps: int = 0  # steps fixed from the clock for a time budget (0: none yet)
 
 
 @dataclass
@@ -75,10 +80,21 @@ class TrainingRun:
     splits: dict[str, EncodedSplit]
     texts: dict[str, Any]
     state: TrainState = field(default_factory=TrainState)
+    started_at: float = field(default_factory=time.monotonic)  # when this process began the run
+    seconds_before: float = 0.0  # wall time of the run in earlier processes (resumed runs)
+
+    def elapsed_seconds(self) -> float:
+        """Wall time of the whole run so far, setup and validation included."""
+        return self.seconds_before + time.monotonic() - self.started_at
+
+    def total_steps(self) -> int:
+        """`train.max_steps`, or the steps a time-budgeted run planned; 0 = no step limit."""
+        return self.config.train.max_steps or self.state.planned_steps
 
     # --- checkpoints ---------------------------------------------------------------------------
 
     def payload(self) -> dict[str, Any]:
+        self.state.elapsed_seconds = self.elapsed_seconds()
         return {
             "config": config_to_dict(self.config),
             "tokenizers": self.tokenizers.to_json(),
@@ -99,7 +115,10 @@ class TrainingRun:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.sampler.load_state_dict(checkpoint["sampler"])
-        self.state = TrainState(**checkpoint["train_state"])
+        # In place: the learning-rate schedule reads `planned_steps` from this very object.
+        for key, value in checkpoint["train_state"].items():
+            setattr(self.state, key, value)
+        self.seconds_before = self.state.elapsed_seconds
         set_rng_state(checkpoint["rng"])
 
     def save(self, *names: str) -> None:
@@ -110,7 +129,30 @@ class TrainingRun:
     # --- progress through the data -------------------------------------------------------------
 
     def reached_max_steps(self) -> bool:
-        return 0 < self.config.train.max_steps <= self.state.step
+        return 0 < self.total_steps() <= self.state.step
+
+    def fit_schedule_to_time_budget(self) -> None:
+        """A cosine run with `train.max_minutes` and no `train.max_steps` fixes its length once, from
+        the pace measured so far (validation included), so that the learning rate reaches its end
+        when the time does. It measures as long as the warmup allows: at the last validation before
+        the warmup ends (or the first, if the warmup is shorter), since the decay needs the length
+        from then on. The number goes into every checkpoint: a resumed run keeps it and never
+        re-derives it from another clock."""
+        train, state = self.config.train, self.state
+        if state.planned_steps or train.max_steps or not train.max_minutes:
+            return
+        if train.schedule != "cosine" or state.step + train.validate_every <= train.warmup_steps:
+            return
+        budget = 60 * train.max_minutes
+        elapsed = self.elapsed_seconds()
+        state.planned_steps = steps_for_time_budget(
+            state.step, elapsed, state.setup_seconds, budget
+        )
+        tqdm.write(
+            f"Time budget: {state.step} steps took {elapsed / 60:.1f} min with setup and "
+            f"validation, so {train.max_minutes:g} min fit {state.planned_steps} steps; the "
+            "learning rate decays to that step."
+        )
 
     def end_epoch(self) -> bool:
         """Move the sampler to the next epoch; True when `train.max_epochs` are done."""
@@ -133,6 +175,7 @@ class TrainingRun:
             writer=writer,
             step=state.step,
         )
+        self.fit_schedule_to_time_budget()
         improved = result.scores.bleu > state.best_bleu
         if improved:
             state.best_bleu = result.scores.bleu
@@ -140,7 +183,8 @@ class TrainingRun:
         else:
             state.validations_without_improvement += 1
         scores = {"bleu": result.scores.bleu, "loss": result.loss, "chrf": result.scores.chrf}
-        state.history.append({"step": state.step, **scores})
+        minutes = self.elapsed_seconds() / 60  # since train.py started, setup included
+        state.history.append({"step": state.step, "minutes": minutes, **scores})
         names = [f"step_{state.step:07d}.pt", "last.pt"] + (["best.pt"] if improved else [])
         self.save(*names)
         remove_old_checkpoints(self.run_dir / "checkpoints", config.train.keep_checkpoints)

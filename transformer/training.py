@@ -107,9 +107,9 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         f"{train_config.precision}; {len(run.sampler)} batches per epoch of "
         f"<= {config.data.max_tokens} tokens."
     )
-    deadline = (
-        time.monotonic() + 60 * train_config.max_minutes if train_config.max_minutes else math.inf
-    )
+    # train.max_minutes counts from the start of this process's run, data preparation included.
+    minutes = train_config.max_minutes
+    deadline = run.started_at + 60 * minutes if minutes else math.inf
     log = TrainingLog(
         str(run.run_dir), train_config.max_steps, state.step, train_config.log_every, run.device
     )
