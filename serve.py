@@ -32,6 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--beam", type=int, help="default beam size; default: the checkpoint's")
     parser.add_argument("--length-penalty", type=float, help="default GNMT alpha for beam search")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument("--name", help="model name shown to clients (default: from the path)")
     parser.add_argument(
         "--max-batch-tokens",
@@ -49,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-chars", type=int, default=10_000, help="per request (10000)")
     parser.add_argument("--max-beam", type=int, default=10, help="largest beam a request may ask")
     args = parser.parse_args(argv)
-    for name in ("beam", *LIMITS):
+    for name in ("beam", "threads", *LIMITS):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -84,9 +85,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        import torch
+
         from transformer.training import resolve_device
         from transformer.translator import Translator
 
+        if args.threads:
+            torch.set_num_threads(args.threads)
         device = resolve_device(args.device)
         loaded = load_model(args.checkpoint, device)
         translator = Translator.with_options(

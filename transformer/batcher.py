@@ -4,10 +4,10 @@ A server that decoded each request on its own would spend most of its time on sm
 that waited for a full batch would keep a lone caller waiting. The batcher does what Marian's and
 the inference servers' schedulers do:
 
-- Requests go into an asyncio queue. A single worker takes the oldest waiting request and gathers
-  the others that arrive until that request is `max_wait_ms` old, or until the batch holds
-  `max_batch_tokens` source tokens (times the beam size: every beam is a row of the decoder).
-  Requests that waited while the previous batch was decoding are already old enough to go at once.
+- Requests join a queue. A single worker takes the oldest waiting request and gathers the others
+  that arrive until that request is `max_wait_ms` old (and the worker has been free for as long),
+  or until the batch holds `max_batch_tokens` source tokens (times the beam size: every beam is a
+  row of the decoder).
 - Only requests with the same decoding options (beam, n-best, length penalty) share a batch.
 - A request larger than the budget is decoded in budget-sized pieces, and after each piece it goes
   to the back of the line, so a long request delays short ones by at most one batch.
@@ -148,10 +148,13 @@ class DynamicBatcher(Generic[Result]):
     # --- the worker -------------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        free_since = loop.time()
         while True:
-            await self._gather()
+            await self._gather(free_since)
             pieces = self._take_batch()
             await self._decode(pieces)
+            free_since = loop.time()
             # A request with sentences left goes to the back of the line, behind those that
             # arrived while its piece was decoding.
             for piece in pieces:
@@ -159,9 +162,12 @@ class DynamicBatcher(Generic[Result]):
                 if piece.stop < len(request.sentences) and not request.future.done():
                     self._waiting.append(request)
 
-    async def _gather(self) -> None:
-        """Wait for a request, then for more until the oldest is max_wait old or its options'
-        token budget is full."""
+    async def _gather(self, free_since: float) -> None:
+        """Wait for a request, then for more, until the budget of the oldest request's options is
+        full or max_wait has passed since that request arrived and since the worker became free
+        (`free_since`). The second clock matters under load: the callers answered by the last
+        batch send their next requests right away, and they join this batch instead of starting
+        a half-empty one each time."""
         loop = asyncio.get_running_loop()
         while True:
             self._waiting = [r for r in self._waiting if not r.future.done()]  # callers gone
@@ -170,7 +176,7 @@ class DynamicBatcher(Generic[Result]):
                 await self._arrived.wait()
                 continue
             head = self._waiting[0]
-            remaining = head.arrived + self.max_wait - loop.time()
+            remaining = max(head.arrived, free_since) + self.max_wait - loop.time()
             if remaining <= 0 or self._tokens_waiting(head.options) >= self.max_batch_tokens:
                 return
             self._arrived.clear()
