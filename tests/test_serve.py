@@ -188,6 +188,8 @@ def test_health_is_503_before_the_worker_starts(
     not_started = TestClient(create_app(loaded, translator, ServeSettings()))  # no lifespan
     answer = not_started.get("/health")
     assert answer.status_code == 503 and answer.json()["status"] == "not ready"
+    refused = not_started.post("/translate", json={"text": "one"})
+    assert refused.status_code == 503 and "not running" in refused.json()["error"]
 
 
 # --- over a real socket -------------------------------------------------------------------------

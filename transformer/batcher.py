@@ -32,6 +32,10 @@ from typing import Generic, TypeVar
 Result = TypeVar("Result")  # what decoding gives for one sentence
 
 
+class BatcherStopped(RuntimeError):
+    """The batcher is not running (not started yet, or shutting down)."""
+
+
 @dataclass(frozen=True)
 class DecodeOptions:
     """The per-request settings that change the search; requests share a batch only if equal."""
@@ -122,7 +126,7 @@ class DynamicBatcher(Generic[Result]):
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         for request in self._waiting + [piece.request for piece in self._in_flight]:
-            self._fail(request, RuntimeError("the server is shutting down"))
+            self._fail(request, BatcherStopped("the server is shutting down"))
         self._waiting.clear()
         self._in_flight.clear()
 
@@ -133,7 +137,7 @@ class DynamicBatcher(Generic[Result]):
         requests arrive at about the same time. token_counts[i] is sentence i's length in source
         tokens (the budget is counted in them)."""
         if not self.running:
-            raise RuntimeError("the batcher is not running (call start() first)")
+            raise BatcherStopped("the batcher is not running (call start() first)")
         if not sentences:
             return []
         loop = asyncio.get_running_loop()

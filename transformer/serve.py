@@ -28,7 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from transformer.batcher import DecodeOptions, DynamicBatcher
+from transformer.batcher import BatcherStopped, DecodeOptions, DynamicBatcher
 from transformer.checkpoint import LoadedModel
 from transformer.serve_page import render_page
 from transformer.translator import Translation, Translator
@@ -124,6 +124,8 @@ def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSetti
         token_counts = _check_sentences(sentences, translator, settings)
         try:
             results = await batcher.translate(sentences, token_counts, options)
+        except BatcherStopped as error:
+            return JSONResponse(status_code=503, content={"error": str(error)})
         except Exception as error:  # decoding failed: this request gets a 500, the server goes on
             logger.error("decoding failed", exc_info=error)
             return JSONResponse(
