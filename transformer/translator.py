@@ -40,10 +40,13 @@ class Translator:
         chosen = {key: value for key, value in options.items() if value is not None}
         return cls(loaded, replace(loaded.config.decode, **chosen), device)
 
-    def translate(self, sentences: list[str]) -> list[list[Translation]]:
+    def translate(
+        self, sentences: list[str], decode: DecodeConfig | None = None
+    ) -> list[list[Translation]]:
         """n-best translations of each sentence, best first. An empty or whitespace-only line gives
         one empty translation; a source longer than the model's maximum positions is truncated
-        with a warning."""
+        with a warning. `decode` replaces this translator's settings for this call only (the
+        server decodes each batch with its requests' beam, n-best and length penalty)."""
         ids = self.tokenizers.encode_source(sentences)
         too_long = [
             i for i, sentence_ids in enumerate(ids) if len(sentence_ids) > self.max_positions
@@ -55,7 +58,7 @@ class Translator:
                 stacklevel=2,
             )
         sources = [torch.tensor(x[: self.max_positions], dtype=torch.long) for x in ids]
-        hypotheses = translate_ids(self.model, sources, self.decode, self.device)
+        hypotheses = translate_ids(self.model, sources, decode or self.decode, self.device)
         results = []
         for sentence, nbest in zip(sentences, hypotheses, strict=True):
             if not sentence.strip():

@@ -1,0 +1,215 @@
+"""Load test of serve.py: concurrent clients sending one sentence per request, against the same
+sentences translated in one batch by `Translator` (translate.py's path) as the ceiling.
+
+    python bench/serve_load.py -c runs/multi30k_en_de/checkpoints/best.pt \\
+        --source ../shared/data/multi30k/test_2016_flickr.en.gz --clients 1 8 32
+
+It starts `python serve.py` as a subprocess on a free 127.0.0.1 port (the server has its own
+process, as in production), and for each number of clients sends the first `--requests` sentences,
+each client posting its next sentence as soon as its previous answer arrives. A level stops after
+`--requests` requests or `--max-seconds`, whichever comes first; the server is stopped at the end.
+Prints requests/s, sentences/s, latency percentiles, the batches the server formed, and checks
+that every request got exactly one answer. Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+import torch
+
+from transformer.checkpoint import load_model
+from transformer.translator import Translator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("-c", "--checkpoint", required=True)
+    parser.add_argument(
+        "--source",
+        default=str(ROOT.parent / "shared/data/multi30k/test_2016_flickr.en.gz"),
+        help="sentences to send (.gz or plain)",
+    )
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests", type=int, default=500, help="requests per level, at most")
+    parser.add_argument("--max-seconds", type=float, default=60, help="per level, at most")
+    parser.add_argument("--beam", type=int, default=1)
+    parser.add_argument("--max-batch-tokens", type=int, default=4096, help="the server's option")
+    parser.add_argument("--max-wait-ms", type=float, default=10, help="the server's option")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    return parser.parse_args(argv)
+
+
+def read_lines(path: str) -> list[str]:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as file:
+        return [line.rstrip("\n") for line in file]
+
+
+def cpu_flags() -> str:
+    wanted = {"avx2", "avx512f", "avx512_bf16", "amx_bf16"}
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    found = {
+        word for line in text.splitlines() if line.startswith("flags") for word in line.split()
+    }
+    return " ".join(sorted(wanted & found)) or "unknown"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
+    command = [sys.executable, str(ROOT / "serve.py"), "-c", args.checkpoint, "--port", str(port)]
+    command += ["--beam", str(args.beam), "--max-batch-tokens", str(args.max_batch_tokens)]
+    command += ["--max-wait-ms", str(args.max_wait_ms), "--max-beam", str(max(10, args.beam))]
+    command += ["--threads", str(args.threads)] if args.threads else []
+    server = subprocess.Popen(command, cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    server.kill()
+    raise SystemExit("error: the server did not become ready within 120 s")
+
+
+@dataclass
+class Level:
+    clients: int
+    sent: int
+    answered: int  # 200 answers
+    errors: int  # other answers or failed connections
+    seconds: float
+    latencies: list[float]  # seconds, one per answered request
+    translations: dict[int, str]  # sentence index -> translation
+    batches: int
+    sentences_batched: int
+
+
+async def run_level(
+    url: str, sentences: list[str], clients: int, beam: int, max_seconds: float
+) -> Level:
+    """`clients` tasks, each sending the next unsent sentence as soon as it has its answer."""
+    next_index, answers = 0, {}
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
+        before = (await http.get("/info")).json()["batching"]
+        started = time.perf_counter()
+        deadline = started + max_seconds
+
+        async def client() -> None:
+            nonlocal next_index, errors
+            while next_index < len(sentences) and time.perf_counter() < deadline:
+                index, next_index = next_index, next_index + 1
+                sent = time.perf_counter()
+                try:
+                    answer = await http.post(
+                        "/translate", json={"text": sentences[index], "beam": beam}
+                    )
+                except httpx.HTTPError:
+                    errors += 1
+                    continue
+                if answer.status_code != 200 or index in answers:
+                    errors += 1
+                    continue
+                latencies.append(time.perf_counter() - sent)
+                answers[index] = answer.json()["translations"]
+
+        await asyncio.gather(*(client() for _ in range(clients)))
+        seconds = time.perf_counter() - started
+        after = (await http.get("/info")).json()["batching"]
+    return Level(
+        clients,
+        next_index,
+        len(answers),
+        errors,
+        seconds,
+        latencies,
+        answers,
+        after["batches"] - before["batches"],
+        after["sentences"] - before["sentences"],
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
+
+
+def ceiling(args: argparse.Namespace, sentences: list[str]) -> tuple[float, list[str]]:
+    """Sentences/s of the same sentences through Translator in one call (as translate.py -i
+    does), after one warm-up call; and its translations."""
+    loaded = load_model(args.checkpoint)
+    decode = replace(loaded.config.decode, beam_size=args.beam, nbest=1, batch_tokens=4096)
+    translator = Translator(loaded, decode, torch.device("cpu"))
+    with torch.inference_mode():
+        translator.translate(sentences[:32])
+        started = time.perf_counter()
+        results = translator.translate(sentences)
+        seconds = time.perf_counter() - started
+    return len(sentences) / seconds, [r[0].text for r in results]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sentences = read_lines(args.source)[: args.requests]
+    print(f"CPU flags: {cpu_flags()}; torch threads {torch.get_num_threads()}; beam {args.beam}")
+    print(f"server: --max-batch-tokens {args.max_batch_tokens} --max-wait-ms {args.max_wait_ms}")
+    port = free_port()
+    server = start_server(args, port)
+    try:
+        levels = [
+            asyncio.run(
+                run_level(f"http://127.0.0.1:{port}", sentences, n, args.beam, args.max_seconds)
+            )
+            for n in args.clients
+        ]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+    best, expected = ceiling(args, sentences)
+    print(f"ceiling: Translator, {len(sentences)} sentences in one call: {best:.1f} sentences/s\n")
+    print(
+        "| clients | requests | answered | errors | requests/s | sentences/s | % of ceiling "
+        "| p50 ms | p95 ms | p99 ms | batches | sentences/batch | same as Translator |"
+    )
+    print("|---:" * 13 + "|")
+    for level in levels:
+        rate = level.answered / level.seconds
+        same = sum(expected[i] == text for i, text in level.translations.items())
+        p50, p95, p99 = (1000 * percentile(level.latencies, q) for q in (50, 95, 99))
+        print(
+            f"| {level.clients} | {level.sent} | {level.answered} | {level.errors} | {rate:.1f} "
+            f"| {rate:.1f} | {100 * rate / best:.0f}% | {p50:.0f} | {p95:.0f} | {p99:.0f} "
+            f"| {level.batches} | {level.sentences_batched / max(1, level.batches):.1f} "
+            f"| {same}/{level.answered} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

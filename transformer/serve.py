@@ -1,0 +1,307 @@
+"""The HTTP app behind `serve.py`: a JSON API and a web page over one loaded checkpoint.
+
+    POST /translate  {"text": "A dog runs." | ["...", "..."], "beam": 5, "nbest": 1,
+                      "length_penalty": 1.0}  ->  {"translations": ..., "model": ...}
+    GET  /health     ready or not
+    GET  /info       the model (languages, sizes, parameters), limits and batching counters
+    GET  /           the web page;  GET /docs  the OpenAPI page
+
+Built on FastAPI (validation, OpenAPI) and run by uvicorn. Requests are checked here, on the event
+loop; the sentences of concurrent requests are decoded together by `batcher.DynamicBatcher`, in a
+worker thread, through the same `Translator` that translate.py uses. Every bad request gets a 4xx
+JSON body {"error": "..."} that names the problem, and the server goes on serving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+
+from transformer.batcher import BatcherStopped, DecodeOptions, DynamicBatcher
+from transformer.checkpoint import LoadedModel
+from transformer.serve_page import render_page
+from transformer.translator import Translation, Translator
+
+logger = logging.getLogger(__name__)
+
+EXAMPLE = '{"text": "A dog runs."}'
+MAX_LENGTH_PENALTY = 5.0  # GNMT alpha above this only makes outputs run to the length limit
+
+
+@dataclass
+class ServeSettings:
+    """The server's limits and batching knobs (serve.py's options)."""
+
+    name: str = "model"  # shown on the page and returned with every translation
+    max_sentences: int = 64  # sentences per request
+    max_chars: int = 10_000  # characters per request, all sentences together
+    max_beam: int = 10  # largest beam a request may ask for
+    max_batch_tokens: int = 4096  # source tokens x beam gathered into one batched decode
+    max_wait_ms: float = 10.0  # how long the oldest request waits for others to join its batch
+
+
+class TranslateRequest(BaseModel):
+    """The body of POST /translate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr | list[StrictStr] = Field(
+        description="a sentence, or a list of sentences translated in the same order",
+        examples=["A man is riding a bike."],
+    )
+    beam: StrictInt | None = Field(None, description="beam size (1 = greedy); default: server's")
+    nbest: StrictInt | None = Field(None, description="translations per sentence (<= beam)")
+    length_penalty: StrictFloat | StrictInt | None = Field(
+        None, description=f"GNMT alpha for beam search, 0 to {MAX_LENGTH_PENALTY}"
+    )
+
+
+class TranslateResponse(BaseModel):
+    """A string for a string, a list in the same order for a list; with nbest > 1 each sentence
+    gives a list of translations, best first, and `scores` holds their model scores."""
+
+    translations: str | list[str] | list[list[str]]
+    scores: list[float] | list[list[float]] | None = None
+    model: str
+
+
+class BadRequest(Exception):
+    """A request the server refuses: answered with `status` and {"error": message}."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSettings) -> FastAPI:
+    """The app for one model. `loaded` describes it (config, step); `translator` decodes with it.
+    The batcher's counters are at app.state.batcher.stats."""
+    batcher: DynamicBatcher[list[Translation]] = DynamicBatcher(
+        lambda sentences, options: _decode(translator, sentences, options),
+        settings.max_batch_tokens,
+        settings.max_wait_ms,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(
+        title="Transformer translation",
+        summary=f"{settings.name}: {_languages(loaded)}",
+        lifespan=lifespan,
+    )
+    app.state.batcher = batcher
+    app.add_exception_handler(BadRequest, _bad_request)
+    app.add_exception_handler(RequestValidationError, _invalid_body)
+    page = render_page(
+        settings.name,
+        loaded.config.data.src_lang,
+        loaded.config.data.tgt_lang,
+        translator.decode.beam_size,
+        settings.max_beam,
+    )
+
+    @app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True)
+    async def translate(body: TranslateRequest) -> dict[str, Any]:
+        """Translate a sentence or a list of sentences (decoded together with concurrent requests)."""
+        sentences = [body.text] if isinstance(body.text, str) else body.text
+        options = _options(body, translator, settings)
+        token_counts = _check_sentences(sentences, translator, settings)
+        try:
+            results = await batcher.translate(sentences, token_counts, options)
+        except BatcherStopped as error:
+            return JSONResponse(status_code=503, content={"error": str(error)})
+        except Exception as error:  # decoding failed: this request gets a 500, the server goes on
+            logger.error("decoding failed", exc_info=error)
+            return JSONResponse(
+                status_code=500, content={"error": f"decoding failed: {type(error).__name__}"}
+            )
+        return _response(body.text, results, options.nbest, settings.name)
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        """200 {"status": "ready"} while the decoding worker runs, else 503."""
+        ready = batcher.running
+        return JSONResponse(
+            status_code=200 if ready else 503,
+            content={"status": "ready" if ready else "not ready", "model": settings.name},
+        )
+
+    @app.get("/info")
+    async def info() -> dict[str, Any]:
+        """The model, its languages and size, the decoding defaults, limits and batch counters."""
+        return _info(loaded, translator, settings, batcher)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index() -> str:
+        """The web page: a text box, the language pair, a Translate button and the result."""
+        return page
+
+    return app
+
+
+def _decode(
+    translator: Translator, sentences: list[str], options: DecodeOptions
+) -> list[list[Translation]]:
+    """One batched decode (runs in the batcher's worker thread)."""
+    config = dataclasses.replace(
+        translator.decode,
+        beam_size=options.beam_size,
+        nbest=options.nbest,
+        length_penalty=options.length_penalty,
+    )
+    with torch.inference_mode():  # grad mode is per thread: set it in the thread that decodes
+        return translator.translate(sentences, config)
+
+
+def _options(
+    body: TranslateRequest, translator: Translator, settings: ServeSettings
+) -> DecodeOptions:
+    """The request's decoding options, defaults filled in (as translate.py does), range-checked."""
+    nbest = 1 if body.nbest is None else body.nbest
+    beam = body.beam if body.beam is not None else max(nbest, translator.decode.beam_size)
+    largest_beam = min(settings.max_beam, translator.model.config.tgt_vocab_size)
+    if not 1 <= beam <= largest_beam:
+        raise BadRequest(422, f"beam must be between 1 and {largest_beam}, not {beam}")
+    if not 1 <= nbest <= beam:
+        raise BadRequest(422, f"nbest must be between 1 and the beam size ({beam}), not {nbest}")
+    alpha = translator.decode.length_penalty if body.length_penalty is None else body.length_penalty
+    if not (math.isfinite(alpha) and 0.0 <= alpha <= MAX_LENGTH_PENALTY):
+        raise BadRequest(
+            422, f"length_penalty must be between 0 and {MAX_LENGTH_PENALTY}, not {alpha}"
+        )
+    return DecodeOptions(beam_size=beam, nbest=nbest, length_penalty=float(alpha))
+
+
+def _check_sentences(
+    sentences: list[str], translator: Translator, settings: ServeSettings
+) -> list[int]:
+    """Refuse requests over the limits; return each sentence's length in source tokens."""
+    if len(sentences) > settings.max_sentences:
+        raise BadRequest(
+            413,
+            f"too many sentences: {len(sentences)} in one request, at most "
+            f"{settings.max_sentences}; split the list over several requests",
+        )
+    characters = sum(len(sentence) for sentence in sentences)
+    if characters > settings.max_chars:
+        raise BadRequest(
+            413,
+            f"too much text: {characters} characters in one request, at most "
+            f"{settings.max_chars}; split it over several requests",
+        )
+    token_counts = [len(ids) for ids in translator.tokenizers.encode_source(sentences)]
+    for index, count in enumerate(token_counts):
+        if count > translator.max_positions:
+            raise BadRequest(
+                422,
+                f"sentence {index} is {count} subword tokens long; this model reads at most "
+                f"{translator.max_positions}: split it into shorter sentences",
+            )
+    return token_counts
+
+
+def _response(
+    text: str | list[str], results: list[list[Translation]], nbest: int, name: str
+) -> dict[str, Any]:
+    if nbest == 1:
+        translations: Any = [nbest_list[0].text for nbest_list in results]
+        scores = None
+    else:
+        translations = [[t.text for t in nbest_list] for nbest_list in results]
+        scores = [[t.score for t in nbest_list] for nbest_list in results]
+    if isinstance(text, str):
+        translations = translations[0]
+        scores = scores[0] if scores is not None else None
+    return {"translations": translations, "scores": scores, "model": name}
+
+
+def _info(
+    loaded: LoadedModel, translator: Translator, settings: ServeSettings, batcher: DynamicBatcher
+) -> dict[str, Any]:
+    config = loaded.config
+    return {
+        "model": settings.name,
+        "source_language": config.data.src_lang,
+        "target_language": config.data.tgt_lang,
+        "step": loaded.step,
+        "parameters": sum(p.numel() for p in translator.model.parameters()),
+        "architecture": dataclasses.asdict(config.model),
+        "decoding": {
+            "beam": translator.decode.beam_size,
+            "length_penalty": translator.decode.length_penalty,
+            "max_len_a": translator.decode.max_len_a,
+            "max_len_b": translator.decode.max_len_b,
+        },
+        "device": str(translator.device),
+        "limits": {
+            key: value for key, value in dataclasses.asdict(settings).items() if key != "name"
+        },
+        "batching": dataclasses.asdict(batcher.stats),
+    }
+
+
+def _languages(loaded: LoadedModel) -> str:
+    return f"{loaded.config.data.src_lang} -> {loaded.config.data.tgt_lang}"
+
+
+# --- error answers ------------------------------------------------------------------------------
+
+
+async def _bad_request(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, BadRequest)
+    return JSONResponse(status_code=error.status, content={"error": error.message})
+
+
+async def _invalid_body(request: Request, error: Exception) -> JSONResponse:
+    """FastAPI's validation errors as one sentence: 415 for a body not sent as JSON, 400 for one
+    that is empty or not JSON, else 422."""
+    assert isinstance(error, RequestValidationError)
+    errors = error.errors()
+    first = errors[0] if errors else {"type": "", "loc": (), "msg": "invalid request"}
+    if "json" not in request.headers.get("content-type", ""):
+        status, message = (
+            415,
+            'send the body as JSON, with the header "Content-Type: application/json"',
+        )
+    elif first["type"] == "json_invalid":
+        status, message = 400, "the request body is not valid JSON"
+    elif first["type"] == "missing" and list(first["loc"]) == ["body"]:
+        status, message = 400, f"the request body is empty; send a JSON object such as {EXAMPLE}"
+    else:
+        status, message = 422, _describe(first)
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """A pydantic error in the words of this API."""
+    location = [str(part) for part in error["loc"] if part != "body"]
+    kind = error["type"]
+    if not location:
+        return f"the request body must be a JSON object such as {EXAMPLE}"
+    field = location[0]
+    if kind == "missing":
+        return f'"{field}" is missing' + (
+            ": give a string or a list of strings" if field == "text" else ""
+        )
+    if kind == "extra_forbidden":
+        known = ", ".join(TranslateRequest.model_fields)
+        return f'unknown field "{field}"; the known fields are {known}'
+    if field == "text":
+        return '"text" must be a string or a list of strings'
+    return f'"{field}": {error["msg"]}'
