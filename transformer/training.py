@@ -40,7 +40,7 @@ from transformer.data import EncodedSplit, prepare_data
 from transformer.loss import LogitsFunction, batch_loss_sum
 from transformer.model import Transformer, build_transformer, count_parameters
 from transformer.tokenizer import PAD_ID, TokenizerPair
-from transformer.validation import ValidationResult, validate
+from transformer.validation import ValidationResult, log_hparams, validate
 
 # --- small pure pieces -------------------------------------------------------------------------------
 
@@ -435,11 +435,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
                 file=sys.stderr,
             )
     if last_validation is not None:
-        writer.add_hparams(
-            _flat_hparams(config),
-            {"hparam/bleu": last_validation.scores.bleu, "hparam/best_bleu": state.best_bleu},
-            run_name=".",
-        )
+        log_hparams(writer, _flat_hparams(config))
     writer.close()
     return TrainResult(state, run_dir, last_validation, interrupted=stop.requested)
 
