@@ -59,6 +59,20 @@ def test_file_output_keeps_line_alignment_with_empty_lines(run_dir: Path, tmp_pa
     assert lines[0] and lines[2] and lines[4]
 
 
+def test_attention_writes_one_png_per_sentence(run_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.en"
+    source.write_text("I see five birds .\n\ntwenty-one\n", encoding="utf-8")
+    pictures = tmp_path / "attention"
+    best = str(run_dir / "checkpoints" / "best.pt")
+    status = translate.main(
+        ["-c", best, "-i", str(source), "-o", str(tmp_path / "out"), "--attention", str(pictures)]
+    )
+    assert status == 0
+    # One picture per non-empty line, named by its line number; the empty line 2 has none.
+    assert sorted(p.name for p in pictures.iterdir()) == ["00001.png", "00003.png"]
+    assert (pictures / "00001.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_stdin_and_reference_scoring(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
