@@ -72,10 +72,10 @@ class ModelConfig:
 class TokenizerConfig:
     """Subword tokenizers, trained on the training split only."""
 
-    kind: str = "bpe"  # bpe | wordlevel (wordlevel is the tutorial's behaviour)
+    kind: str = "bpe"  # bpe | unigram (SentencePiece's model) | wordlevel (the tutorial's)
     vocab_size: int = 8000  # target size of each vocabulary (joint: of the one shared vocabulary)
     joint: bool = True  # one vocabulary for source and target, so embeddings can be shared
-    min_frequency: int = 2  # ignore merges / words seen fewer times than this
+    min_frequency: int = 2  # bpe, wordlevel: ignore merges / words seen fewer times than this
     lowercase: bool = False  # lowercase during normalisation (output is then lowercased too)
 
 
@@ -166,9 +166,10 @@ class Config:
             raise ConfigError(
                 f"train.schedule must be inverse_sqrt or cosine, not {self.train.schedule!r}"
             )
-        if self.data.tokenizer.kind not in ("bpe", "wordlevel"):
+        if self.data.tokenizer.kind not in ("bpe", "unigram", "wordlevel"):
             raise ConfigError(
-                f"data.tokenizer.kind must be bpe or wordlevel, not {self.data.tokenizer.kind!r}"
+                "data.tokenizer.kind must be bpe, unigram or wordlevel, "
+                f"not {self.data.tokenizer.kind!r}"
             )
         if self.train.schedule == "cosine" and self.train.max_steps <= 0:
             raise ConfigError("train.schedule=cosine needs train.max_steps > 0 to know its length")
