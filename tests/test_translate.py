@@ -151,3 +151,17 @@ def test_averaged_checkpoint_translates(
     assert capsys.readouterr().out.strip()
     assert checkpoint.main(["average", directory, "--last", "9", "-o", str(averaged)]) == 1
     assert "holds 3" in capsys.readouterr().err
+
+
+def test_checkpoint_command_explains_its_options(capsys: pytest.CaptureFixture) -> None:
+    for argv in (["--help"], ["average", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            checkpoint.main(argv)
+        assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "average the weights of a run's last N step checkpoints" in out
+    assert "--last N" in out and "--output OUT.pt" in out and "not for --resume" in out
+    with pytest.raises(SystemExit) as exit_info:
+        checkpoint.main(["average", "runs/x/checkpoints", "--last", "0", "-o", "avg.pt"])
+    assert exit_info.value.code == 2
+    assert "--last must be at least 1" in capsys.readouterr().err
