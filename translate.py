@@ -3,6 +3,7 @@
     python translate.py -c runs/multi30k_en_de/checkpoints/best.pt "A man is riding a bike."
     python translate.py -c best.pt -i test.en -o test.de --beam 5 --ref test.ref.de
     cat input.txt | python translate.py -c best.pt > output.txt
+    python translate.py -c best.pt "A dog runs." --attention attention/   # + attention/00001.png
 
 The output has one line per input line (an empty line gives an empty line). With --nbest N > 1
 each input gives N lines in the Moses n-best format: `index ||| translation ||| score`.
@@ -14,11 +15,14 @@ import argparse
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from transformer.checkpoint import CheckpointError, load_model
 from transformer.config import ConfigError
 from transformer.metrics import score_translations
+
+if TYPE_CHECKING:  # imported for real inside main(), after the arguments are checked
+    from transformer.translator import Translation, Translator
 
 STDIN_CHUNK_LINES = 256  # lines translated together when reading a pipe
 
@@ -37,6 +41,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-tokens", type=int, help="source tokens per decoding batch")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     parser.add_argument("--ref", help="reference translations: print BLEU and chrF to stderr")
+    parser.add_argument(
+        "--attention",
+        metavar="DIR",
+        help="also write DIR/00001.png, ... : the cross-attention of each (non-empty) input line's "
+        "best translation (last decoder layer, heads averaged)",
+    )
     args = parser.parse_args(argv)
     if args.sentences and args.input:
         parser.error("give sentences as arguments or --input, not both")
@@ -50,6 +60,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"input file {args.input!r} not found")
     if args.ref and not Path(args.ref).is_file():
         parser.error(f"reference file {args.ref!r} not found")
+    if args.attention and Path(args.attention).is_file():
+        parser.error(
+            f"--attention wants a directory for the pictures; {args.attention!r} is a file"
+        )
     return args
 
 
@@ -89,6 +103,28 @@ def write_translations(results: list, out: TextIO, nbest: int, first_index: int)
     return best
 
 
+def draw_attention(
+    translator: Translator,
+    chunk: list[str],
+    results: list[list[Translation]],
+    directory: str,
+    first_number: int,
+) -> None:
+    """--attention: one PNG per non-empty line, named by line number (matplotlib loads only here)."""
+    from transformer.attention_plot import write_attention_pngs
+
+    outputs = [translations[0].tokens for translations in results]
+    write_attention_pngs(
+        translator.model,
+        translator.tokenizers,
+        chunk,
+        outputs,
+        directory,
+        first_number,
+        translator.device,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -119,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             for chunk in input_chunks(args):
                 results = translator.translate(chunk)
+                if args.attention:
+                    draw_attention(translator, chunk, results, args.attention, len(hypotheses) + 1)
                 hypotheses += write_translations(results, out, nbest, len(hypotheses))
     finally:
         if args.output:

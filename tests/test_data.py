@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import datasets
@@ -11,6 +14,7 @@ import pytest
 import torch
 from datasets.exceptions import DatasetNotFoundError
 
+from transformer import data
 from transformer.batching import Batch, TokenBatchSampler, collate_batch, make_loader
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig
 from transformer.data import DataError, ParallelText, encode_split, load_corpus, prepare_data
@@ -19,6 +23,7 @@ from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizers
 EN = ["A dog runs.", "Two cats sleep.", "A man\u2028reads.", "", "Children play outside."]
 DE = ["Ein Hund rennt.", "Zwei Katzen schlafen.", "Ein Mann liest.", "", "Kinder spielen draußen."]
 PAIRS = list(zip(EN, DE, strict=True))
+ROOT = Path(__file__).parent.parent
 REAL_SPLITS = SplitsConfig(train="train", validation="val", test="test")
 
 
@@ -120,6 +125,7 @@ def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[
         return real_load("json", data_files={k: str(p) for k, p in served[name].items()})
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
+    monkeypatch.setattr(data, "hub_unreachable", lambda endpoint: None)  # "the hub answers"
     return served
 
 
@@ -200,13 +206,54 @@ def test_missing_path(tmp_path: Path) -> None:
         load_corpus(config_for(tmp_path / "nowhere"))
 
 
-def test_unreachable_hub_says_how_to_use_local_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach 'bentrevett/multi30k' on the Hub")
+OPUS_BOOKS = DataConfig(
+    dataset="Helsinki-NLP/opus_books",
+    subset="en-it",
+    tgt_lang="it",
+    splits=SplitsConfig(train="train", validation="", test=""),
+)
 
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataError, match=r"cannot reach the Hugging Face Hub.*data\.dataset=path"):
-        load_corpus(DataConfig())
+
+def test_unreachable_hub_stops_at_once_naming_the_datasets_own_splits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def retrying_load(*args, **kwargs):
+        raise AssertionError("load_dataset (and its ~25 s of retries) must not be reached")
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens
+    monkeypatch.setattr(datasets, "load_dataset", retrying_load)
+    with pytest.raises(DataError) as caught:
+        load_corpus(OPUS_BOOKS)
+    message = str(caught.value)
+    assert "cannot reach the Hugging Face Hub at http://127.0.0.1:9" in message
+    assert "HF_HUB_OFFLINE=1" in message
+    assert "train.en + train.it (validation and test carved from train)" in message
+    assert "test_2016_flickr" not in message and ".de" not in message  # not Multi30k's names
+
+
+def test_offline_mode_says_it_is_set_and_names_the_splits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # as HF_HUB_OFFLINE=1 sets it
+    monkeypatch.setattr(data, "hub_unreachable", lambda endpoint: "must not be asked offline")
+    config = DataConfig(dataset="nobody/not-cached", splits=REAL_SPLITS)
+    with pytest.raises(DataError) as caught:
+        load_corpus(config)
+    message = str(caught.value)
+    assert "HF_HUB_OFFLINE=1 is set and 'nobody/not-cached' is not in the local cache" in message
+    assert "train.en + train.de, val.en + val.de, test.en + test.de" in message
+
+
+def test_a_run_that_cannot_reach_the_hub_leaves_no_run_directory(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "hub"
+    environment = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "0"}
+    environment["PYTHONPATH"] = os.pathsep.join([str(ROOT), environment.get("PYTHONPATH", "")])
+    command = [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs/tiny.yaml")]
+    command += ["data.dataset=bentrevett/multi30k", f"train.run_dir={run_dir}"]
+    done = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: cannot reach the Hugging Face Hub at http://127.0.0.1:9")
+    assert "Traceback" not in done.stderr
+    assert not run_dir.exists() and not run_dir.parent.exists()
 
 
 def test_unknown_hub_dataset(fake_hub) -> None:

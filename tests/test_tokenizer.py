@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import Tokenizer, models
 
-from transformer.config import TokenizerConfig
+from transformer.config import ConfigError, TokenizerConfig, load_config
 from transformer.tokenizer import (
     BOS_ID,
     EOS_ID,
@@ -36,9 +36,18 @@ def bpe() -> TokenizerPair:
     return train_tokenizers(SOURCE, TARGET, TokenizerConfig(vocab_size=400, min_frequency=1))
 
 
-def test_special_token_ids_are_fixed(bpe: TokenizerPair) -> None:
+@pytest.fixture(scope="module")
+def unigram() -> TokenizerPair:
+    return train_tokenizers(SOURCE, TARGET, TokenizerConfig(kind="unigram", vocab_size=150))
+
+
+@pytest.mark.parametrize("kind", ["bpe", "unigram", "wordlevel"])
+def test_special_token_ids_are_fixed(kind: str) -> None:
     assert (PAD_ID, UNK_ID, BOS_ID, EOS_ID) == (0, 1, 2, 3)
-    for tokenizer in (bpe.source, bpe.target):
+    pair = train_tokenizers(
+        SOURCE, TARGET, TokenizerConfig(kind=kind, vocab_size=150, min_frequency=1, joint=False)
+    )
+    for tokenizer in (pair.source, pair.target):
         ids = [tokenizer.token_to_id(t) for t in ("<pad>", "<unk>", "<s>", "</s>")]
         assert ids == [0, 1, 2, 3]
 
@@ -66,6 +75,30 @@ def test_bpe_round_trip_is_exact_up_to_normalisation(bpe: TokenizerPair, text: s
     (ids,) = bpe.encode_target([text])
     assert UNK_ID not in ids
     assert bpe.decode_target([ids]) == [bpe.target.normalizer.normalize_str(text)]
+
+
+# Text made of characters the unigram model saw in training, without a leading space.
+SEEN = sorted(set("".join(TARGET)) - {"\t"})
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=SEEN, max_size=40).map(lambda text: text.lstrip(" ")))
+def test_unigram_round_trip_of_seen_characters_is_exact(unigram: TokenizerPair, text: str) -> None:
+    # Spacing included (runs of spaces, a trailing space): Metaspace keeps every space as "▁".
+    (ids,) = unigram.encode_target([text])
+    assert UNK_ID not in ids
+    assert unigram.decode_target([ids]) == [unigram.target.normalizer.normalize_str(text)]
+
+
+def test_unigram_splits_rare_words_into_pieces_and_unseen_characters_into_unk(
+    unigram: TokenizerPair,
+) -> None:
+    pieces = unigram.target.encode("Schneemann", add_special_tokens=False).tokens
+    assert len(pieces) > 1 and pieces[0].startswith("▁")  # no such word: known pieces instead
+    assert "".join(pieces) == "▁Schneemann"
+    (ids,) = unigram.encode_target(["Zwei Hunde ✓"])  # ✓ never seen: <unk>, dropped on decoding
+    assert UNK_ID in ids
+    assert unigram.decode_target([ids]) == ["Zwei Hunde "]
 
 
 def test_normalisation_is_nfkc_and_optionally_lowercase() -> None:
@@ -100,10 +133,11 @@ def test_wordlevel_round_trip_for_known_words() -> None:
     assert UNK_ID in ids
 
 
+@pytest.mark.parametrize("kind", ["bpe", "unigram"])
 @pytest.mark.parametrize("joint", [True, False])
-def test_json_and_directory_round_trip(tmp_path, joint: bool) -> None:
+def test_json_and_directory_round_trip(tmp_path, joint: bool, kind: str) -> None:
     pair = train_tokenizers(
-        SOURCE, TARGET, TokenizerConfig(vocab_size=300, min_frequency=1, joint=joint)
+        SOURCE, TARGET, TokenizerConfig(kind=kind, vocab_size=150, min_frequency=1, joint=joint)
     )
     for loaded in (TokenizerPair.from_json(pair.to_json()), _saved_and_loaded(pair, tmp_path)):
         assert loaded.joint == joint
@@ -120,3 +154,8 @@ def test_foreign_tokenizer_is_rejected() -> None:
     foreign = Tokenizer(models.WordLevel({"[UNK]": 0, "<pad>": 1}, unk_token="[UNK]"))
     with pytest.raises(ValueError, match="maps <pad> to id 1, expected 0"):
         TokenizerPair(foreign, foreign)
+
+
+def test_unknown_kind_is_a_config_error_that_lists_the_kinds() -> None:
+    with pytest.raises(ConfigError, match="must be bpe, unigram or wordlevel, not 'spm'"):
+        load_config(None, ["data.tokenizer.kind=spm"])

@@ -73,7 +73,13 @@ def test_train_writes_checkpoints_tensorboard_and_validates_everything(tmp_path:
         "valid/chrf",
     ]:
         assert tag in tags["scalars"], tag
-    assert "valid/cross_attention" in tags["images"]
+    # Labelled attention heatmaps (matplotlib figures) for the first train.num_samples sentences.
+    attention = [f"valid/attention/sentence_{n}" for n in (1, 2, 3)]
+    assert sorted(tag for tag in tags["images"] if tag.startswith("valid/attention")) == attention
+    assert len(events.Images(attention[0])) == 3  # one per validation
+    # The final hparams go into the run itself, and add no one-point hparam/* scalar charts.
+    assert not [tag for tag in tags["scalars"] if not tag.startswith(("train/", "valid/"))]
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
     assert any(tag.startswith("valid/samples") for tag in tags["tensors"])
     assert len(events.Scalars("valid/bleu")) == 3
 

@@ -59,6 +59,20 @@ def test_file_output_keeps_line_alignment_with_empty_lines(run_dir: Path, tmp_pa
     assert lines[0] and lines[2] and lines[4]
 
 
+def test_attention_writes_one_png_per_sentence(run_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "in.en"
+    source.write_text("I see five birds .\n\ntwenty-one\n", encoding="utf-8")
+    pictures = tmp_path / "attention"
+    best = str(run_dir / "checkpoints" / "best.pt")
+    status = translate.main(
+        ["-c", best, "-i", str(source), "-o", str(tmp_path / "out"), "--attention", str(pictures)]
+    )
+    assert status == 0
+    # One picture per non-empty line, named by its line number; the empty line 2 has none.
+    assert sorted(p.name for p in pictures.iterdir()) == ["00001.png", "00003.png"]
+    assert (pictures / "00001.png").read_bytes()[:4] == b"\x89PNG"
+
+
 def test_stdin_and_reference_scoring(
     run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -137,3 +151,17 @@ def test_averaged_checkpoint_translates(
     assert capsys.readouterr().out.strip()
     assert checkpoint.main(["average", directory, "--last", "9", "-o", str(averaged)]) == 1
     assert "holds 3" in capsys.readouterr().err
+
+
+def test_checkpoint_command_explains_its_options(capsys: pytest.CaptureFixture) -> None:
+    for argv in (["--help"], ["average", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            checkpoint.main(argv)
+        assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "average the weights of a run's last N step checkpoints" in out
+    assert "--last N" in out and "--output OUT.pt" in out and "not for --resume" in out
+    with pytest.raises(SystemExit) as exit_info:
+        checkpoint.main(["average", "runs/x/checkpoints", "--last", "0", "-o", "avg.pt"])
+    assert exit_info.value.code == 2
+    assert "--last must be at least 1" in capsys.readouterr().err

@@ -5,6 +5,7 @@ tokenizers' JSON next to the weights, so `translate.py` needs nothing else, and 
 tensors and plain Python values, so it loads with `torch.load(weights_only=True)` (no pickled code).
 
     python -m transformer.checkpoint average runs/x/checkpoints --last 5 -o runs/x/avg.pt
+    python -m transformer.checkpoint --help            # the commands and their options
 """
 
 from __future__ import annotations
@@ -172,17 +173,43 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
     }
 
 
-def _average_command(argv: list[str] | None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m transformer.checkpoint average",
-        description="Average the weights of the last N step checkpoints of a run.",
+        prog="python -m transformer.checkpoint",
+        description="Work with the checkpoints that train.py writes (runs/<name>/checkpoints/).",
+        epilog="example: python -m transformer.checkpoint average runs/tiny/checkpoints --last 2 "
+        "-o runs/tiny/averaged.pt",
     )
-    parser.add_argument("directory", help="a run's checkpoints directory (runs/<name>/checkpoints)")
-    parser.add_argument("--last", type=int, default=5, help="how many recent checkpoints")
-    parser.add_argument("-o", "--output", required=True, help="where to write the average")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    average = commands.add_parser(
+        "average",
+        help="average the weights of a run's last N step checkpoints into one file to translate with",
+        description="Average the weights of the last N step_*.pt checkpoints of a run. The result "
+        "keeps the newest checkpoint's config and tokenizers and drops the optimiser state: it is "
+        "for translate.py, not for --resume. Compare it with best.pt on validation data "
+        "(bench/quality.py does) before relying on it.",
+    )
+    average.add_argument(
+        "directory", help="a run's checkpoints directory, e.g. runs/tiny/checkpoints"
+    )
+    average.add_argument(
+        "--last",
+        type=int,
+        default=5,
+        metavar="N",
+        help="how many of the most recent step checkpoints (default 5; a run keeps "
+        "train.keep_checkpoints of them)",
+    )
+    average.add_argument(
+        "-o", "--output", required=True, metavar="OUT.pt", help="where to write the average"
+    )
     args = parser.parse_args(argv)
     if args.last < 1:
-        parser.error("--last must be at least 1")
+        average.error("--last must be at least 1")
+    return args
+
+
+def _average_command(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not directory.is_dir():
         raise CheckpointError(f"{str(directory)!r} is not a directory of checkpoints")
@@ -200,15 +227,9 @@ def _average_command(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] != "average":
-        print(
-            "usage: python -m transformer.checkpoint average DIR --last N -o OUT.pt",
-            file=sys.stderr,
-        )
-        return 2
+    args = parse_args(argv)
     try:
-        return _average_command(argv[1:])
+        return _average_command(args)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -4,12 +4,21 @@ One `Config` object describes a whole run. It is written into the run directory 
 checkpoint, so a model can always be rebuilt from the checkpoint alone.
 
     config = load_config("configs/tiny.yaml", ["train.lr=3e-4", "data.max_tokens=2048"])
+
+The comment after each field is its documentation: `python -m transformer.config --markdown` turns
+the dataclasses into the README's table of every key (a test keeps the two equal).
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
 import difflib
+import inspect
+import io
+import sys
+import tokenize
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,8 +40,8 @@ class ModelConfig:
     tgt_vocab_size: int = 8000  # target vocabulary; set from the tokenizer at training time
     d_model: int = 512  # width of every residual stream
     n_heads: int = 8  # attention heads; d_model must divide by it
-    n_encoder_layers: int = 6
-    n_decoder_layers: int = 6
+    n_encoder_layers: int = 6  # encoder blocks (self-attention + feed-forward)
+    n_decoder_layers: int = 6  # decoder blocks (self-attention + cross-attention + feed-forward)
     d_ff: int = 2048  # hidden width of the position-wise feed-forward block
     dropout: float = 0.1  # on embeddings, sub-layer outputs and the feed-forward hidden layer
     attention_dropout: float = 0.0  # on attention probabilities
@@ -43,7 +52,7 @@ class ModelConfig:
     max_positions: int = 256  # longest sequence the positional encoding covers
     tie_output_embedding: bool = True  # decoder input embedding and output projection share weights
     share_embeddings: bool = False  # source and target embeddings are one tensor (joint vocabulary)
-    pad_id: int = 0  # id of the padding token, for both sides
+    pad_id: int = 0  # id of the padding token, for both sides; set from the tokenizer
 
     def validate(self) -> None:
         if self.d_model % self.n_heads != 0:
@@ -72,10 +81,10 @@ class ModelConfig:
 class TokenizerConfig:
     """Subword tokenizers, trained on the training split only."""
 
-    kind: str = "bpe"  # bpe | wordlevel (wordlevel is the tutorial's behaviour)
+    kind: str = "bpe"  # bpe | unigram (SentencePiece's model) | wordlevel (the tutorial's)
     vocab_size: int = 8000  # target size of each vocabulary (joint: of the one shared vocabulary)
     joint: bool = True  # one vocabulary for source and target, so embeddings can be shared
-    min_frequency: int = 2  # ignore merges / words seen fewer times than this
+    min_frequency: int = 2  # bpe, wordlevel: ignore merges / words seen fewer times than this
     lowercase: bool = False  # lowercase during normalisation (output is then lowercased too)
 
 
@@ -83,9 +92,9 @@ class TokenizerConfig:
 class SplitsConfig:
     """Names of the splits in the dataset; empty validation/test means carve them from train."""
 
-    train: str = "train"
-    validation: str = "validation"
-    test: str = "test"
+    train: str = "train"  # split (or file prefix) to train on
+    validation: str = "validation"  # split scored during training; "" = carve from train
+    test: str = "test"  # held-out split; "" = carve from train
 
 
 @dataclass
@@ -94,8 +103,8 @@ class DataConfig:
 
     dataset: str = "bentrevett/multi30k"  # a hub name or a local path (directory, .tsv, .jsonl)
     subset: str | None = None  # hub configuration name, e.g. en-it for Helsinki-NLP/opus_books
-    src_lang: str = "en"
-    tgt_lang: str = "de"
+    src_lang: str = "en"  # source language code: a column, or the {split}.{lang} file suffix
+    tgt_lang: str = "de"  # target language code
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     carve_size: int = 1000  # sentences carved for each of validation/test when missing
     max_tokens: int = 4096  # batch budget: padded source + padded target tokens per batch
@@ -112,32 +121,31 @@ class TrainConfig:
     device: str = "auto"  # auto (cuda, then mps, then cpu) | cpu | cuda | cuda:N | mps
     threads: int = 0  # CPU threads for torch; 0 keeps torch's default
     lr: float = 7e-4  # peak learning rate
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-9
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW moment decay rates (the paper's)
+    eps: float = 1e-9  # AdamW denominator epsilon
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     schedule: str = "inverse_sqrt"  # inverse_sqrt (the paper) | cosine
     warmup_steps: int = 4000  # linear warmup to the peak learning rate
     min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of the peak
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # probability mass spread over the vocabulary; 0 = off
     clip_norm: float = 1.0  # max gradient norm; 0 disables clipping
-    accumulate: int = 1  # batches per optimiser step
-    # auto (bf16 where the hardware has it natively, else fp32) | fp32 | bf16 (autocast, CPU and
-    # CUDA) | fp16 (autocast + GradScaler, CUDA)
-    precision: str = "auto"
-    compile: bool = False  # torch.compile the model
+    accumulate: int = 1  # batches per optimiser step: the step sees accumulate x max_tokens
+    precision: str = (
+        "auto"  # auto (bf16 if the CPU/GPU has it natively, else fp32) | fp32 | bf16 | fp16 (CUDA)
+    )
+    compile: bool = False  # torch.compile the training forward pass (first steps compile)
     max_steps: int = (
-        0  # stop after this many optimiser steps; 0 = no limit (or fitted to max_minutes)
+        0  # stop after this many optimiser steps; 0 = no limit, or what fits max_minutes
     )
     max_epochs: int = 0  # stop after this many epochs; 0 = no limit
-    # stop after this much wall time in this process, data preparation included; 0 = no limit. With
-    # schedule=cosine and max_steps 0, the run fixes its step count from its pace at the first
-    # validation so that the learning rate decays to the end of the budget
-    max_minutes: float = 0.0
+    max_minutes: float = (
+        0.0  # wall time of train.py, data included; 0 = none; cosine with max_steps 0 fits it
+    )
     validate_every: int = 1000  # optimiser steps between validations (and checkpoints)
     log_every: int = 50  # optimiser steps between TensorBoard scalars
     keep_checkpoints: int = 5  # most recent step checkpoints kept besides last.pt and best.pt
     patience: int = 0  # stop after this many validations without a better BLEU; 0 = never
-    num_samples: int = 3  # sample translations printed and logged at each validation
+    num_samples: int = 3  # sentences shown at each validation: translations and attention maps
 
 
 @dataclass
@@ -147,8 +155,8 @@ class DecodeConfig:
     beam_size: int = 1  # 1 = greedy
     length_penalty: float = 0.6  # GNMT alpha; 0 = raw log-probability
     max_len_a: float = 1.2  # output length limit: a * source length + b
-    max_len_b: int = 10
-    nbest: int = 1
+    max_len_b: int = 10  # see max_len_a
+    nbest: int = 1  # translations returned per sentence (<= beam_size)
     batch_tokens: int = 4096  # source tokens per decoding batch
 
 
@@ -171,9 +179,10 @@ class Config:
             raise ConfigError(
                 f"train.schedule must be inverse_sqrt or cosine, not {self.train.schedule!r}"
             )
-        if self.data.tokenizer.kind not in ("bpe", "wordlevel"):
+        if self.data.tokenizer.kind not in ("bpe", "unigram", "wordlevel"):
             raise ConfigError(
-                f"data.tokenizer.kind must be bpe or wordlevel, not {self.data.tokenizer.kind!r}"
+                "data.tokenizer.kind must be bpe, unigram or wordlevel, "
+                f"not {self.data.tokenizer.kind!r}"
             )
         if self.train.schedule == "cosine" and self.train.max_steps <= 0 >= self.train.max_minutes:
             raise ConfigError(
@@ -328,3 +337,76 @@ def save_config(config: Config, path: str | Path) -> None:
     """Write the resolved config as YAML."""
     text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
     Path(path).write_text(text, encoding="utf-8")
+
+
+# --- documentation: the README's table of every key ------------------------------------------------
+
+
+def config_markdown(cls: type = Config, prefix: str = "") -> str:
+    """A Markdown table per section (model, data, data.splits, ...): key, type, default, meaning,
+    read from the dataclasses and the comment after each field."""
+    comments = _field_comments(cls)
+    hints = typing.get_type_hints(cls)
+    rows, sections = [], []
+    for f in dataclasses.fields(cls):
+        hint, key = hints[f.name], prefix + f.name
+        if dataclasses.is_dataclass(hint):
+            sections.append(config_markdown(hint, key + "."))
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        meaning = comments.get(f.name, "").replace("|", "\\|")
+        kind = _type_name(hint).replace("|", "\\|")
+        rows.append(f"| `{key}` | {kind} | `{_yaml_value(default)}` | {meaning} |")
+    parts = []
+    if rows:
+        doc = (inspect.getdoc(cls) or "").split("\n")[0]
+        header = "| key | type | default | meaning |\n|---|---|---|---|\n"
+        parts.append(f"**`{prefix.rstrip('.')}`**: {doc}\n\n{header}" + "\n".join(rows) + "\n")
+    return "\n".join(parts + sections)
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """Field name -> the comment written after it in the class body (also when ruff format wrapped
+    the default onto its own line)."""
+    source = inspect.getsource(cls)
+    comments = {
+        token.start[0]: token.string.lstrip("#").strip()
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    }
+    found = {}
+    for node in ast.parse(source).body[0].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            lines = range(node.lineno, node.end_lineno + 1)
+            found[node.target.id] = " ".join(comments[n] for n in lines if n in comments)
+    return found
+
+
+def _type_name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
+def _yaml_value(value: Any) -> str:
+    """How the value is written in a YAML recipe or an override (true, null, [0.9, 0.98], '')."""
+    text = yaml.safe_dump(_lists_for_tuples(value), default_flow_style=True)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m transformer.config",
+        description="Document the configuration keys that YAML recipes and overrides may set.",
+    )
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the table of every key (README's Configs)"
+    )
+    args = parser.parse_args(argv)
+    if not args.markdown:
+        parser.print_help()
+        return 2
+    print(config_markdown(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

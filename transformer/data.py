@@ -28,6 +28,9 @@ from __future__ import annotations
 import gzip
 import math
 import re
+import ssl
+import urllib.error
+import urllib.request
 import warnings
 import zlib
 from collections.abc import Iterator, Sequence
@@ -45,6 +48,7 @@ from transformer.config import DataConfig
 from transformer.tokenizer import TokenizerPair, train_tokenizers
 
 ROLES = ("train", "validation", "test")  # keys of every corpus dict; data.splits maps them to names
+HUB_TIMEOUT_SECONDS = 5.0  # how long the one reachability check of the hub waits
 CARVE_SEED = 20170612  # fixed, so a carved validation/test split never moves between runs
 
 # `{split}.{lang}[.gz]`; the language is 2-3 letters with an optional region (en, de, pt_br, zh-cn).
@@ -133,17 +137,31 @@ def _looks_like_path(name: str) -> bool:
 
 
 def _load_hub(config: DataConfig) -> dict[str, datasets.Dataset]:
+    """Load a hub dataset; fail within seconds, with a message naming this dataset's splits,
+    when the hub cannot be reached (datasets itself retries for ~25 s before giving up)."""
     name, subset = config.dataset, config.subset
+    offline = datasets.config.HF_HUB_OFFLINE  # HF_HUB_OFFLINE=1: datasets reads its cache only
+    endpoint = datasets.config.HF_ENDPOINT
+    if not offline and (problem := hub_unreachable(endpoint)):
+        raise DataError(
+            f"cannot reach the Hugging Face Hub at {endpoint} to load {name!r} ({problem}). "
+            "If you downloaded it before, set HF_HUB_OFFLINE=1 to use the cached copy; else "
+            f"connect to the network, or {_local_files_hint(config)}"
+        )
     try:
         loaded = datasets.load_dataset(name, subset)
     except (ConnectionError, TimeoutError) as error:
-        raise DataError(
-            f"cannot reach the Hugging Face Hub to load {name!r} ({error}), and no local path "
-            f"{name!r} exists. Connect to the network, or train from local files: a directory "
-            "with {split}.{lang} or {split}.{lang}.gz files (or {split}.tsv / {split}.jsonl), e.g. "
-            "data.dataset=path/to/multi30k data.splits.validation=val "
-            "data.splits.test=test_2016_flickr"
-        ) from error
+        if offline:
+            problem = (
+                f"HF_HUB_OFFLINE=1 is set and {name!r} is not in the local cache ({error}). "
+                "Unset HF_HUB_OFFLINE to download it"
+            )
+        else:
+            problem = (
+                f"the connection to {endpoint} failed while loading {name!r} ({error}). "
+                "Try again when the network is back"
+            )
+        raise DataError(f"{problem}, or {_local_files_hint(config)}") from error
     except FileNotFoundDatasetsError as error:
         raise DataError(
             f"data.dataset={name!r} is neither a local path nor a dataset on the Hugging Face Hub "
@@ -152,6 +170,39 @@ def _load_hub(config: DataConfig) -> dict[str, datasets.Dataset]:
     except ValueError as error:  # e.g. an unknown subset: datasets lists the valid ones
         raise DataError(f"cannot load {name!r} (data.subset={subset!r}): {error}") from error
     return dict(loaded)
+
+
+def hub_unreachable(endpoint: str, timeout: float = HUB_TIMEOUT_SECONDS) -> str | None:
+    """None when `endpoint` answers an HTTP request (any status), else why not.
+
+    One request through urllib, which honours HTTPS_PROXY/NO_PROXY like the hub's own client does.
+    A TLS error means something answered, so the decision is left to `datasets`.
+    """
+    try:
+        urllib.request.urlopen(urllib.request.Request(endpoint, method="HEAD"), timeout=timeout)
+    except urllib.error.HTTPError:
+        return None  # the server answered, if only with an error status
+    except urllib.error.URLError as error:
+        if isinstance(error.reason, ssl.SSLError):
+            return None
+        return f"{error.reason}"
+    except (TimeoutError, OSError) as error:
+        return f"{type(error).__name__}: {error or 'no answer'} within {timeout:g} s"
+    return None
+
+
+def _local_files_hint(config: DataConfig) -> str:
+    """How to train from local files, in this config's own split and language names."""
+    src, tgt, splits = config.src_lang, config.tgt_lang, config.splits
+    named = [split for split in (splits.train, splits.validation, splits.test) if split]
+    files = ", ".join(f"{split}.{src} + {split}.{tgt}" for split in named)
+    carved = [role for role in ("validation", "test") if not getattr(splits, role)]
+    carve_note = f" ({' and '.join(carved)} carved from train)" if carved else ""
+    return (
+        f"train from local files: data.dataset=DIR, a directory holding {files}{carve_note}, "
+        f"plain or .gz, one sentence per line (or {splits.train}.tsv / {splits.train}.jsonl); "
+        "if its files use other split names, set data.splits.train/validation/test to them"
+    )
 
 
 def _load_file(path: Path, config: DataConfig) -> dict[str, datasets.Dataset]:

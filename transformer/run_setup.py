@@ -41,8 +41,7 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> tuple[Path
         )
     if holds_a_run:
         shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir, None
+    return run_dir, None  # start_run creates the directory once data and config have been checked
 
 
 def check_resumable(config: Config, saved_config: dict[str, Any]) -> None:
@@ -112,8 +111,10 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     tokenizers, splits, texts = prepare_data(
         config.data, config.model.max_positions, tokenizers=saved_tokenizers
     )
-    tokenizers.save(run_dir / "tokenizer")
     config = fit_model_to_tokenizers(config, tokenizers)
+    # Only now, so that a run that fails on its data or config leaves no empty directory behind.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizers.save(run_dir / "tokenizer")
     save_config(config, run_dir / "config.yaml")
 
     model = build_transformer(config.model).to(device)

@@ -1,4 +1,4 @@
-"""Subword tokenizers for source and target, trained with the Hugging Face `tokenizers` library.
+"""Subword tokenizers (BPE, unigram, word-level) for source and target, trained with the Hugging Face `tokenizers` library.
 
     pair = train_tokenizers(corpus["train"].source, corpus["train"].target, config.data.tokenizer)
     ids = pair.encode_source(["A dog runs."])  # [[...]], no BOS/EOS: collate adds them
@@ -13,6 +13,12 @@ with `lowercase=True`, lowercasing. Whitespace is never collapsed or stripped.
 Word-level (kind=wordlevel, the tutorial's behaviour) marks each space with "▁" (Metaspace) and splits off
 punctuation, so known words come back with their spacing. Its limits: a word not seen in training becomes
 <unk> and is dropped by decoding, leading spaces are lost, and tabs/newlines stay inside words.
+
+Unigram (kind=unigram) is SentencePiece's default model (Kudo, 2018), trained by the `tokenizers`
+library: a vocabulary of subword pieces with probabilities, each sentence split into its most likely
+pieces, spaces marked with "▁" (Metaspace) as SentencePiece does. Known text comes back exactly,
+spacing included; its limits: a character never seen in training becomes <unk> and is dropped by
+decoding, and a leading space is lost. `min_frequency` does not apply to it.
 
 Special tokens have fixed ids, the same for both sides, checked against every tokenizer that is built
 or loaded (the tutorial took them from the wrong tokenizer): PAD 0, UNK 1, BOS 2, EOS 3.
@@ -150,6 +156,15 @@ def _train_one(texts: Iterator[str], length: int, config: TokenizerConfig) -> To
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # all 256 bytes: nothing unknown
             show_progress=False,
         )
+    elif config.kind == "unigram":
+        # No min_frequency here: unigram starts from all frequent substrings and prunes the pieces
+        # whose removal costs the corpus likelihood least until vocab_size remain.
+        trainer = trainers.UnigramTrainer(
+            vocab_size=config.vocab_size,
+            special_tokens=list(SPECIAL_TOKENS),
+            unk_token=UNK,
+            show_progress=False,
+        )
     else:
         trainer = trainers.WordLevelTrainer(
             vocab_size=config.vocab_size,
@@ -175,8 +190,14 @@ def _empty_tokenizer(config: TokenizerConfig) -> Tokenizer:
             [pre_tokenizers.Metaspace(prepend_scheme="always"), pre_tokenizers.Punctuation()]
         )
         tokenizer.decoder = decoders.Metaspace(prepend_scheme="always")
+    elif config.kind == "unigram":
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+        tokenizer.decoder = decoders.Metaspace(prepend_scheme="always")
     else:
-        raise ValueError(f"data.tokenizer.kind must be bpe or wordlevel, not {config.kind!r}")
+        raise ValueError(
+            f"data.tokenizer.kind must be bpe, unigram or wordlevel, not {config.kind!r}"
+        )
     tokenizer.normalizer = normalizers.Sequence(steps)
     return tokenizer
 

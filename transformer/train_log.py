@@ -17,7 +17,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from transformer.config import Config, config_to_dict
-from transformer.validation import ValidationResult
+from transformer.validation import log_hparams
 
 if TYPE_CHECKING:
     from transformer.training import StepStats
@@ -98,15 +98,11 @@ class TrainingLog:
         yield
         self.window_start += time.perf_counter() - start
 
-    def close(self, config: Config, last: ValidationResult | None, best_bleu: float) -> None:
+    def close(self, config: Config, validated: bool) -> None:
         """Close the bar; write the run's settings with its final scores for the hparams tab."""
         self.progress.close()
-        if last is not None:
-            self.writer.add_hparams(
-                _flat_hparams(config),
-                {"hparam/bleu": last.scores.bleu, "hparam/best_bleu": best_bleu},
-                run_name=".",
-            )
+        if validated:
+            log_hparams(self.writer, _flat_hparams(config))
         self.writer.close()
 
 

@@ -135,7 +135,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
             finished = finished or stop.requested
         if stop.requested:
             save_interrupted(run)
-    log.close(config, last_validation, state.best_bleu)
+    log.close(config, validated=last_validation is not None)
     return TrainResult(state, run.run_dir, last_validation, interrupted=stop.requested)
 
 

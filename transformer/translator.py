@@ -7,7 +7,7 @@ call it. Decoding itself stays in `decoding.py`, as pure functions over token id
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -20,6 +20,7 @@ from transformer.decoding import translate_ids
 class Translation:
     text: str
     score: float  # the model score used for ranking (length-penalised log-probability)
+    tokens: list[int] = field(default_factory=list)  # output ids (no BOS/EOS), for attention plots
 
 
 class Translator:
@@ -65,5 +66,7 @@ class Translator:
                 results.append([Translation("", 0.0)])
                 continue
             texts = self.tokenizers.decode_target([h.tokens for h in nbest])
-            results.append([Translation(t, h.score) for t, h in zip(texts, nbest, strict=True)])
+            results.append(
+                [Translation(t, h.score, h.tokens) for t, h in zip(texts, nbest, strict=True)]
+            )
         return results

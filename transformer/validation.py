@@ -1,5 +1,6 @@
 """Validation: loss and perplexity over the whole validation set, then real decoding of every
-validation sentence scored with sacreBLEU, sample translations and a cross-attention heatmap."""
+validation sentence scored with sacreBLEU, sample translations and labelled cross-attention heatmaps
+(transformer.attention_plot)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import dataclass
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
+from transformer.attention_plot import attention_figure, last_layer_cross_attention, token_labels
 from transformer.batching import TokenBatchSampler, make_loader
 from transformer.config import Config
 from transformer.data import EncodedSplit
@@ -16,7 +19,10 @@ from transformer.decoding import translate_ids
 from transformer.loss import batch_loss_sum
 from transformer.metrics import TranslationScores, perplexity, score_translations
 from transformer.model import Transformer
-from transformer.tokenizer import BOS_ID, TokenizerPair
+from transformer.tokenizer import TokenizerPair
+
+# The hparams dashboard reads these scalars (their last value) as the run's results.
+HPARAM_METRICS = ("valid/bleu", "valid/chrf", "valid/loss", "valid/perplexity")
 
 
 @dataclass
@@ -42,21 +48,26 @@ def validation_loss(
     return total.item() / max(1, tokens)
 
 
-@torch.inference_mode()
-def cross_attention_image(
-    model: Transformer, source: torch.Tensor, output: list[int], device: torch.device
-) -> torch.Tensor:
-    """The last decoder layer's cross-attention, averaged over heads, for one sentence:
-    rows are output tokens, columns source tokens. Returns (1, T, S) in [0, 1] for add_image."""
-    src = source[None].to(device)  # (1, S)
-    tgt = torch.tensor([[BOS_ID, *output]], device=device)  # (1, T)
-    memory, src_mask = model.encode(src)
-    _, weights = model.decode(tgt, memory, src_mask, need_weights=True)
-    heatmap = weights[-1][0].mean(dim=0)  # (T, S)
-    heatmap = heatmap / heatmap.max().clamp_min(1e-9)
-    # Each token becomes an 8x8 block so the picture is readable in TensorBoard.
-    heatmap = heatmap.repeat_interleave(8, dim=0).repeat_interleave(8, dim=1)
-    return heatmap[None].float().cpu()  # (1, 8T, 8S)
+def log_attention_figures(
+    writer: SummaryWriter,
+    model: Transformer,
+    sources: list[torch.Tensor],
+    outputs: list[list[int]],
+    tokenizers: TokenizerPair,
+    step: int,
+    device: torch.device,
+) -> None:
+    """One labelled cross-attention heatmap per sentence, under valid/attention/sentence_N."""
+    maps = last_layer_cross_attention(model, sources, outputs, device)
+    for number, (weights, source, output) in enumerate(
+        zip(maps, sources, outputs, strict=True), start=1
+    ):
+        source_labels = token_labels(tokenizers.source, source.tolist())
+        output_labels = token_labels(tokenizers.target, output)
+        caption = tokenizers.decode_source([source.tolist()])[0]
+        figure = attention_figure(weights, source_labels, output_labels, caption)
+        # close=False: the figure never joined pyplot, so there is nothing for pyplot to close.
+        writer.add_figure(f"valid/attention/sentence_{number}", figure, step, close=False)
 
 
 def validate(
@@ -95,8 +106,21 @@ def validate(
             "valid/samples", "\n\n".join(s.replace("\n", "  \n") for s in samples), step
         )
         writer.add_text("valid/bleu_signature", scores.bleu_signature, step)
-        if len(split) > 0:
-            image = cross_attention_image(model, sources[0], best[0], device)
-            writer.add_image("valid/cross_attention", image, step, dataformats="CHW")
+        shown = min(config.train.num_samples, len(split))
+        log_attention_figures(
+            writer, model, sources[:shown], best[:shown], tokenizers, step, device
+        )
         writer.flush()
     return result
+
+
+def log_hparams(writer: SummaryWriter, flat_hparams: dict[str, int | float | str | bool]) -> None:
+    """The run's settings for TensorBoard's hparams dashboard, its metrics the valid/* scalars.
+
+    Written into the run's own event file. SummaryWriter.add_hparams would instead open a second
+    writer and log every metric again as a scalar: one-point charts at step 0 beside the real ones.
+    """
+    # hparams() uses the metric dict's keys only (as names of existing scalar tags).
+    for summary in hparams(flat_hparams, dict.fromkeys(HPARAM_METRICS, 0.0)):
+        writer.file_writer.add_summary(summary)
+    writer.flush()

@@ -1,0 +1,53 @@
+"""The README's table of configuration keys is generated from the dataclasses and cannot go stale."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
+from transformer import config
+from transformer.config import Config, config_markdown
+
+README = Path(__file__).parent.parent / "README.md"
+
+
+def leaf_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            keys += leaf_keys(hints[field.name], f"{prefix}{field.name}.")
+        else:
+            keys.append(prefix + field.name)
+    return keys
+
+
+def test_readme_table_matches_the_dataclasses() -> None:
+    text = README.read_text(encoding="utf-8")
+    match = re.search(r"<!-- config-table -->\n(.*?)<!-- /config-table -->", text, re.DOTALL)
+    assert match, "README.md lost its <!-- config-table --> markers"
+    assert match.group(1) == config_markdown(), (
+        "README.md's config table is stale: paste the output of "
+        "`python -m transformer.config --markdown` between the markers"
+    )
+
+
+def test_every_key_has_a_row_with_its_default_and_a_meaning() -> None:
+    table = config_markdown()
+    rows = {
+        row.split("|")[1].strip(" `"): row for row in table.splitlines() if row.startswith("| `")
+    }
+    assert sorted(rows) == sorted(leaf_keys(Config))
+    for key, row in rows.items():
+        meaning = row.rstrip(" |").rsplit(" | ", 1)[-1]
+        assert meaning and not meaning.startswith("`"), f"{key} has no comment in config.py"
+    assert "| `train.accumulate` | int | `1` |" in rows["train.accumulate"]
+    assert "| `train.compile` | bool | `false` |" in rows["train.compile"]
+    assert "`[0.9, 0.98]`" in rows["train.betas"] and "`null`" in rows["data.subset"]
+
+
+def test_markdown_command_prints_the_table(capsys) -> None:
+    assert config.main(["--markdown"]) == 0
+    assert capsys.readouterr().out == config_markdown()
