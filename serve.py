@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from transformer.training import resolve_device
+        from transformer.device import resolve_device
         from transformer.translator import Translator
 
         if args.threads:
