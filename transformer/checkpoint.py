@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import re
 import sys
 import tempfile
@@ -78,8 +79,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint with weights_only=True, turning every failure into one clear message."""
     path = Path(path)
     if path.is_dir():
+        inside = path / "checkpoints" if (path / "checkpoints").is_dir() else path  # a run dir?
         raise CheckpointError(
-            f"{str(path)!r} is a directory; give a checkpoint file such as {path / 'best.pt'}"
+            f"{str(path)!r} is a directory; give a checkpoint file such as {inside / 'best.pt'}"
         )
     if not path.is_file():
         raise CheckpointError(
@@ -88,10 +90,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
+        if isinstance(error, pickle.UnpicklingError) and "Weights only" in str(error):
+            raise CheckpointError(  # one line, not PyTorch's whole explanation
+                f"{str(path)!r} holds pickled Python objects, which are refused (loading them "
+                "could run code); use a checkpoint written by this project's train.py"
+            ) from None
+        first_line = (str(error).strip().splitlines() or [""])[0]
         raise CheckpointError(
-            f"{str(path)!r} cannot be read as a checkpoint ({type(error).__name__}: {error}); "
-            "it may be truncated or not a checkpoint of this project: use another one, "
-            "such as last.pt or best.pt"
+            f"{str(path)!r} cannot be read as a checkpoint ({type(error).__name__}: "
+            f"{first_line}); it may be truncated or not a checkpoint of this project: use "
+            "another one, such as last.pt or best.pt"
         ) from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{str(path)!r} is not a checkpoint written by this project")

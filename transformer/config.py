@@ -363,10 +363,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: cannot read the value ({error})") from None
+        raise ConfigError(
+            f"override {text!r}: cannot read the value ({_one_line(error)})"
+        ) from None
     if isinstance(value, str) and _looks_like_float(value):
         value = float(value)  # YAML 1.1 reads "3e-4" as a string
     return key.strip().split("."), value
+
+
+def _one_line(error: yaml.YAMLError) -> str:
+    """PyYAML's messages span several lines; keep the problem and where it is."""
+    problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def _looks_like_float(text: str) -> bool:
@@ -401,7 +410,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+            raise ConfigError(
+                f"config file {str(path)!r} is not valid YAML: {_one_line(error)}"
+            ) from None
     values = apply_overrides(_lists_for_tuples(values), overrides or [])
     config = config_from_dict(values)
     config.validate()

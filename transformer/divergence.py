@@ -58,9 +58,9 @@ class DivergenceGuard:
         if in_a_row >= self.max_bad_steps:
             raise DivergenceError(
                 f"training diverged: the last {in_a_row} steps (up to step {step}) had a "
-                "non-finite loss or gradient and were skipped. Checkpoints hold the last finite "
-                "weights; lower train.lr, raise train.warmup_steps or set train.clip_norm, then "
-                "start again (or --resume from an earlier step_N.pt copied to last.pt)"
+                "non-finite loss or gradient and were skipped (train.max_bad_steps="
+                f"{self.max_bad_steps}); the checkpoints on disk hold finite weights. Lower "
+                "train.lr or raise train.warmup_steps and start a new run"
             )
 
 
