@@ -71,6 +71,8 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> tuple[Path
             raise CheckpointError(
                 f"--resume: there is no {last} to resume from; start the run without --resume"
             )
+        for stale in last.parent.glob(".*.tmp"):  # half-written by a process that was killed
+            stale.unlink()  # (safe: we hold the run directory's lock, nobody else writes here)
         return run_dir, load_checkpoint(last)
     contents = [p for p in run_dir.iterdir() if p.name != LOCK_FILE] if run_dir.is_dir() else []
     if contents and not overwrite:
