@@ -3,6 +3,9 @@
 python train.py --config configs/multi30k_en_de.yaml
 python train.py --config configs/tiny.yaml train.max_steps=50 data.max_tokens=1024
 python train.py --config configs/multi30k_en_de.yaml --resume
+
+Exit status: 0 done (or nothing left to do), 1 training diverged, 2 a problem with the config, the
+data, a checkpoint or the run directory (one line on stderr says which), 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import sys
 from transformer.checkpoint import CheckpointError
 from transformer.config import ConfigError, load_config
 from transformer.data import DataError
+from transformer.divergence import DivergenceError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except DivergenceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if result.interrupted:
         return 130
     best = result.state.best_bleu

@@ -12,6 +12,7 @@ each input gives N lines in the Moses n-best format: `index ||| translation ||| 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -47,6 +48,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also write DIR/00001.png, ... : the cross-attention of each (non-empty) input line's "
         "best translation (last decoder layer, heads averaged)",
     )
+    parser.add_argument(
+        "--errors",
+        choices=("strict", "replace"),
+        default="strict",
+        help="input that is not valid UTF-8: stop and name the line (strict, default) or "
+        "translate it with U+FFFD in place of the bad bytes (replace)",
+    )
     args = parser.parse_args(argv)
     if args.sentences and args.input:
         parser.error("give sentences as arguments or --input, not both")
@@ -64,7 +72,58 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(
             f"--attention wants a directory for the pictures; {args.attention!r} is a file"
         )
+    if args.output:
+        problem = output_problem(Path(args.output), args.input)
+        if problem:
+            parser.error(problem)
     return args
+
+
+def output_problem(output: Path, input_path: str | None) -> str | None:
+    """Why translations could not be written to `output`, checked before any work is done."""
+    if output.is_dir():
+        return f"output {str(output)!r} is a directory; give a file name"
+    directory = output.parent
+    if not directory.is_dir():
+        return f"output directory {str(directory)!r} does not exist; create it first"
+    if not os.access(directory, os.W_OK) or (output.exists() and not os.access(output, os.W_OK)):
+        return f"output {str(output)!r} is not writable (permission denied)"
+    if input_path and output.exists() and output.samefile(input_path):
+        return f"output {str(output)!r} is the input file; writing would destroy it"
+    return None
+
+
+class InputError(ValueError):
+    """Input text that cannot be read; the message names the file and the line."""
+
+
+# Characters that str.splitlines() treats as line ends: kept out of translations, so that the
+# output has exactly one line per input line whoever reads it.
+LINE_BREAKS = str.maketrans(dict.fromkeys("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
+
+
+def decode_lines(lines: Iterable[bytes], name: str, errors: str) -> Iterator[str]:
+    """Lines split at b"\n" only (a trailing "\r" of CRLF files removed), decoded as UTF-8.
+    With errors="strict" a bad line stops everything with its file name and line number."""
+    for number, line in enumerate(lines, start=1):
+        line = line.removesuffix(b"\n").removesuffix(b"\r")
+        try:
+            yield line.decode("utf-8", errors=errors)
+        except UnicodeDecodeError as error:
+            raise InputError(
+                f"{name} line {number} is not valid UTF-8 (byte {line[error.start]:#04x} at "
+                f"offset {error.start}); fix the file, or pass --errors replace to translate "
+                "it with U+FFFD in place of the bad bytes"
+            ) from None
+
+
+def read_input_file(path: str, errors: str) -> list[str]:
+    """All lines of `-i FILE`, decoded before the model is loaded."""
+    data = Path(path).read_bytes()
+    lines = data.split(b"\n")
+    if lines[-1] == b"":  # the file ends with a newline (or is empty)
+        lines.pop()
+    return list(decode_lines(lines, path, errors))
 
 
 def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -79,26 +138,28 @@ def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def input_chunks(args: argparse.Namespace) -> Iterator[list[str]]:
+def input_chunks(args: argparse.Namespace, file_lines: list[str] | None) -> Iterator[list[str]]:
     if args.sentences:
         yield list(args.sentences)
-    elif args.input:
-        lines = Path(args.input).read_text(encoding="utf-8").splitlines()
-        yield from chunks(lines, max(1, len(lines)))
+    elif file_lines is not None:
+        yield from chunks(file_lines, max(1, len(file_lines)))
     else:  # stdin: an interactive terminal gets each line translated as soon as it is typed
         size = 1 if sys.stdin.isatty() else STDIN_CHUNK_LINES
-        yield from chunks(sys.stdin, size)
+        raw = getattr(sys.stdin, "buffer", None)  # bytes, so that a bad byte can be named
+        lines = sys.stdin if raw is None else decode_lines(raw, "<stdin>", args.errors)
+        yield from chunks(lines, size)
 
 
 def write_translations(results: list, out: TextIO, nbest: int, first_index: int) -> list[str]:
     best = []
     for offset, translations in enumerate(results):
-        best.append(translations[0].text)
+        best.append(translations[0].text.translate(LINE_BREAKS))
         if nbest == 1:
-            out.write(translations[0].text + "\n")
+            out.write(best[-1] + "\n")
         else:
             for t in translations:
-                out.write(f"{first_index + offset} ||| {t.text} ||| {t.score:.4f}\n")
+                text = t.text.translate(LINE_BREAKS)
+                out.write(f"{first_index + offset} ||| {text} ||| {t.score:.4f}\n")
     out.flush()
     return best
 
@@ -133,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
         from transformer.device import resolve_device
         from transformer.translator import Translator
 
-        device = resolve_device(args.device)
+        file_lines = read_input_file(args.input, args.errors) if args.input else None
+        device = resolve_device(args.device, setting="--device")
         loaded = load_model(args.checkpoint, device)
         nbest = args.nbest or 1
         # n-best needs at least that many beams.
@@ -146,18 +208,21 @@ def main(argv: list[str] | None = None) -> int:
             nbest=nbest,
             batch_tokens=args.max_tokens,
         )
-    except (CheckpointError, ConfigError) as error:
+    except (CheckpointError, ConfigError, InputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     hypotheses: list[str] = []
     try:
         with torch.inference_mode():
-            for chunk in input_chunks(args):
+            for chunk in input_chunks(args, file_lines):
                 results = translator.translate(chunk)
                 if args.attention:
                     draw_attention(translator, chunk, results, args.attention, len(hypotheses) + 1)
                 hypotheses += write_translations(results, out, nbest, len(hypotheses))
+    except InputError as error:
+        print(f"error: {error} ({len(hypotheses)} lines before it translated)", file=sys.stderr)
+        return 2
     finally:
         if args.output:
             out.close()

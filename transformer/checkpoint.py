@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import re
 import sys
 import tempfile
@@ -35,29 +36,53 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> None:
     """Write to a temporary file in the same directory, then rename: a crash mid-write never
-    leaves a truncated file under the final name (rename is atomic on POSIX and Windows)."""
+    leaves a truncated file under the final name (rename is atomic on POSIX and Windows).
+
+    A write that fails (full disk, no permission) removes its temporary file and raises one
+    CheckpointError that names the file and the cause; the previous file under `path` is intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
+    temporary: str | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
         with os.fdopen(descriptor, "wb") as file:
             torch.save({"format_version": FORMAT_VERSION, **payload}, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    except BaseException as error:
+        if temporary is not None:
+            Path(temporary).unlink(missing_ok=True)
+        cause = _os_error_in(error)
+        if cause is None:
+            raise
+        kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} written"
+        raise CheckpointError(
+            f"cannot write checkpoint {str(path)!r}: {cause.strerror or cause} ({kept}, no "
+            "temporary file left); free disk space or fix the permissions and run again"
+        ) from None
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The OSError behind `error`: torch.save reports a failed write as a RuntimeError
+    ("unexpected pos ...") whose context is the OSError (ENOSPC, EACCES, ...)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, OSError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint with weights_only=True, turning every failure into one clear message."""
     path = Path(path)
     if path.is_dir():
+        inside = path / "checkpoints" if (path / "checkpoints").is_dir() else path  # a run dir?
         raise CheckpointError(
-            f"{str(path)!r} is a directory; give a checkpoint file such as {path / 'best.pt'}"
+            f"{str(path)!r} is a directory; give a checkpoint file such as {inside / 'best.pt'}"
         )
     if not path.is_file():
         raise CheckpointError(
@@ -66,10 +91,16 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises many types for truncated or foreign files
+        if isinstance(error, pickle.UnpicklingError) and "Weights only" in str(error):
+            raise CheckpointError(  # one line, not PyTorch's whole explanation
+                f"{str(path)!r} holds pickled Python objects, which are refused (loading them "
+                "could run code); use a checkpoint written by this project's train.py"
+            ) from None
+        first_line = (str(error).strip().splitlines() or [""])[0]
         raise CheckpointError(
-            f"{str(path)!r} cannot be read as a checkpoint ({type(error).__name__}: {error}); "
-            "it may be truncated or not a checkpoint of this project: use another one, "
-            "such as last.pt or best.pt"
+            f"{str(path)!r} cannot be read as a checkpoint ({type(error).__name__}: "
+            f"{first_line}); it may be truncated or not a checkpoint of this project: use "
+            "another one, such as last.pt or best.pt"
         ) from None
     if not isinstance(payload, dict) or "format_version" not in payload:
         raise CheckpointError(f"{str(path)!r} is not a checkpoint written by this project")

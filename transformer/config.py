@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import inspect
 import io
+import math
 import sys
 import tokenize
 import types
@@ -30,6 +31,29 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration problem the user can fix; its message says how."""
+
+
+def _require(condition: bool, message: str) -> None:
+    """Raise `message` as a ConfigError unless `condition` holds (NaN fails every comparison)."""
+    if not condition:
+        raise ConfigError(message)
+
+
+def _check_at_least(section: object, prefix: str, minimum: int, *names: str) -> None:
+    for name in names:
+        value = getattr(section, name)
+        _require(value >= minimum, f"{prefix}.{name} must be at least {minimum}, not {value}")
+
+
+def _check_fraction(
+    section: object, prefix: str, *names: str, upper_inclusive: bool = False
+) -> None:
+    """Each value in [0, 1) (or [0, 1] with `upper_inclusive`)."""
+    for name in names:
+        value = getattr(section, name)
+        inside = 0.0 <= value <= 1.0 if upper_inclusive else 0.0 <= value < 1.0
+        interval = "[0, 1]" if upper_inclusive else "[0, 1)"
+        _require(inside, f"{prefix}.{name} must be in {interval}, not {value}")
 
 
 @dataclass
@@ -55,6 +79,10 @@ class ModelConfig:
     pad_id: int = 0  # id of the padding token, for both sides; set from the tokenizer
 
     def validate(self) -> None:
+        _check_at_least(self, "model", 1, "d_model", "n_heads", "d_ff", "max_positions")
+        _check_at_least(self, "model", 1, "n_encoder_layers", "n_decoder_layers")
+        _check_at_least(self, "model", 1, "src_vocab_size", "tgt_vocab_size")
+        _require(self.pad_id >= 0, f"model.pad_id must be at least 0, not {self.pad_id}")
         if self.d_model % self.n_heads != 0:
             raise ConfigError(
                 f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
@@ -71,10 +99,12 @@ class ModelConfig:
                 f"(src_vocab_size {self.src_vocab_size} != tgt_vocab_size {self.tgt_vocab_size}); "
                 "set data.tokenizer.joint=true or model.share_embeddings=false"
             )
-        for name in ("dropout", "attention_dropout"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"model.{name} must be in [0, 1), not {value}")
+        _check_fraction(self, "model", "dropout", "attention_dropout")
+
+
+MIN_BPE_VOCAB = 4 + 256  # special tokens + the byte-level alphabet
+MIN_WORDLEVEL_VOCAB = 4 + 1  # special tokens + at least one word
+MIN_UNIGRAM_VOCAB = 4 + 1  # special tokens + at least one piece (unseen characters become <unk>)
 
 
 @dataclass
@@ -86,6 +116,25 @@ class TokenizerConfig:
     joint: bool = True  # one vocabulary for source and target, so embeddings can be shared
     min_frequency: int = 2  # bpe, wordlevel: ignore merges / words seen fewer times than this
     lowercase: bool = False  # lowercase during normalisation (output is then lowercased too)
+
+    def validate(self) -> None:
+        """A vocabulary must hold the 4 special tokens and, for byte-level BPE, all 256 bytes;
+        the `tokenizers` trainers would silently make a larger one than asked."""
+        _require(
+            self.kind in ("bpe", "unigram", "wordlevel"),
+            f"data.tokenizer.kind must be bpe, unigram or wordlevel, not {self.kind!r}",
+        )
+        smallest, holds = {
+            "bpe": (MIN_BPE_VOCAB, "4 special tokens + 256 bytes"),
+            "unigram": (MIN_UNIGRAM_VOCAB, "4 special tokens + 1 piece"),
+            "wordlevel": (MIN_WORDLEVEL_VOCAB, "4 special tokens + 1 word"),
+        }[self.kind]
+        _require(
+            self.vocab_size >= smallest,
+            f"data.tokenizer.vocab_size must be at least {smallest} for kind={self.kind} "
+            f"({holds}), not {self.vocab_size}",
+        )
+        _check_at_least(self, "data.tokenizer", 0, "min_frequency")
 
 
 @dataclass
@@ -110,6 +159,12 @@ class DataConfig:
     max_tokens: int = 4096  # batch budget: padded source + padded target tokens per batch
     max_length: int = 128  # training pairs longer than this (subword tokens) are dropped
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+
+    def validate(self) -> None:
+        _check_at_least(self, "data", 1, "carve_size", "max_tokens", "max_length")
+        for name in ("src_lang", "tgt_lang"):
+            _require(bool(getattr(self, name).strip()), f"data.{name} must not be empty")
+        self.tokenizer.validate()
 
 
 @dataclass
@@ -146,6 +201,52 @@ class TrainConfig:
     keep_checkpoints: int = 5  # most recent step checkpoints kept besides last.pt and best.pt
     patience: int = 0  # stop after this many validations without a better BLEU; 0 = never
     num_samples: int = 3  # sentences shown at each validation: translations and attention maps
+    max_bad_steps: int = 20  # stop after this many steps in a row with a non-finite loss/gradient
+
+    def validate(self) -> None:
+        _require(
+            self.precision in ("auto", "fp32", "bf16", "fp16"),
+            f"train.precision must be auto, fp32, bf16 or fp16, not {self.precision!r}",
+        )
+        _require(
+            self.schedule in ("inverse_sqrt", "cosine"),
+            f"train.schedule must be inverse_sqrt or cosine, not {self.schedule!r}",
+        )
+        _require(0.0 < self.lr < math.inf, f"train.lr must be a positive number, not {self.lr}")
+        _require(self.eps > 0.0, f"train.eps must be positive, not {self.eps}")
+        _require(
+            all(0.0 <= beta < 1.0 for beta in self.betas),
+            f"train.betas must both be in [0, 1), not {list(self.betas)}",
+        )
+        _require(
+            0.0 <= self.weight_decay < math.inf,
+            f"train.weight_decay must be at least 0, not {self.weight_decay}",
+        )
+        _require(
+            0.0 <= self.clip_norm < math.inf,
+            f"train.clip_norm must be at least 0 (0 = off), not {self.clip_norm}",
+        )
+        _require(
+            0.0 <= self.max_minutes < math.inf,
+            f"train.max_minutes must be at least 0 (0 = no limit), not {self.max_minutes}",
+        )
+        _check_fraction(self, "train", "label_smoothing")
+        _check_fraction(self, "train", "min_lr_ratio", upper_inclusive=True)
+        _check_at_least(self, "train", 0, "warmup_steps", "threads", "max_steps", "max_epochs")
+        _check_at_least(self, "train", 0, "keep_checkpoints", "patience", "num_samples")
+        _check_at_least(self, "train", 1, "accumulate", "validate_every", "log_every")
+        _check_at_least(self, "train", 1, "max_bad_steps")
+        _require(
+            self.schedule != "inverse_sqrt" or self.warmup_steps >= 1,
+            "train.schedule=inverse_sqrt needs train.warmup_steps >= 1 (its rate is "
+            "sqrt(warmup / step): 0 warmup steps give a learning rate of 0); use "
+            "train.schedule=cosine for no warmup",
+        )
+        _require(
+            self.schedule != "cosine" or self.max_steps > 0 or self.max_minutes > 0,
+            "train.schedule=cosine needs train.max_steps > 0 or train.max_minutes > 0 to know "
+            "its length",
+        )
 
 
 @dataclass
@@ -159,6 +260,21 @@ class DecodeConfig:
     nbest: int = 1  # translations returned per sentence (<= beam_size)
     batch_tokens: int = 4096  # source tokens per decoding batch
 
+    def validate(self) -> None:
+        _check_at_least(self, "decode", 1, "beam_size", "nbest", "batch_tokens")
+        _require(
+            self.nbest <= self.beam_size,
+            f"decode.nbest ({self.nbest}) cannot exceed decode.beam_size ({self.beam_size})",
+        )
+        for name in ("length_penalty", "max_len_a"):
+            value = getattr(self, name)
+            _require(0.0 <= value < math.inf, f"decode.{name} must be at least 0, not {value}")
+        _require(self.max_len_b >= 0, f"decode.max_len_b must be at least 0, not {self.max_len_b}")
+        _require(
+            self.max_len_a > 0 or self.max_len_b > 0,
+            "decode.max_len_a and decode.max_len_b are both 0: every translation would be empty",
+        )
+
 
 @dataclass
 class Config:
@@ -170,34 +286,11 @@ class Config:
     decode: DecodeConfig = field(default_factory=DecodeConfig)
 
     def validate(self) -> None:
+        """Every value checked where it is parsed: one clear ConfigError for the first bad one."""
         self.model.validate()
-        if self.train.precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise ConfigError(
-                f"train.precision must be auto, fp32, bf16 or fp16, not {self.train.precision!r}"
-            )
-        if self.train.schedule not in ("inverse_sqrt", "cosine"):
-            raise ConfigError(
-                f"train.schedule must be inverse_sqrt or cosine, not {self.train.schedule!r}"
-            )
-        if self.data.tokenizer.kind not in ("bpe", "unigram", "wordlevel"):
-            raise ConfigError(
-                "data.tokenizer.kind must be bpe, unigram or wordlevel, "
-                f"not {self.data.tokenizer.kind!r}"
-            )
-        if self.train.schedule == "cosine" and self.train.max_steps <= 0 >= self.train.max_minutes:
-            raise ConfigError(
-                "train.schedule=cosine needs train.max_steps > 0 or train.max_minutes > 0 to know "
-                "its length"
-            )
-        if self.train.accumulate < 1:
-            raise ConfigError("train.accumulate must be at least 1")
-        if self.decode.beam_size < 1 or self.decode.nbest < 1:
-            raise ConfigError("decode.beam_size and decode.nbest must be at least 1")
-        if self.decode.nbest > self.decode.beam_size:
-            raise ConfigError(
-                f"decode.nbest ({self.decode.nbest}) cannot exceed decode.beam_size "
-                f"({self.decode.beam_size})"
-            )
+        self.data.validate()
+        self.train.validate()
+        self.decode.validate()
 
 
 # --- dict <-> dataclass, with type checking ---------------------------------------------------
@@ -288,10 +381,19 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: cannot read the value ({error})") from None
+        raise ConfigError(
+            f"override {text!r}: cannot read the value ({_one_line(error)})"
+        ) from None
     if isinstance(value, str) and _looks_like_float(value):
         value = float(value)  # YAML 1.1 reads "3e-4" as a string
     return key.strip().split("."), value
+
+
+def _one_line(error: yaml.YAMLError) -> str:
+    """PyYAML's messages span several lines; keep the problem and where it is."""
+    problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+    mark = getattr(error, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark else problem
 
 
 def _looks_like_float(text: str) -> bool:
@@ -326,7 +428,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {error}") from None
+            raise ConfigError(
+                f"config file {str(path)!r} is not valid YAML: {_one_line(error)}"
+            ) from None
     values = apply_overrides(_lists_for_tuples(values), overrides or [])
     config = config_from_dict(values)
     config.validate()

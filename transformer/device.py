@@ -12,8 +12,10 @@ import torch
 from transformer.config import ConfigError
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; anything else is checked to exist."""
+def resolve_device(name: str, setting: str = "train.device") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; anything else is checked to exist. `setting` is
+    the config key or command-line flag the name came from, for the messages."""
+    use_cpu = f"{setting} cpu" if setting.startswith("-") else f"{setting}=cpu"
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -24,14 +26,12 @@ def resolve_device(name: str) -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise ConfigError(
-            f"train.device {name!r} is not a device; use auto, cpu, cuda or mps"
+            f"{setting} {name!r} is not a device; use auto, cpu, cuda or mps"
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "train.device asks for cuda but no CUDA GPU is visible; use train.device=cpu"
-        )
+        raise ConfigError(f"{setting} asks for cuda but no CUDA GPU is visible; use {use_cpu}")
     if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError("train.device asks for mps but it is not available; use train.device=cpu")
+        raise ConfigError(f"{setting} asks for mps but it is not available; use {use_cpu}")
     return device
 
 

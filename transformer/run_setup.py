@@ -3,11 +3,13 @@ state of a resumed run. `start_run` returns a `TrainingRun` ready for the loop i
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -16,10 +18,56 @@ from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
 from transformer.data import prepare_data
 from transformer.device import check_precision, resolve_device, resolve_precision
+from transformer.divergence import DivergenceGuard
 from transformer.model import Transformer, build_transformer
 from transformer.run_state import TrainingRun, TrainState, seed_everything
 from transformer.schedule import make_scheduler
 from transformer.tokenizer import PAD_ID, TokenizerPair
+
+LOCK_FILE = "train.lock"  # held by the one train.py process that owns the run directory
+
+
+class RunDirLock:
+    """An exclusive lock on a run directory for the life of one training process, so two
+    train.py started on the same directory never both train (fcntl.flock: the kernel drops it
+    when the process dies, even by SIGKILL). Under torchrun only rank 0 takes it."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_FILE
+        self.file: IO[str] | None = None
+        self.created: list[Path] = []  # directories this lock made, innermost first
+
+    def __enter__(self) -> RunDirLock:
+        if os.environ.get("RANK", "0") != "0":
+            return self
+        self.created = [d for d in [self.path.parent, *self.path.parent.parents] if not d.exists()]
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115 (held until __exit__)
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            owner = self.file.read().strip() or "another process"
+            self.file.close()
+            raise ConfigError(
+                f"run directory {str(self.path.parent)!r} is in use by another train.py "
+                f"({owner}); wait for it to finish, or set train.run_dir=runs/<new name>"
+            ) from None
+        self.file.truncate(0)
+        self.file.write(f"pid {os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.file is None:
+            return
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
+        # A run that failed before writing anything (bad data, bad config) leaves no directory.
+        if self.created and [p.name for p in self.path.parent.iterdir()] == [LOCK_FILE]:
+            self.path.unlink()
+            for directory in self.created:
+                directory.rmdir()
 
 
 def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> tuple[Path, dict | None]:
@@ -32,16 +80,22 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> tuple[Path
             raise CheckpointError(
                 f"--resume: there is no {last} to resume from; start the run without --resume"
             )
+        for stale in last.parent.glob(".*.tmp"):  # half-written by a process that was killed
+            stale.unlink()  # (safe: we hold the run directory's lock, nobody else writes here)
         return run_dir, load_checkpoint(last)
-    holds_a_run = run_dir.is_dir() and any(run_dir.iterdir())
-    if holds_a_run and not overwrite:
+    contents = [p for p in run_dir.iterdir() if p.name != LOCK_FILE] if run_dir.is_dir() else []
+    if contents and not overwrite:
         raise ConfigError(
             f"run directory {str(run_dir)!r} already holds a run: add --resume to continue it, "
             "--overwrite to delete it and start again, or set train.run_dir=runs/<new name>"
         )
-    if holds_a_run:
-        shutil.rmtree(run_dir)
-    return run_dir, None  # start_run creates the directory once data and config have been checked
+    for path in contents:  # the lock file stays: this process holds it
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir, None
 
 
 def check_resumable(config: Config, saved_config: dict[str, Any]) -> None:
@@ -87,7 +141,8 @@ def make_optimizer(model: Transformer, config: Config) -> torch.optim.AdamW:
         {"params": no_decay, "weight_decay": 0.0},
     ]
     train = config.train
-    return torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, eps=train.eps)
+    # fused: one kernel per step, and it can skip a non-finite step on the device (divergence.py)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, eps=train.eps, fused=True)
 
 
 def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainingRun:
@@ -145,6 +200,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         tokenizers=tokenizers,
         splits=splits,
         texts=texts,
+        guard=DivergenceGuard(config.train.max_bad_steps, device),
         state=state,
         started_at=started_at,
     )

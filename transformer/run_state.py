@@ -22,6 +22,7 @@ from transformer.batching import Batch, TokenBatchSampler
 from transformer.checkpoint import remove_old_checkpoints, save_checkpoint
 from transformer.config import Config, config_to_dict
 from transformer.data import EncodedSplit
+from transformer.divergence import DivergenceGuard
 from transformer.loss import LogitsFunction
 from transformer.model import Transformer
 from transformer.schedule import steps_for_time_budget
@@ -46,6 +47,17 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((3, tuple(state["python"]), None))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+def keep_optimizer_flags(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> dict[str, Any]:
+    """`saved` with this optimiser's implementation flags (fused, foreach): loading a state dict
+    would otherwise bring back those of the run that wrote it, and the divergence guard needs the
+    fused AdamW this code builds."""
+    groups = []
+    for ours, theirs in zip(optimizer.param_groups, saved["param_groups"], strict=True):
+        flags = {key: ours[key] for key in ("fused", "foreach") if key in ours}
+        groups.append({**theirs, **flags})
+    return {**saved, "param_groups": groups}
 
 
 @dataclass
@@ -79,6 +91,7 @@ class TrainingRun:
     tokenizers: TokenizerPair
     splits: dict[str, EncodedSplit]
     texts: dict[str, Any]
+    guard: DivergenceGuard  # skips non-finite steps, stops a diverged run
     state: TrainState = field(default_factory=TrainState)
     started_at: float = field(default_factory=time.monotonic)  # when this process began the run
     seconds_before: float = 0.0  # wall time of the run in earlier processes (resumed runs)
@@ -111,7 +124,9 @@ class TrainingRun:
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Put every object back where the checkpoint left it (the inverse of `payload`)."""
         self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.optimizer.load_state_dict(
+            keep_optimizer_flags(self.optimizer, checkpoint["optimizer"])
+        )
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.sampler.load_state_dict(checkpoint["sampler"])
@@ -122,6 +137,8 @@ class TrainingRun:
         set_rng_state(checkpoint["rng"])
 
     def save(self, *names: str) -> None:
+        """Write the run to each checkpoint name; a diverged run stops here instead."""
+        self.guard.check(self.state.step)
         payload = self.payload()
         for name in names:
             save_checkpoint(payload, self.run_dir / "checkpoints" / name)
@@ -154,6 +171,15 @@ class TrainingRun:
             "learning rate decays to that step."
         )
 
+    def finished(self) -> bool:
+        """True when a (resumed) run has nothing left to do under its current limits."""
+        train, state = self.config.train, self.state
+        return (
+            self.reached_max_steps()
+            or 0 < train.max_epochs <= state.epoch
+            or 0 < train.patience <= state.validations_without_improvement
+        )
+
     def end_epoch(self) -> bool:
         """Move the sampler to the next epoch; True when `train.max_epochs` are done."""
         self.state.epoch += 1
@@ -165,6 +191,7 @@ class TrainingRun:
     def validate_and_save(self, writer: SummaryWriter) -> ValidationResult:
         """Validate, record the result, and write the step, last and (if better) best checkpoints."""
         state, config = self.state, self.config
+        self.guard.check(state.step)  # before spending a validation on a diverged run
         result = validate(
             self.model,
             self.splits["validation"],

@@ -61,7 +61,11 @@ class TrainingLog:
         log_every: int,
         device: torch.device,
     ) -> None:
-        self.writer = SummaryWriter(log_dir=log_dir)
+        # A resumed run hides the events an earlier process wrote after the checkpoint it
+        # resumes from (a crash between two checkpoints), so the curves do not overlap.
+        self.writer = SummaryWriter(
+            log_dir=log_dir, purge_step=initial_step + 1 if initial_step else None
+        )
         self.progress = tqdm(
             total=total_steps or None, initial=initial_step, desc="train", dynamic_ncols=True
         )
@@ -104,6 +108,18 @@ class TrainingLog:
         if validated:
             log_hparams(self.writer, _flat_hparams(config))
         self.writer.close()
+
+
+@contextmanager
+def closing_on_error(log: TrainingLog) -> Iterator[None]:
+    """Flush and close the log when training stops with an error (e.g. divergence), so the
+    curves that explain it reach TensorBoard."""
+    try:
+        yield
+    except BaseException:
+        log.progress.close()
+        log.writer.close()
+        raise
 
 
 def _flat_hparams(config: Config) -> dict[str, Any]:

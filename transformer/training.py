@@ -24,12 +24,13 @@ from tqdm import tqdm
 from transformer.batching import Batch
 from transformer.config import Config
 from transformer.device import autocast_context
+from transformer.divergence import step_unless_bad
 from transformer.loss import batch_loss_sum, token_loss_sum
 from transformer.model import count_parameters
-from transformer.run_setup import start_run
+from transformer.run_setup import RunDirLock, start_run
 from transformer.run_state import TrainingRun, TrainState
 from transformer.schedule import learning_rate_factor
-from transformer.train_log import StopRequest, TrainingLog
+from transformer.train_log import StopRequest, TrainingLog, closing_on_error
 from transformer.validation import ValidationResult
 
 # Re-exported: tests and older callers reach them through `transformer.training`.
@@ -76,7 +77,8 @@ def train_step(run: TrainingRun, batches: list[Batch]) -> StepStats:
     max_norm = train.clip_norm if train.clip_norm > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), max_norm)
     learning_rate = run.scheduler.get_last_lr()[0]
-    run.scaler.step(run.optimizer)
+    bad_step = run.guard.bad_step_flag(loss_total, grad_norm)  # on the device: no sync
+    step_unless_bad(run.optimizer, run.scaler, bad_step)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
     run.scheduler.step()
@@ -99,8 +101,21 @@ def optimiser_steps(loader: Iterable[Batch], accumulate: int) -> Iterator[list[B
 
 
 def train(config: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
-    """Train a translation model as `config` says; see the module docstring."""
-    run = start_run(config, resume, overwrite)
+    """Train a translation model as `config` says; see the module docstring. One process at a
+    time per run directory; a resumed run that is already finished returns at once."""
+    with RunDirLock(Path(config.train.run_dir)):
+        run = start_run(config, resume, overwrite)
+        if run.finished():
+            print(
+                f"The run in {run.run_dir} is already finished at step {run.state.step}; nothing "
+                "to train. Raise train.max_steps (or max_epochs, patience) to continue it."
+            )
+            return TrainResult(run.state, run.run_dir, last_validation=None)
+        return train_loop(run)
+
+
+def train_loop(run: TrainingRun) -> TrainResult:
+    """Optimiser steps until a limit is reached; validation and checkpoints on the way."""
     config, state, train_config = run.config, run.state, run.config.train
     print(
         f"Model: {count_parameters(run.model):,} parameters on {run.device}, "
@@ -115,12 +130,14 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     )
     last_validation: ValidationResult | None = None
     finished = False
-    with StopRequest() as stop:
+    with StopRequest() as stop, closing_on_error(log):
         while not finished:
             for batches in optimiser_steps(run.loader, train_config.accumulate):
                 stats = train_step(run, batches)
                 state.step += 1
                 log.record_step(state.step, stats)
+                if state.step % train_config.log_every == 0:
+                    run.guard.check(state.step)  # stops a diverged run (DivergenceError)
                 finished = run.reached_max_steps() or time.monotonic() > deadline
                 if finished or state.step % train_config.validate_every == 0:
                     with log.paused():

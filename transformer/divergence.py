@@ -1,0 +1,82 @@
+"""The divergence guard: a step whose loss or gradient is not finite is not applied, and a run that
+keeps producing such steps stops with a clear message instead of writing NaN weights to disk.
+
+Why this policy. fairseq raises `FloatingPointError("gradients are Nan/Inf")` on the first
+non-finite fp32 gradient norm (checking it on the host every step), and in fp16 skips overflowing
+updates while it halves the loss scale, giving up ("Minimum loss scale reached ... your loss is
+probably exploding") once the scale has fallen ~20 times. We do the fp16 thing in every precision:
+one bad batch (a rare spike) costs one skipped step instead of the run, while a run that has truly
+diverged produces bad steps in a row and stops after `train.max_bad_steps` of them.
+
+Without a host sync per step. The check is a flag tensor computed on the device; AdamW's fused
+kernel takes it as `found_inf` (the GradScaler protocol) and leaves the weights, the moments and its
+step count untouched when it is set. The counters stay on the device too and are read only where
+the loop already syncs: at each logging window and before every checkpoint.
+
+Under DDP the flag is a plain tensor, so it can be all-reduced (MAX) to make every rank skip the
+same steps; DDP's gradient all-reduce already spreads a NaN to every rank's gradient norm.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+
+class DivergenceError(RuntimeError):
+    """Training produced `train.max_bad_steps` non-finite steps in a row; the message says what
+    to try."""
+
+
+class DivergenceGuard:
+    """Counts non-finite steps on the device; `check` reads the counts and stops a diverged run."""
+
+    def __init__(self, max_bad_steps: int, device: torch.device) -> None:
+        self.max_bad_steps = max_bad_steps
+        self.in_a_row = torch.zeros((), dtype=torch.int64, device=device)
+        self.total = torch.zeros((), dtype=torch.int64, device=device)
+        self.reported_total = 0
+
+    def bad_step_flag(self, loss_sum: Tensor, grad_norm: Tensor) -> Tensor:
+        """1.0 when this step's loss or gradient norm is NaN/inf, else 0.0 (float32, on the
+        device: the `found_inf` an optimiser with `_step_supports_amp_scaling` expects)."""
+        bad = ~(torch.isfinite(loss_sum) & torch.isfinite(grad_norm))  # () bool
+        self.in_a_row.add_(1).mul_(bad)  # +1 on a bad step, back to 0 on a good one
+        self.total.add_(bad)
+        return bad.float()
+
+    def check(self, step: int) -> None:
+        """One host sync: warn about newly skipped steps; raise DivergenceError past the limit."""
+        in_a_row, total = torch.stack([self.in_a_row, self.total]).tolist()
+        if total > self.reported_total:
+            tqdm.write(
+                f"step {step}: skipped {total - self.reported_total} update(s) with a non-finite "
+                f"loss or gradient ({total} so far in this process)"
+            )
+            self.reported_total = total
+        if in_a_row >= self.max_bad_steps:
+            raise DivergenceError(
+                f"training diverged: the last {in_a_row} steps (up to step {step}) had a "
+                "non-finite loss or gradient and were skipped (train.max_bad_steps="
+                f"{self.max_bad_steps}); the checkpoints on disk hold finite weights. Lower "
+                "train.lr or raise train.warmup_steps and start a new run"
+            )
+
+
+def step_unless_bad(
+    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, bad_step: Tensor
+) -> None:
+    """One optimiser step that changes nothing when `bad_step` is 1.0, decided on the device.
+
+    With fp16 the GradScaler already finds inf/NaN gradients and hands its own `found_inf` to the
+    optimiser (it sees the same gradients, so it skips the same steps). Otherwise we hand ours,
+    through the same attribute: fused AdamW reads `found_inf` and skips its whole update."""
+    if scaler.is_enabled():
+        scaler.step(optimizer)
+        return
+    optimizer.found_inf = bad_step  # type: ignore[attr-defined]
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf  # type: ignore[attr-defined]
