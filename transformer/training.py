@@ -40,7 +40,7 @@ from transformer.data import EncodedSplit, prepare_data
 from transformer.loss import LogitsFunction, batch_loss_sum
 from transformer.model import Transformer, build_transformer, count_parameters
 from transformer.tokenizer import PAD_ID, TokenizerPair
-from transformer.validation import ValidationResult, log_hparams, validate
+from transformer.validation import ValidationResult, log_hparams, tensorboard_writer, validate
 
 # --- small pure pieces -------------------------------------------------------------------------------
 
@@ -365,7 +365,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         f"Model: {n_params:,} parameters on {device}, {config.train.precision}; "
         f"{len(sampler)} batches per epoch of <= {config.data.max_tokens} tokens."
     )
-    writer = SummaryWriter(log_dir=str(run_dir))
+    writer = tensorboard_writer(run_dir)
     run = _Run(config, run_dir, model, optimizer, scheduler, scaler, sampler, tokenizers, state)
     last_validation: ValidationResult | None = None
     deadline = (
