@@ -221,6 +221,7 @@ def test_unreachable_hub_stops_at_once_naming_the_datasets_own_splits(
         raise AssertionError("load_dataset (and its ~25 s of retries) must not be reached")
 
     monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
     monkeypatch.setattr(datasets.config, "HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens
     monkeypatch.setattr(datasets, "load_dataset", retrying_load)
     with pytest.raises(DataError) as caught:

@@ -80,6 +80,7 @@ def test_train_writes_checkpoints_tensorboard_and_validates_everything(tmp_path:
     # The final hparams go into the run itself, and add no one-point hparam/* scalar charts.
     assert not [tag for tag in tags["scalars"] if not tag.startswith(("train/", "valid/"))]
     assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+    assert "custom_scalars__config__" in tags["tensors"]  # the Custom Scalars tab's layout
     assert any(tag.startswith("valid/samples") for tag in tags["tensors"])
     assert len(events.Scalars("valid/bleu")) == 3
 

@@ -32,9 +32,7 @@ TITLE = "Cross-attention: last decoder layer, heads averaged"
 INCHES_PER_TOKEN = 0.32  # room for one row or column of the heatmap, labels included
 MAX_INCHES = 40.0  # a 120-token sentence still gives a picture a viewer can open
 PNG_BATCH = 32  # sentences whose attention is computed together by write_attention_pngs
-SPACE_MARK = (
-    "\u2581"  # "▁": how the labels show a word's leading space (SentencePiece's convention)
-)
+SPACE_MARK = "\u2581"  # "▁" marks a word's leading space in labels, as SentencePiece does
 
 
 @torch.inference_mode()

@@ -140,7 +140,10 @@ def _load_hub(config: DataConfig) -> dict[str, datasets.Dataset]:
     """Load a hub dataset; fail within seconds, with a message naming this dataset's splits,
     when the hub cannot be reached (datasets itself retries for ~25 s before giving up)."""
     name, subset = config.dataset, config.subset
-    offline = datasets.config.HF_HUB_OFFLINE  # HF_HUB_OFFLINE=1: datasets reads its cache only
+    # HF_HUB_OFFLINE=1 (or the older HF_DATASETS_OFFLINE=1): datasets reads its cache only.
+    offline = getattr(datasets.config, "HF_HUB_OFFLINE", False) or getattr(
+        datasets.config, "HF_DATASETS_OFFLINE", False
+    )
     endpoint = datasets.config.HF_ENDPOINT
     if not offline and (problem := hub_unreachable(endpoint)):
         raise DataError(

@@ -13,11 +13,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from transformer.config import Config, config_to_dict
-from transformer.validation import log_hparams
+from transformer.validation import log_hparams, tensorboard_writer
 
 if TYPE_CHECKING:
     from transformer.training import StepStats
@@ -63,8 +62,8 @@ class TrainingLog:
     ) -> None:
         # A resumed run hides the events an earlier process wrote after the checkpoint it
         # resumes from (a crash between two checkpoints), so the curves do not overlap.
-        self.writer = SummaryWriter(
-            log_dir=log_dir, purge_step=initial_step + 1 if initial_step else None
+        self.writer = tensorboard_writer(
+            log_dir, purge_step=initial_step + 1 if initial_step else None
         )
         self.progress = tqdm(
             total=total_steps or None, initial=initial_step, desc="train", dynamic_ncols=True

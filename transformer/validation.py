@@ -5,6 +5,7 @@ validation sentence scored with sacreBLEU, sample translations and labelled cros
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -23,6 +24,14 @@ from transformer.tokenizer import TokenizerPair
 
 # The hparams dashboard reads these scalars (their last value) as the run's results.
 HPARAM_METRICS = ("valid/bleu", "valid/chrf", "valid/loss", "valid/perplexity")
+# TensorBoard's Custom Scalars tab: the validation results on one page, the two losses on one chart.
+SCALAR_LAYOUT = {
+    "validation": {
+        "BLEU and chrF": ["Multiline", ["valid/bleu", "valid/chrf"]],
+        "loss: train and validation": ["Multiline", ["train/loss", "valid/loss"]],
+        "perplexity": ["Multiline", ["valid/perplexity"]],
+    }
+}
 
 
 @dataclass
@@ -112,6 +121,15 @@ def validate(
         )
         writer.flush()
     return result
+
+
+def tensorboard_writer(run_dir: str | Path, purge_step: int | None = None) -> SummaryWriter:
+    """The run's SummaryWriter, with the Custom Scalars layout that gathers the validation charts
+    (the Scalars and Time Series tabs list them after the train/* charts, in a group per prefix).
+    `purge_step` hides events an earlier process wrote at or after that step."""
+    writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+    writer.add_custom_scalars(SCALAR_LAYOUT)
+    return writer
 
 
 def log_hparams(writer: SummaryWriter, flat_hparams: dict[str, int | float | str | bool]) -> None:

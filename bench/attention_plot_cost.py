@@ -1,0 +1,54 @@
+"""What the labelled attention heatmaps add to a validation: validation of a checkpoint's validation
+split timed without a TensorBoard writer (no figures) and with one (train.num_samples figures drawn
+and written), interleaved in one process so that machine load hits both alike.
+
+    python bench/attention_plot_cost.py -c runs/tiny/checkpoints/best.pt --repeats 3
+
+Uses the checkpoint's own config (data, decoding, train.num_samples). Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+
+from transformer.checkpoint import load_model
+from transformer.data import prepare_data
+from transformer.validation import tensorboard_writer, validate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--checkpoint", required=True)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    device = torch.device("cpu")
+    loaded = load_model(args.checkpoint, device)
+    config = loaded.config
+    _, splits, texts = prepare_data(
+        config.data, config.model.max_positions, tokenizers=loaded.tokenizers
+    )
+    split, references = splits["validation"], texts["validation"].target
+    times: dict[str, list[float]] = {"without figures": [], "with figures": []}
+    with tempfile.TemporaryDirectory() as logdir:
+        writer = tensorboard_writer(logdir)
+        for _ in range(args.repeats):
+            for name, log_to in (("without figures", None), ("with figures", writer)):
+                start = time.perf_counter()
+                validate(loaded.model, split, references, loaded.tokenizers, config, device, log_to)
+                times[name].append(time.perf_counter() - start)
+        writer.close()
+    base = statistics.median(times["without figures"])
+    print(f"\n{len(split)} validation sentences, {config.train.num_samples} figures per validation")
+    print("| validation | median seconds | ratio |\n|---|---|---|")
+    for name, values in times.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.2f} | {median / base:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
