@@ -133,6 +133,7 @@ class TrainConfig:
     keep_checkpoints: int = 5  # most recent step checkpoints kept besides last.pt and best.pt
     patience: int = 0  # stop after this many validations without a better BLEU; 0 = never
     num_samples: int = 3  # sample translations printed and logged at each validation
+    dist_timeout_s: float = 600.0  # torchrun: seconds a rank waits for the others before it stops
 
 
 @dataclass

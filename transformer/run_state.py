@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from transformer import distributed
 from transformer.batching import Batch, TokenBatchSampler
 from transformer.checkpoint import remove_old_checkpoints, save_checkpoint
 from transformer.config import Config, config_to_dict
@@ -75,6 +77,7 @@ class TrainingRun:
     splits: dict[str, EncodedSplit]
     texts: dict[str, Any]
     state: TrainState = field(default_factory=TrainState)
+    ddp: DistributedDataParallel | None = None  # under torchrun: what token_logits calls
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class TrainingRun:
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": rng_state(),
+            "rng_by_rank": distributed.gather_objects(rng_state()),  # each rank's dropout stream
             "step": self.state.step,
             "train_state": asdict(self.state),
         }
@@ -100,12 +104,20 @@ class TrainingRun:
         self.scaler.load_state_dict(checkpoint["scaler"])
         self.sampler.load_state_dict(checkpoint["sampler"])
         self.state = TrainState(**checkpoint["train_state"])
-        set_rng_state(checkpoint["rng"])
+        rng_by_rank = checkpoint.get("rng_by_rank", [checkpoint["rng"]])
+        if len(rng_by_rank) == distributed.world_size():
+            set_rng_state(rng_by_rank[distributed.rank()])
+        else:  # another world size: a fresh stream per rank, still fixed by seed and step
+            seed_everything(self.config.train.seed + self.state.step)
+            distributed.seed_per_rank(self.config.train.seed + self.state.step)
 
     def save(self, *names: str) -> None:
+        """Every rank calls this (the payload gathers their random states); rank 0 writes."""
         payload = self.payload()
-        for name in names:
-            save_checkpoint(payload, self.run_dir / "checkpoints" / name)
+        if distributed.is_main():
+            for name in names:
+                save_checkpoint(payload, self.run_dir / "checkpoints" / name)
+            remove_old_checkpoints(self.run_dir / "checkpoints", self.config.train.keep_checkpoints)
 
     # --- progress through the data -------------------------------------------------------------
 
@@ -143,7 +155,6 @@ class TrainingRun:
         state.history.append({"step": state.step, **scores})
         names = [f"step_{state.step:07d}.pt", "last.pt"] + (["best.pt"] if improved else [])
         self.save(*names)
-        remove_old_checkpoints(self.run_dir / "checkpoints", config.train.keep_checkpoints)
         tqdm.write(
             f"step {state.step:>7}  valid loss {result.loss:.3f}  ppl {result.perplexity:.2f}  "
             f"{result.scores.summary()}{'  *best*' if improved else ''}"

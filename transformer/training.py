@@ -5,7 +5,8 @@
 
 The jobs around the loop live in their own files: `run_setup.py` builds a run, `run_state.py`
 holds it (checkpoints, validation), `train_log.py` shows it (progress bar, TensorBoard, Ctrl-C),
-`schedule.py` is the learning rate and `device.py` the device and precision.
+`schedule.py` is the learning rate and `device.py` the device and precision. Under torchrun,
+`distributed.py` joins the processes; the loop is the same on every rank (see that file).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from transformer import distributed
 from transformer.batching import Batch
 from transformer.config import Config
 from transformer.device import autocast_context
@@ -50,7 +52,7 @@ class TrainResult:
 @dataclass
 class StepStats:
     loss_sum: Tensor  # summed loss over the step's target tokens (on the device; no sync)
-    tokens: int  # real target tokens in the step
+    tokens: int  # real target tokens in the step, on all ranks together
     grad_norm: Tensor
     learning_rate: float  # the rate this step used
 
@@ -59,18 +61,24 @@ def train_step(run: TrainingRun, batches: list[Batch]) -> StepStats:
     """Forward and backward over `batches` (gradient accumulation), then one update.
 
     The loss is summed over tokens and divided by the step's token count, so every target token
-    weighs the same however the tokens fall into batches."""
+    weighs the same however the tokens fall into batches. Under torchrun the count is over all
+    ranks, and DDP averages the ranks' gradients (divides their sum by the world size), so each
+    rank's loss is scaled by world_size / tokens: N ranks make the same step as one process
+    accumulating their N batches."""
     train, device = run.config.train, run.device
     run.model.train()
-    tokens = sum(batch.n_tgt_tokens for batch in batches)
+    local_tokens = sum(batch.n_tgt_tokens for batch in batches)
+    tokens = int(distributed.sum_across_ranks([local_tokens]).item())
+    world_size = distributed.world_size()
     loss_total = torch.zeros((), device=device)
-    for batch in batches:
+    for i, batch in enumerate(batches):
         batch = batch.to(device)
-        with autocast_context(device, train.precision):
-            loss = batch_loss_sum(
-                run.token_logits, batch.src, batch.tgt_in, batch.labels, train.label_smoothing
-            )
-        run.scaler.scale(loss / tokens).backward()
+        with distributed.gradient_sync(run.ddp, sync=i == len(batches) - 1):
+            with autocast_context(device, train.precision):
+                loss = batch_loss_sum(
+                    run.token_logits, batch.src, batch.tgt_in, batch.labels, train.label_smoothing
+                )
+            run.scaler.scale(loss * world_size / tokens).backward()
         loss_total += loss.detach()
     run.scaler.unscale_(run.optimizer)
     max_norm = train.clip_norm if train.clip_norm > 0 else math.inf
@@ -99,8 +107,14 @@ def optimiser_steps(loader: Iterable[Batch], accumulate: int) -> Iterator[list[B
 
 
 def train(config: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
-    """Train a translation model as `config` says; see the module docstring."""
-    run = start_run(config, resume, overwrite)
+    """Train a translation model as `config` says; see the module docstring. Under torchrun this
+    joins the process group first and leaves it at the end."""
+    with distributed.process_group(config.train.device, config.train.dist_timeout_s):
+        return run_training(start_run(config, resume, overwrite))
+
+
+def run_training(run: TrainingRun) -> TrainResult:
+    """The loop: optimiser steps until a limit, validating and saving on the way."""
     config, state, train_config = run.config, run.state, run.config.train
     print(
         f"Model: {count_parameters(run.model):,} parameters on {run.device}, "
@@ -114,29 +128,33 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
         str(run.run_dir), train_config.max_steps, state.step, train_config.log_every, run.device
     )
     last_validation: ValidationResult | None = None
-    finished = False
+    finished = stopping = False
     with StopRequest() as stop:
         while not finished:
             for batches in optimiser_steps(run.loader, train_config.accumulate):
                 stats = train_step(run, batches)
                 state.step += 1
                 log.record_step(state.step, stats)
-                finished = run.reached_max_steps() or time.monotonic() > deadline
+                # Every rank must leave the loop at the same step, or the others wait forever.
+                out_of_time, stopping = distributed.any_rank(
+                    time.monotonic() > deadline, stop.requested
+                )
+                finished = run.reached_max_steps() or out_of_time
                 if finished or state.step % train_config.validate_every == 0:
                     with log.paused():
                         last_validation = run.validate_and_save(log.writer)
                     finished = finished or run.should_stop_early()
-                if finished or stop.requested:
+                if finished or stopping:
                     break
             else:  # the epoch ran to its end
                 finished = run.end_epoch()
                 if finished and state.step % train_config.validate_every != 0:
                     last_validation = run.validate_and_save(log.writer)
-            finished = finished or stop.requested
-        if stop.requested:
+            finished = finished or stopping
+        if stopping:
             save_interrupted(run)
     log.close(config, last_validation, state.best_bleu)
-    return TrainResult(state, run.run_dir, last_validation, interrupted=stop.requested)
+    return TrainResult(state, run.run_dir, last_validation, interrupted=stopping)
 
 
 def save_interrupted(run: TrainingRun) -> None:
