@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import timedelta
@@ -99,6 +100,7 @@ def process_group(device_name: str, timeout_s: float) -> Iterator[None]:
         torch.cuda.set_device(device)
         _collective_device = device
     dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+    _warn_if_restarts_may_not_reconnect()
     if not is_main():  # for the rest of the process: rank 0 reports the run
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     try:
@@ -108,6 +110,21 @@ def process_group(device_name: str, timeout_s: float) -> Iterator[None]:
     finally:
         dist.destroy_process_group()
         _collective_device = torch.device("cpu")
+
+
+def _warn_if_restarts_may_not_reconnect() -> None:
+    """By default torchrun keeps one key-value store for all its restarts, and the processes of a
+    restarted group can read the addresses of the previous, dead ones from it and fail to connect
+    (seen here with Gloo in about one restart out of four; PyTorch issue #135712). Setting
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 gives each restart a fresh store."""
+    restarts_allowed = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0")) > 0
+    shared_store = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    if restarts_allowed and shared_store and restart_count() == 0 and is_main():
+        warnings.warn(
+            "torchrun --max-restarts: also set TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 in torchrun's "
+            "environment, or a restarted group may fail to connect (PyTorch issue #135712)",
+            stacklevel=3,
+        )
 
 
 @contextmanager
