@@ -99,16 +99,17 @@ def process_group(device_name: str, timeout_s: float) -> Iterator[None]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
         _collective_device = device
-    dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
-    _warn_if_restarts_may_not_reconnect()
-    if not is_main():  # for the rest of the process: rank 0 reports the run
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     try:
         with _failures_named(timeout_s):
+            dist.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
+            _warn_if_restarts_may_not_reconnect()
+            if not is_main():  # for the rest of the process: rank 0 reports the run
+                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
             yield
             dist.barrier()  # nobody leaves before rank 0 has written its last files
     finally:
-        dist.destroy_process_group()
+        if is_distributed():
+            dist.destroy_process_group()
         _collective_device = torch.device("cpu")
 
 

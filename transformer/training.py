@@ -158,10 +158,14 @@ def run_training(run: TrainingRun) -> TrainResult:
 
 
 def save_interrupted(run: TrainingRun) -> None:
-    """After Ctrl-C: save `last.pt` once and say how to continue."""
+    """After Ctrl-C: save `last.pt` once (every rank stops at the same step) and say how to
+    continue."""
     run.save("last.pt")
+    if not distributed.is_main():
+        return
+    launcher = "torchrun ... train.py" if distributed.world_size() > 1 else "python train.py"
     tqdm.write(
         f"Interrupted at step {run.state.step}; saved {run.run_dir / 'checkpoints' / 'last.pt'}.\n"
-        f"Resume with: python train.py --config {run.run_dir / 'config.yaml'} --resume",
+        f"Resume with: {launcher} --config {run.run_dir / 'config.yaml'} --resume",
         file=sys.stderr,
     )
