@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import train
 import translate
 from transformer import training
 from transformer.batching import TokenBatchSampler
@@ -53,8 +54,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _rank_main(rank: int, world_size: int, port: int, overrides: list[str], resume: bool) -> None:
-    """One rank, as torchrun would start it; reports what it saw to <run_dir>/rank<r>.json."""
+def _as_rank(rank: int, world_size: int, port: int) -> None:
     os.environ.update(
         RANK=str(rank),
         LOCAL_RANK=str(rank),
@@ -64,6 +64,11 @@ def _rank_main(rank: int, world_size: int, port: int, overrides: list[str], resu
         MASTER_PORT=str(port),
     )
     torch.set_num_threads(1)
+
+
+def _rank_main(rank: int, world_size: int, port: int, overrides: list[str], resume: bool) -> None:
+    """One rank, as torchrun would start it; reports what it saw to <run_dir>/rank<r>.json."""
+    _as_rank(rank, world_size, port)
     config = load_config(TINY, overrides)
     result = training.train(config, resume=resume)
     validation = result.last_validation
@@ -77,14 +82,15 @@ def _rank_main(rank: int, world_size: int, port: int, overrides: list[str], resu
     Path(config.train.run_dir, f"rank{rank}.json").write_text(json.dumps(report))
 
 
-def run_ranks(run_dir: Path, *overrides: str, resume: bool = False) -> list[dict]:
-    """Train with 2 ranks; returns each rank's report."""
-    arguments = [f"train.run_dir={run_dir}", *FAST, *overrides]
+def _rank_cli(rank: int, world_size: int, port: int, argv: list[str]) -> None:
+    _as_rank(rank, world_size, port)
+    sys.exit(train.main(argv))
+
+
+def start_ranks(target: object, *arguments: object) -> list[int | None]:
+    """Run target(rank, 2, port, *arguments) in 2 forked processes; their exit codes."""
     port, context = free_port(), multiprocessing.get_context("fork")
-    ranks = [
-        context.Process(target=_rank_main, args=(rank, 2, port, arguments, resume))
-        for rank in range(2)
-    ]
+    ranks = [context.Process(target=target, args=(r, 2, port, *arguments)) for r in range(2)]
     for process in ranks:
         process.start()
     for process in ranks:
@@ -92,7 +98,13 @@ def run_ranks(run_dir: Path, *overrides: str, resume: bool = False) -> list[dict
     for process in ranks:
         if process.is_alive():
             process.kill()
-    assert [process.exitcode for process in ranks] == [0, 0]
+    return [process.exitcode for process in ranks]
+
+
+def run_ranks(run_dir: Path, *overrides: str, resume: bool = False) -> list[dict]:
+    """Train with 2 ranks; returns each rank's report."""
+    arguments = [f"train.run_dir={run_dir}", *FAST, *overrides]
+    assert start_ranks(_rank_main, arguments, resume) == [0, 0]
     reports = [json.loads((run_dir / f"rank{r}.json").read_text()) for r in range(2)]
     for r in range(2):
         (run_dir / f"rank{r}.json").unlink()
@@ -218,6 +230,15 @@ def test_sampler_state_moves_to_the_same_place_for_another_world_size() -> None:
     assert list(one) == full[10:]
     with pytest.raises(ValueError, match="batches per epoch"):
         TokenBatchSampler(lengths, lengths, 400).load_state_dict(ranks[0].state_dict())
+
+
+def test_an_error_on_rank_zero_stops_every_rank_with_its_message(
+    tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    # Rank 0 checks the run directory alone; the other rank must not wait for it forever.
+    argv = ["--config", TINY, "--resume", f"train.run_dir={tmp_path / 'none'}", *FAST]
+    assert start_ranks(_rank_cli, argv) == [2, 2]
+    assert capfd.readouterr().err.count("there is no") == 2
 
 
 # --- faults, with real torchrun --------------------------------------------------------------------
