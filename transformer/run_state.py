@@ -132,7 +132,7 @@ class TrainingRun:
 
     # --- validation ----------------------------------------------------------------------------
 
-    def validate_and_save(self, writer: SummaryWriter) -> ValidationResult:
+    def validate_and_save(self, writer: SummaryWriter | None) -> ValidationResult:
         """Validate, record the result, and write the step, last and (if better) best checkpoints."""
         state, config = self.state, self.config
         result = validate(
