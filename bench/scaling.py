@@ -1,18 +1,19 @@
-"""Data-parallel scaling: training throughput of 1 process x P threads against P processes x 1
-thread (torchrun, Gloo on CPU; or N processes x 1 GPU with NCCL), at the same global batch.
+"""Data-parallel scaling: training throughput of P processes (torchrun; Gloo on CPU, NCCL on GPUs)
+against one process, at the same global batch.
 
     flock /tmp/bench.lock env PYTHONPATH=$PWD python bench/scaling.py            # this CPU, P=2
     python bench/scaling.py --processes 4 --device cuda                           # 1 vs 4 GPUs
 
-Both arms train the project's model (configs/multi30k_en_de.yaml) on Multi30k en->de through the
+Every arm trains the project's model (configs/multi30k_en_de.yaml) on Multi30k en->de through the
 product's own code: `start_run` builds the run and `train_step` takes the optimiser steps, as
 train.py does. The single process accumulates P batches per step (train.accumulate=P); the P ranks
-take one batch each, so every step sees the same P batches of data.max_tokens in both arms (the
+take one batch each, so every step sees the same P batches of data.max_tokens in every arm (the
 sampler hands batch k of an epoch to rank k % P). Throughput = real target tokens of the timed
 steps (all ranks together) / their wall time, after warm-up steps; rank 0 reports.
-Scaling efficiency = (P-process throughput) / (1-process throughput): 1.0 means the processes add
-nothing over threads; on a GPU node the baseline is one GPU (1 process x 1 GPU, accumulate=P), so
-efficiency is throughput(P GPUs) / (P x throughput(1 GPU)).
+Three arms on CPU: 1 process x 1 thread, 1 process x P threads, P processes x 1 thread (on GPUs:
+1 process x 1 GPU and P processes x 1 GPU). Scaling efficiency = throughput(P processes) /
+(P x throughput(1 process x 1 thread or 1 GPU)): 1.0 is perfect scaling. On CPU the script also
+gives P processes against P threads in one process, the other way to use the same cores.
 Prints a table; asserts nothing.
 """
 
@@ -113,24 +114,27 @@ def main(argv: list[str] | None = None) -> None:
         return
     P = args.processes
     on_cpu = args.device == "cpu"
-    one_label = f"1 process x {P} threads" if on_cpu else "1 process x 1 GPU"
-    many_label = f"{P} processes x 1 thread" if on_cpu else f"{P} processes x 1 GPU each"
+    arms = {  # label: (processes, threads, accumulate)
+        "1 process x 1 thread" if on_cpu else "1 process x 1 GPU": (1, 1, P),
+        f"1 process x {P} threads": (1, P, P),
+        f"{P} processes x 1 thread" if on_cpu else f"{P} processes x 1 GPU each": (P, 1, 1),
+    }
+    if not on_cpu:
+        del arms[f"1 process x {P} threads"]
     print(f"global batch: {P} batches of <= {args.max_tokens} tokens per step; {args.steps} steps")
     print(f"{'round':<7}{'arm':<28}{'target tok/s':>14}{'s/step':>10}")
-    ratios = []
-    for round_number in range(1, args.rounds + 1):  # alternate, so that load changes hit both
-        one = run_arm(args, processes=1, threads=P if on_cpu else 1, accumulate=P)
-        many = run_arm(args, processes=P, threads=1, accumulate=1)
-        for label, result in ((one_label, one), (many_label, many)):
+    speed: dict[str, list[float]] = {label: [] for label in arms}
+    for round_number in range(1, args.rounds + 1):  # alternate, so that load changes hit all
+        for label, (processes, threads, accumulate) in arms.items():
+            result = run_arm(args, processes, threads, accumulate)
+            speed[label].append(result["tokens_per_s"])
             tokens_per_s, step_s = result["tokens_per_s"], result["step_s"]
             print(f"{round_number:<7}{label:<28}{tokens_per_s:>14.0f}{step_s:>10.3f}", flush=True)
-        ratios.append(many["tokens_per_s"] / one["tokens_per_s"])
-    ratio = statistics.median(ratios)
-    shown = ", ".join(f"{r:.2f}" for r in ratios)
+    single, *_, parallel = (statistics.median(values) for values in speed.values())
+    print(f"scaling efficiency of {P} processes: {parallel / (P * single):.2f} (medians)")
     if on_cpu:
-        print(f"speed-up of {P} processes over {P} threads: {ratio:.2f}x (median; rounds: {shown})")
-    else:
-        print(f"scaling efficiency: {ratio / P:.2f} (speed-up {ratio:.2f}x on {P} GPUs; {shown})")
+        threaded = statistics.median(speed[f"1 process x {P} threads"])
+        print(f"{P} processes over 1 process x {P} threads: {parallel / threaded:.2f}x (medians)")
 
 
 if __name__ == "__main__":
