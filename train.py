@@ -3,6 +3,7 @@
 python train.py --config configs/multi30k_en_de.yaml
 python train.py --config configs/tiny.yaml train.max_steps=50 data.max_tokens=1024
 python train.py --config configs/multi30k_en_de.yaml --resume
+torchrun --nproc-per-node 2 train.py --config configs/tiny.yaml train.device=cpu   # 2 processes
 
 Exit status: 0 done (or nothing left to do), 1 training diverged, 2 a problem with the config, the
 data, a checkpoint or the run directory (one line on stderr says which), 130 interrupted (Ctrl-C).
@@ -39,14 +40,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from transformer.training import train  # heavy imports after argument errors
+        from transformer.distributed import RanksLostError  # heavy imports after argument errors
+        from transformer.training import train
 
         config = load_config(args.config, args.overrides)
         result = train(config, resume=args.resume, overwrite=args.overwrite)
     except (ConfigError, DataError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except DivergenceError as error:
+    except (DivergenceError, RanksLostError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     if result.interrupted:

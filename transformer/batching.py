@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -129,16 +129,27 @@ class TokenBatchSampler(Sampler[list[int]]):
             self.position = 0
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position, "batches_per_epoch": len(self)}
+        return {
+            "epoch": self.epoch,
+            "position": self.position,
+            "batches_per_epoch": len(self),
+            "world_size": self.world_size,
+            "total_batches": len(self._bounds),
+        }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        if state.get("batches_per_epoch", len(self)) != len(self):
+        """Continue where `state` left off. From another world size, the position moves to the
+        same place in the epoch's batch order (each rank had yielded `position` batches, so
+        position x world size were done); rounding down repeats a few batches rather than skip any."""
+        saved_world_size = int(state.get("world_size", 1))  # older states: one process
+        saved_total = state.get("total_batches", state.get("batches_per_epoch"))
+        if saved_total is not None and saved_total != len(self._bounds):
             raise ValueError(
-                f"the saved sampler state has {state['batches_per_epoch']} batches per epoch, this "
-                f"sampler {len(self)}: resume with the same data, data.max_tokens and world size"
+                f"the saved sampler state has {saved_total} batches per epoch in all, this sampler "
+                f"{len(self._bounds)}: resume with the same data and data.max_tokens"
             )
         self.epoch = int(state["epoch"])
-        self.position = int(state["position"])
+        self.position = int(state["position"]) * saved_world_size // self.world_size
 
 
 def _mix_seed(seed: int, epoch: int) -> int:
@@ -223,7 +234,7 @@ def _collate_with_indices(fetched: tuple[list[int], list[tuple[Tensor, Tensor]]]
 
 def make_loader(
     split: EncodedSplit,
-    sampler: TokenBatchSampler,
+    sampler: TokenBatchSampler | Iterable[list[int]],
     num_workers: int = 0,
     pin_memory: bool = False,
 ) -> DataLoader:

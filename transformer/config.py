@@ -202,6 +202,7 @@ class TrainConfig:
     patience: int = 0  # stop after this many validations without a better BLEU; 0 = never
     num_samples: int = 3  # sentences shown at each validation: translations and attention maps
     max_bad_steps: int = 20  # stop after this many steps in a row with a non-finite loss/gradient
+    dist_timeout_s: float = 600.0  # torchrun: seconds a rank waits for the others before it stops
 
     def validate(self) -> None:
         _require(
@@ -236,6 +237,10 @@ class TrainConfig:
         _check_at_least(self, "train", 0, "keep_checkpoints", "patience", "num_samples")
         _check_at_least(self, "train", 1, "accumulate", "validate_every", "log_every")
         _check_at_least(self, "train", 1, "max_bad_steps")
+        _require(
+            0.0 < self.dist_timeout_s < math.inf,
+            f"train.dist_timeout_s must be a positive number of seconds, not {self.dist_timeout_s}",
+        )
         _require(
             self.schedule != "inverse_sqrt" or self.warmup_steps >= 1,
             "train.schedule=inverse_sqrt needs train.warmup_steps >= 1 (its rate is "

@@ -534,7 +534,17 @@ def prepare_data(
         tokenizers = train_tokenizers(
             texts["train"].source, texts["train"].target, config.tokenizer
         )
-    splits = {
+    return tokenizers, encode_splits(texts, tokenizers, config, max_positions), texts
+
+
+def encode_splits(
+    texts: dict[str, ParallelText],
+    tokenizers: TokenizerPair,
+    config: DataConfig,
+    max_positions: int,
+) -> dict[str, EncodedSplit]:
+    """Encode every split; training pairs too long for data.max_length are dropped."""
+    return {
         role: encode_split(
             texts[role],
             tokenizers,
@@ -545,4 +555,3 @@ def prepare_data(
         )
         for role in ROLES
     }
-    return tokenizers, splits, texts

@@ -427,13 +427,18 @@ def translate_ids(
     eos_id: int = EOS,
     pad_id: int = PAD,
     progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[list[Hypothesis]]:
     """Decode a whole list of source id sequences (a validation set, a file), in their order.
 
     Sentences are sorted by length and grouped into batches of at most decode_config.batch_tokens
     padded source tokens (times beam_size, since every beam is a row), each padded only to its own
     longest sentence, so little work is spent on padding. An empty source gets one empty hypothesis
-    without being decoded (an all-padding row would make attention NaN)."""
+    without being decoded (an all-padding row would make attention NaN).
+
+    shard=(rank, world_size) decodes only batch k with k % world_size == rank and leaves the other
+    sentences None, for `distributed.gather_in_order` to fill in: the batches are the ones a single
+    process would decode, so the merged result is identical to it."""
     sequences = [torch.as_tensor(source, dtype=torch.long).cpu().view(-1) for source in sources]
     results: list[list[Hypothesis] | None] = [None] * len(sequences)
     for i, sequence in enumerate(sequences):
@@ -456,6 +461,8 @@ def translate_ids(
                 continue
         batches.append([i])
 
+    rank, world_size = shard
+    batches = batches[rank::world_size]
     with tqdm(total=len(sequences), disable=not progress, desc="decoding", unit="sent") as bar:
         bar.update(len(sequences) - len(order))  # the empty ones
         for batch in batches:
@@ -467,4 +474,4 @@ def translate_ids(
             ):
                 results[i] = hypotheses
             bar.update(len(batch))
-    return results  # type: ignore[return-value]  # every slot is filled
+    return results  # type: ignore[return-value]  # every slot of this shard is filled

@@ -7,22 +7,31 @@ import fcntl
 import os
 import shutil
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
+from transformer import distributed
 from transformer.batching import TokenBatchSampler, make_loader
-from transformer.checkpoint import CheckpointError, load_checkpoint
-from transformer.config import Config, ConfigError, config_from_dict, config_to_dict, save_config
-from transformer.data import prepare_data
+from transformer.checkpoint import CheckpointError, load_checkpoint, step_checkpoints
+from transformer.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
+from transformer.data import ParallelText, encode_splits, load_corpus
 from transformer.device import check_precision, resolve_device, resolve_precision
 from transformer.divergence import DivergenceGuard
 from transformer.model import Transformer, build_transformer
 from transformer.run_state import TrainingRun, TrainState, seed_everything
 from transformer.schedule import make_scheduler
-from transformer.tokenizer import PAD_ID, TokenizerPair
+from transformer.tokenizer import PAD_ID, TokenizerPair, train_tokenizers
 
 LOCK_FILE = "train.lock"  # held by the one train.py process that owns the run directory
 
@@ -145,34 +154,80 @@ def make_optimizer(model: Transformer, config: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, eps=train.eps, fused=True)
 
 
+def after_restart(config: Config, resume: bool, overwrite: bool) -> tuple[bool, bool]:
+    """torchrun --max-restarts K: a restarted worker continues from `last.pt` by itself, so an
+    elastic restart loses only the steps since the last checkpoint. Without a checkpoint yet, the
+    failed attempt's files (tokenizer, config, logs) are cleared and the run starts again."""
+    if distributed.restart_count() == 0:
+        return resume, overwrite
+    checkpoints = Path(config.train.run_dir) / "checkpoints"
+    if (checkpoints / "last.pt").is_file():
+        print(f"torchrun restart {distributed.restart_count()}: resuming from {checkpoints}")
+        return True, False
+    return resume, overwrite or not (checkpoints.is_dir() and step_checkpoints(checkpoints))
+
+
+def shared_tokenizers(config: DataConfig, texts: dict[str, ParallelText]) -> TokenizerPair:
+    """Tokenizers trained on the training split by rank 0 alone and sent to the other ranks, so
+    that every rank encodes with the very same vocabulary."""
+    train = texts["train"]
+    as_json = distributed.from_main(
+        lambda: train_tokenizers(train.source, train.target, config.tokenizer).to_json()
+    )
+    return TokenizerPair.from_json(as_json)
+
+
+def warn_if_world_size_changed(checkpoint: dict[str, Any], config: Config) -> None:
+    """Resuming with another number of processes is allowed (an elastic job may come back with
+    fewer or more nodes): the epoch continues from the same place, but the batches of a step
+    change, so the run is no longer the one it would have been."""
+    saved = int(checkpoint["sampler"].get("world_size", 1))
+    now = distributed.world_size()
+    if saved != now and distributed.is_main():
+        warnings.warn(
+            f"--resume: the run was saved with {saved} processes and continues with {now}; it goes "
+            "on from the same place in its epoch, but from here the data order differs from the "
+            f"uninterrupted run and each optimiser step takes {now} x train.accumulate batches "
+            f"(was {saved} x). To keep the batch size, set train.accumulate so that processes x "
+            "accumulate stays the same.",
+            stacklevel=2,
+        )
+
+
 def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainingRun:
     """Everything before the first step: checks, data and tokenizers, model, optimiser, schedule,
     sampler, and (with `resume`) the saved state of all of them."""
     started_at = time.monotonic()
-    run_dir, checkpoint = prepare_run_dir(config, resume, overwrite)
+    resume, overwrite = after_restart(config, resume, overwrite)
+    # Rank 0 checks the directory and reads the checkpoint; the others receive it (no shared
+    # file system needed, and an error stops every rank with the same message).
+    run_dir, checkpoint = distributed.from_main(lambda: prepare_run_dir(config, resume, overwrite))
     if checkpoint is not None:
         check_resumable(config, checkpoint["config"])
     seed_everything(config.train.seed)
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
-    device = resolve_device(config.train.device)
+    device = distributed.local_device(resolve_device(config.train.device))
     precision, reason = resolve_precision(config.train.precision, device)
     check_precision(precision, device)
     print(f"Precision: {precision} ({reason}).")
     config = replace(config, train=replace(config.train, precision=precision))
 
     # Data: tokenizers trained on the training split only, or taken from the checkpoint.
-    saved_tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"]) if checkpoint else None
-    tokenizers, splits, texts = prepare_data(
-        config.data, config.model.max_positions, tokenizers=saved_tokenizers
-    )
+    texts = load_corpus(config.data)
+    if checkpoint is not None:
+        tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"])
+    else:
+        tokenizers = shared_tokenizers(config.data, texts)
+    splits = encode_splits(texts, tokenizers, config.data, config.model.max_positions)
     config = fit_model_to_tokenizers(config, tokenizers)
-    # Only now, so that a run that fails on its data or config leaves no empty directory behind.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tokenizers.save(run_dir / "tokenizer")
-    save_config(config, run_dir / "config.yaml")
+    if distributed.is_main():
+        tokenizers.save(run_dir / "tokenizer")
+        save_config(config, run_dir / "config.yaml")
 
     model = build_transformer(config.model).to(device)
+    distributed.seed_per_rank(config.train.seed)
+    ddp = distributed.data_parallel(model, device)
     optimizer = make_optimizer(model, config)
     sampler = TokenBatchSampler(
         splits["train"].src_lengths,
@@ -180,16 +235,18 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         config.data.max_tokens,
         shuffle=True,
         seed=config.train.seed,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
     )
+    token_logits = ddp if ddp is not None else model.token_logits
     state = TrainState()
     run = TrainingRun(
         config=config,
         run_dir=run_dir,
         device=device,
         model=model,
-        token_logits=torch.compile(model.token_logits)
-        if config.train.compile
-        else model.token_logits,
+        token_logits=torch.compile(token_logits) if config.train.compile else token_logits,
+        ddp=ddp,
         optimizer=optimizer,
         scheduler=make_scheduler(
             optimizer, config.train, lambda: config.train.max_steps or state.planned_steps
@@ -206,6 +263,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     )
     if checkpoint is not None:
         run.restore(checkpoint)
+        warn_if_world_size_changed(checkpoint, config)
         print(f"Resumed {run_dir} at step {run.state.step} (epoch {run.state.epoch + 1}).")
     else:
         sampler.set_epoch(0)

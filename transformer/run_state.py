@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from transformer import distributed
 from transformer.batching import Batch, TokenBatchSampler
 from transformer.checkpoint import remove_old_checkpoints, save_checkpoint
 from transformer.config import Config, config_to_dict
@@ -104,6 +106,8 @@ class TrainingRun:
         """`train.max_steps`, or the steps a time-budgeted run planned; 0 = no step limit."""
         return self.config.train.max_steps or self.state.planned_steps
 
+    ddp: DistributedDataParallel | None = None  # under torchrun: what token_logits calls
+
     # --- checkpoints ---------------------------------------------------------------------------
 
     def payload(self) -> dict[str, Any]:
@@ -117,6 +121,7 @@ class TrainingRun:
             "scaler": self.scaler.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": rng_state(),
+            "rng_by_rank": distributed.gather_objects(rng_state()),  # each rank's dropout stream
             "step": self.state.step,
             "train_state": asdict(self.state),
         }
@@ -134,14 +139,22 @@ class TrainingRun:
         for key, value in checkpoint["train_state"].items():
             setattr(self.state, key, value)
         self.seconds_before = self.state.elapsed_seconds
-        set_rng_state(checkpoint["rng"])
+        rng_by_rank = checkpoint.get("rng_by_rank", [checkpoint["rng"]])
+        if len(rng_by_rank) == distributed.world_size():
+            set_rng_state(rng_by_rank[distributed.rank()])
+        else:  # another world size: a fresh stream per rank, still fixed by seed and step
+            seed_everything(self.config.train.seed + self.state.step)
+            distributed.seed_per_rank(self.config.train.seed + self.state.step)
 
     def save(self, *names: str) -> None:
-        """Write the run to each checkpoint name; a diverged run stops here instead."""
+        """Every rank calls this (the payload gathers their random states); rank 0 writes. A
+        diverged run stops here instead of writing."""
         self.guard.check(self.state.step)
         payload = self.payload()
-        for name in names:
-            save_checkpoint(payload, self.run_dir / "checkpoints" / name)
+        if distributed.is_main():
+            for name in names:
+                save_checkpoint(payload, self.run_dir / "checkpoints" / name)
+            remove_old_checkpoints(self.run_dir / "checkpoints", self.config.train.keep_checkpoints)
 
     # --- progress through the data -------------------------------------------------------------
 
@@ -188,7 +201,7 @@ class TrainingRun:
 
     # --- validation ----------------------------------------------------------------------------
 
-    def validate_and_save(self, writer: SummaryWriter) -> ValidationResult:
+    def validate_and_save(self, writer: SummaryWriter | None) -> ValidationResult:
         """Validate, record the result, and write the step, last and (if better) best checkpoints."""
         state, config = self.state, self.config
         self.guard.check(state.step)  # before spending a validation on a diverged run
@@ -214,7 +227,6 @@ class TrainingRun:
         state.history.append({"step": state.step, "minutes": minutes, **scores})
         names = [f"step_{state.step:07d}.pt", "last.pt"] + (["best.pt"] if improved else [])
         self.save(*names)
-        remove_old_checkpoints(self.run_dir / "checkpoints", config.train.keep_checkpoints)
         tqdm.write(
             f"step {state.step:>7}  valid loss {result.loss:.3f}  ppl {result.perplexity:.2f}  "
             f"{result.scores.summary()}{'  *best*' if improved else ''}"

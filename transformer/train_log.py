@@ -1,7 +1,9 @@
 """What a user sees while a run trains: the tqdm bar, TensorBoard scalars, and Ctrl-C handling.
 
 Loss and speed are averaged over a window of `train.log_every` steps. The loss stays on the device
-until it is logged (no host sync per step), and validation time is left out of the speed.
+until it is logged (no host sync per step), and validation time is left out of the speed. Under
+torchrun only rank 0 shows the bar and writes TensorBoard events; the loss and the tokens/s it
+shows are those of all ranks together.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
+from transformer import distributed
 from transformer.config import Config, config_to_dict
 from transformer.validation import log_hparams, tensorboard_writer
 
@@ -29,6 +32,7 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self._previous: Any = None
+        self._first_at = 0.0
 
     def __enter__(self) -> StopRequest:
         try:
@@ -38,9 +42,12 @@ class StopRequest:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        # Under torchrun one Ctrl-C arrives twice: from the terminal and relayed by torchrun.
+        if self.requested and time.monotonic() - self._first_at > 1.0:
             raise KeyboardInterrupt
-        self.requested = True
+        if self.requested:
+            return
+        self.requested, self._first_at = True, time.monotonic()
         tqdm.write("\nStopping after this step (Ctrl-C again to quit without saving)...")
 
     def __exit__(self, *exc: object) -> None:
@@ -62,11 +69,14 @@ class TrainingLog:
     ) -> None:
         # A resumed run hides the events an earlier process wrote after the checkpoint it
         # resumes from (a crash between two checkpoints), so the curves do not overlap.
-        self.writer = tensorboard_writer(
-            log_dir, purge_step=initial_step + 1 if initial_step else None
-        )
+        purge_step = initial_step + 1 if initial_step else None
+        self.writer = tensorboard_writer(log_dir, purge_step) if distributed.is_main() else None
         self.progress = tqdm(
-            total=total_steps or None, initial=initial_step, desc="train", dynamic_ncols=True
+            total=total_steps or None,
+            initial=initial_step,
+            desc="train",
+            dynamic_ncols=True,
+            disable=not distributed.is_main(),
         )
         self.log_every = log_every
         self.device = device
@@ -85,14 +95,16 @@ class TrainingLog:
         if step % self.log_every != 0:
             return
         speed = self.window_tokens / (time.perf_counter() - self.window_start)
-        loss = (self.window_loss / self.window_tokens).item()
+        loss = (distributed.sum_across_ranks(self.window_loss) / self.window_tokens).item()
         lr = stats.learning_rate
         self.progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}")
+        self._start_window()
+        if self.writer is None:
+            return
         self.writer.add_scalar("train/loss", loss, step)
         self.writer.add_scalar("train/learning_rate", lr, step)
         self.writer.add_scalar("train/grad_norm", stats.grad_norm.item(), step)
         self.writer.add_scalar("train/tokens_per_second", speed, step)
-        self._start_window()
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -104,6 +116,8 @@ class TrainingLog:
     def close(self, config: Config, validated: bool) -> None:
         """Close the bar; write the run's settings with its final scores for the hparams tab."""
         self.progress.close()
+        if self.writer is None:
+            return
         if validated:
             log_hparams(self.writer, _flat_hparams(config))
         self.writer.close()
@@ -117,7 +131,8 @@ def closing_on_error(log: TrainingLog) -> Iterator[None]:
         yield
     except BaseException:
         log.progress.close()
-        log.writer.close()
+        if log.writer is not None:
+            log.writer.close()
         raise
 
 

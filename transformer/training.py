@@ -5,7 +5,8 @@
 
 The jobs around the loop live in their own files: `run_setup.py` builds a run, `run_state.py`
 holds it (checkpoints, validation), `train_log.py` shows it (progress bar, TensorBoard, Ctrl-C),
-`schedule.py` is the learning rate and `device.py` the device and precision.
+`schedule.py` is the learning rate and `device.py` the device and precision. Under torchrun,
+`distributed.py` joins the processes; the loop is the same on every rank (see that file).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from transformer import distributed
 from transformer.batching import Batch
 from transformer.config import Config
 from transformer.device import autocast_context
@@ -51,7 +53,7 @@ class TrainResult:
 @dataclass
 class StepStats:
     loss_sum: Tensor  # summed loss over the step's target tokens (on the device; no sync)
-    tokens: int  # real target tokens in the step
+    tokens: int  # real target tokens in the step, on all ranks together
     grad_norm: Tensor
     learning_rate: float  # the rate this step used
 
@@ -60,18 +62,24 @@ def train_step(run: TrainingRun, batches: list[Batch]) -> StepStats:
     """Forward and backward over `batches` (gradient accumulation), then one update.
 
     The loss is summed over tokens and divided by the step's token count, so every target token
-    weighs the same however the tokens fall into batches."""
+    weighs the same however the tokens fall into batches. Under torchrun the count is over all
+    ranks, and DDP averages the ranks' gradients (divides their sum by the world size), so each
+    rank's loss is scaled by world_size / tokens: N ranks make the same step as one process
+    accumulating their N batches."""
     train, device = run.config.train, run.device
     run.model.train()
-    tokens = sum(batch.n_tgt_tokens for batch in batches)
+    local_tokens = sum(batch.n_tgt_tokens for batch in batches)
+    tokens = int(distributed.sum_across_ranks([local_tokens]).item())
+    world_size = distributed.world_size()
     loss_total = torch.zeros((), device=device)
-    for batch in batches:
+    for i, batch in enumerate(batches):
         batch = batch.to(device)
-        with autocast_context(device, train.precision):
-            loss = batch_loss_sum(
-                run.token_logits, batch.src, batch.tgt_in, batch.labels, train.label_smoothing
-            )
-        run.scaler.scale(loss / tokens).backward()
+        with distributed.gradient_sync(run.ddp, sync=i == len(batches) - 1):
+            with autocast_context(device, train.precision):
+                loss = batch_loss_sum(
+                    run.token_logits, batch.src, batch.tgt_in, batch.labels, train.label_smoothing
+                )
+            run.scaler.scale(loss * world_size / tokens).backward()
         loss_total += loss.detach()
     run.scaler.unscale_(run.optimizer)
     max_norm = train.clip_norm if train.clip_norm > 0 else math.inf
@@ -101,9 +109,13 @@ def optimiser_steps(loader: Iterable[Batch], accumulate: int) -> Iterator[list[B
 
 
 def train(config: Config, resume: bool = False, overwrite: bool = False) -> TrainResult:
-    """Train a translation model as `config` says; see the module docstring. One process at a
-    time per run directory; a resumed run that is already finished returns at once."""
-    with RunDirLock(Path(config.train.run_dir)):
+    """Train a translation model as `config` says; see the module docstring. Under torchrun this
+    joins the process group first and leaves it at the end. One process at a time per run
+    directory; a resumed run that is already finished returns at once."""
+    with (
+        distributed.process_group(config.train.device, config.train.dist_timeout_s),
+        RunDirLock(Path(config.train.run_dir)),
+    ):
         run = start_run(config, resume, overwrite)
         if run.finished():
             print(
@@ -111,11 +123,11 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
                 "to train. Raise train.max_steps (or max_epochs, patience) to continue it."
             )
             return TrainResult(run.state, run.run_dir, last_validation=None)
-        return train_loop(run)
+        return run_training(run)
 
 
-def train_loop(run: TrainingRun) -> TrainResult:
-    """Optimiser steps until a limit is reached; validation and checkpoints on the way."""
+def run_training(run: TrainingRun) -> TrainResult:
+    """The loop: optimiser steps until a limit, validating and saving on the way."""
     config, state, train_config = run.config, run.state, run.config.train
     print(
         f"Model: {count_parameters(run.model):,} parameters on {run.device}, "
@@ -129,7 +141,7 @@ def train_loop(run: TrainingRun) -> TrainResult:
         str(run.run_dir), train_config.max_steps, state.step, train_config.log_every, run.device
     )
     last_validation: ValidationResult | None = None
-    finished = False
+    finished = stopping = False
     with StopRequest() as stop, closing_on_error(log):
         while not finished:
             for batches in optimiser_steps(run.loader, train_config.accumulate):
@@ -138,29 +150,37 @@ def train_loop(run: TrainingRun) -> TrainResult:
                 log.record_step(state.step, stats)
                 if state.step % train_config.log_every == 0:
                     run.guard.check(state.step)  # stops a diverged run (DivergenceError)
-                finished = run.reached_max_steps() or time.monotonic() > deadline
+                # Every rank must leave the loop at the same step, or the others wait forever.
+                out_of_time, stopping = distributed.any_rank(
+                    time.monotonic() > deadline, stop.requested
+                )
+                finished = run.reached_max_steps() or out_of_time
                 if finished or state.step % train_config.validate_every == 0:
                     with log.paused():
                         last_validation = run.validate_and_save(log.writer)
                     finished = finished or run.should_stop_early()
-                if finished or stop.requested:
+                if finished or stopping:
                     break
             else:  # the epoch ran to its end
                 finished = run.end_epoch()
                 if finished and state.step % train_config.validate_every != 0:
                     last_validation = run.validate_and_save(log.writer)
-            finished = finished or stop.requested
-        if stop.requested:
+            finished = finished or stopping
+        if stopping:
             save_interrupted(run)
     log.close(config, validated=last_validation is not None)
-    return TrainResult(state, run.run_dir, last_validation, interrupted=stop.requested)
+    return TrainResult(state, run.run_dir, last_validation, interrupted=stopping)
 
 
 def save_interrupted(run: TrainingRun) -> None:
-    """After Ctrl-C: save `last.pt` once and say how to continue."""
+    """After Ctrl-C: save `last.pt` once (every rank stops at the same step) and say how to
+    continue."""
     run.save("last.pt")
+    if not distributed.is_main():
+        return
+    launcher = "torchrun ... train.py" if distributed.world_size() > 1 else "python train.py"
     tqdm.write(
         f"Interrupted at step {run.state.step}; saved {run.run_dir / 'checkpoints' / 'last.pt'}.\n"
-        f"Resume with: python train.py --config {run.run_dir / 'config.yaml'} --resume",
+        f"Resume with: {launcher} --config {run.run_dir / 'config.yaml'} --resume",
         file=sys.stderr,
     )

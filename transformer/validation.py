@@ -1,6 +1,9 @@
 """Validation: loss and perplexity over the whole validation set, then real decoding of every
 validation sentence scored with sacreBLEU, sample translations and labelled cross-attention heatmaps
-(transformer.attention_plot)."""
+(transformer.attention_plot).
+
+Under torchrun every rank takes a share of the batches and the results are combined (the loss
+summed, the translations gathered in order), so the scores equal a single process's."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
+from transformer import distributed
 from transformer.attention_plot import attention_figure, last_layer_cross_attention, token_labels
 from transformer.batching import TokenBatchSampler, make_loader
 from transformer.config import Config
@@ -46,15 +50,19 @@ class ValidationResult:
 def validation_loss(
     model: Transformer, split: EncodedSplit, max_tokens: int, device: torch.device
 ) -> float:
-    """Mean per-token cross entropy over every validation sentence, batched by length."""
+    """Mean per-token cross entropy over every validation sentence, batched by length; under
+    torchrun each rank takes every world_size-th batch (no repeats: each counts once)."""
     model.eval()
     sampler = TokenBatchSampler(split.src_lengths, split.tgt_lengths, max_tokens, shuffle=False)
+    my_batches = list(sampler)[distributed.rank() :: distributed.world_size()]
     total, tokens = torch.zeros((), device=device), 0
-    for batch in make_loader(split, sampler):
+    for batch in make_loader(split, my_batches):
         batch = batch.to(device)
         total += batch_loss_sum(model.token_logits, batch.src, batch.tgt_in, batch.labels, 0.0)
         tokens += batch.n_tgt_tokens
-    return total.item() / max(1, tokens)
+    sums = distributed.sum_across_ranks(torch.stack([total, total.new_tensor(tokens)]))
+    total_loss, total_tokens = sums.tolist()
+    return total_loss / max(1, total_tokens)
 
 
 def log_attention_figures(
@@ -93,7 +101,10 @@ def validate(
     model.eval()
     loss = validation_loss(model, split, config.data.max_tokens, device)
     sources = [split[i][0] for i in range(len(split))]
-    hypotheses_ids = translate_ids(model, sources, config.decode, device)
+    shard = (distributed.rank(), distributed.world_size())
+    hypotheses_ids = distributed.gather_in_order(
+        translate_ids(model, sources, config.decode, device, shard=shard)
+    )
     best = [nbest[0].tokens for nbest in hypotheses_ids]
     hypotheses = tokenizers.decode_target(best)
     scores = score_translations(hypotheses, references)
