@@ -175,8 +175,9 @@ class TrainingRun:
             return
         budget = 60 * train.max_minutes
         elapsed = self.elapsed_seconds()
-        state.planned_steps = steps_for_time_budget(
-            state.step, elapsed, state.setup_seconds, budget
+        # Rank 0's clock decides for every rank: all must stop at the same step.
+        state.planned_steps = distributed.from_main(
+            lambda: steps_for_time_budget(state.step, elapsed, state.setup_seconds, budget)
         )
         tqdm.write(
             f"Time budget: {state.step} steps took {elapsed / 60:.1f} min with setup and "
