@@ -90,7 +90,8 @@ def main() -> None:
         "fused": unguarded_step,
         "guarded": training.train_step,
     }
-    batches = list(training.optimiser_steps(before.loader, 1))[: args.block * args.rounds]
+    epoch = list(training.optimiser_steps(before.loader, 1))  # reused if an epoch is short
+    batches = [epoch[index % len(epoch)] for index in range(args.block * args.rounds)]
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(args.rounds + 1):  # round 0 warms up and is not counted
         block = batches[(round_index % args.rounds) * args.block :][: args.block]

@@ -15,6 +15,9 @@ import train
 from transformer.config import Config, ConfigError, load_config
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
+NUMBERS = str(Path(__file__).parent / "data" / "numbers")
+# Quick if a value were wrongly accepted: one step of a small model (the case's override comes last).
+ONE_STEP = [f"data.dataset={NUMBERS}", "train.device=cpu", "train.max_steps=1", "model.d_model=32"]
 
 
 @pytest.mark.parametrize(
@@ -56,7 +59,7 @@ TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 def test_nonsensical_values_give_one_clear_line_and_exit_2(
     override: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    argv = ["--config", TINY, f"train.run_dir={tmp_path / 'run'}", *override.split()]
+    argv = ["--config", TINY, f"train.run_dir={tmp_path / 'run'}", *ONE_STEP, *override.split()]
     assert train.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
