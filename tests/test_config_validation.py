@@ -8,13 +8,18 @@ import typing
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import train
 from transformer.config import Config, ConfigError, load_config
+from transformer.schedule import learning_rate_factor
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
+NUMBERS = str(Path(__file__).parent / "data" / "numbers")
+# Quick if a value were wrongly accepted: one step of a small model (the case's override comes last).
+ONE_STEP = [f"data.dataset={NUMBERS}", "train.device=cpu", "train.max_steps=1", "model.d_model=32"]
 
 
 @pytest.mark.parametrize(
@@ -56,7 +61,7 @@ TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 def test_nonsensical_values_give_one_clear_line_and_exit_2(
     override: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    argv = ["--config", TINY, f"train.run_dir={tmp_path / 'run'}", *override.split()]
+    argv = ["--config", TINY, f"train.run_dir={tmp_path / 'run'}", *ONE_STEP, *override.split()]
     assert train.main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
@@ -85,6 +90,7 @@ def _dotted_keys(cls: type = Config, prefix: str = "") -> list[str]:
 
 KEYS = _dotted_keys()
 VALUE_TEXTS = st.one_of(
+    st.integers(-3, 3).map(str),
     st.integers(-(10**30), 10**30).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.sampled_from(
@@ -121,21 +127,37 @@ KEY_TEXTS = st.one_of(
 OVERRIDES = st.lists(st.tuples(KEY_TEXTS, VALUE_TEXTS).map("=".join), max_size=3)
 
 
+def check_usable(config: Config) -> None:
+    """What training builds first from the settings must accept them: AdamW, a learning rate
+    above 0 at the first steps."""
+    train = config.train
+    parameter = torch.zeros(1, requires_grad=True)
+    torch.optim.AdamW(
+        [parameter], lr=train.lr, betas=train.betas, eps=train.eps, weight_decay=train.weight_decay
+    )
+    for step in (0, 1):
+        factor = learning_rate_factor(
+            step, train.warmup_steps, train.schedule, train.max_steps, train.min_lr_ratio
+        )
+        assert train.lr * factor > 0, (step, factor)
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OVERRIDES)
 def test_any_dotted_override_applies_or_gives_a_config_error(overrides: list[str]) -> None:
     try:
         config = load_config(TINY, overrides)
     except ConfigError as error:
-        assert str(error) and "\n" not in str(error).strip()
+        assert str(error) and "\n" not in str(error).strip()  # one line
         return
-    config.validate()  # what applied is valid
+    check_usable(config)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.sampled_from(KEYS), VALUE_TEXTS)
 def test_any_value_for_a_known_key_applies_or_gives_a_config_error(key: str, value: str) -> None:
     try:
-        load_config(TINY, [f"{key}={value}"])
+        config = load_config(TINY, [f"{key}={value}"])
     except ConfigError:
-        pass
+        return
+    check_usable(config)

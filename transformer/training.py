@@ -5,8 +5,9 @@
 
 The jobs around the loop live in their own files: `run_setup.py` builds a run, `run_state.py`
 holds it (checkpoints, validation), `train_log.py` shows it (progress bar, TensorBoard, Ctrl-C),
-`schedule.py` is the learning rate and `device.py` the device and precision. Under torchrun,
-`distributed.py` joins the processes; the loop is the same on every rank (see that file).
+`schedule.py` is the learning rate, `device.py` the device and precision, and `divergence.py`
+the guard that skips non-finite steps and stops a diverged run. Under torchrun, `distributed.py`
+joins the processes; the loop is the same on every rank (see that file).
 """
 
 from __future__ import annotations
