@@ -117,7 +117,7 @@ def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSetti
     )
 
     @app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True)
-    async def translate(body: TranslateRequest) -> dict[str, Any]:
+    async def translate(body: TranslateRequest) -> dict[str, Any] | JSONResponse:
         """Translate a sentence or a list of sentences (decoded together with concurrent requests)."""
         sentences = [body.text] if isinstance(body.text, str) else body.text
         options = _options(body, translator, settings)
