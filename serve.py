@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.threads:
             torch.set_num_threads(args.threads)
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, setting="--device")
         loaded = load_model(args.checkpoint, device)
         translator = Translator.with_options(
             loaded,

@@ -13,8 +13,8 @@ kernel takes it as `found_inf` (the GradScaler protocol) and leaves the weights,
 step count untouched when it is set. The counters stay on the device too and are read only where
 the loop already syncs: at each logging window and before every checkpoint.
 
-Under DDP the flag is a plain tensor, so it can be all-reduced (MAX) to make every rank skip the
-same steps; DDP's gradient all-reduce already spreads a NaN to every rank's gradient norm.
+Under DDP the flag is all-reduced, so every rank skips the same steps: DDP's gradient all-reduce
+already spreads a NaN to every rank's gradient norm, but the loss is each rank's own.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from tqdm import tqdm
+
+from transformer import distributed
 
 
 class DivergenceError(RuntimeError):
@@ -42,6 +44,8 @@ class DivergenceGuard:
         """1.0 when this step's loss or gradient norm is NaN/inf, else 0.0 (float32, on the
         device: the `found_inf` an optimiser with `_step_supports_amp_scaling` expects)."""
         bad = ~(torch.isfinite(loss_sum) & torch.isfinite(grad_norm))  # () bool
+        if distributed.is_distributed():  # the loss is per rank: every rank must skip alike
+            bad = distributed.sum_across_ranks(bad.float()) > 0
         self.in_a_row.add_(1).mul_(bad)  # +1 on a bad step, back to 0 on a good one
         self.total.add_(bad)
         return bad.float()

@@ -47,7 +47,7 @@ class RunDirLock:
         self.created: list[Path] = []  # directories this lock made, innermost first
 
     def __enter__(self) -> RunDirLock:
-        if os.environ.get("RANK", "0") != "0":
+        if not distributed.is_main():
             return self
         self.created = [d for d in [self.path.parent, *self.path.parent.parents] if not d.exists()]
         self.path.parent.mkdir(parents=True, exist_ok=True)
