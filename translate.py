@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, TextIO
 from transformer.checkpoint import CheckpointError, load_model
 from transformer.config import ConfigError
 from transformer.metrics import score_translations
+from transformer.quantize import QUANTIZATIONS, QuantizationError
 
 if TYPE_CHECKING:  # imported for real inside main(), after the arguments are checked
     from transformer.translator import Translation, Translator
@@ -41,6 +42,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nbest", type=int, help="translations per sentence (<= beam)")
     parser.add_argument("--max-tokens", type=int, help="source tokens per decoding batch")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        help="translate with int8 linear layers (CPU only; faster, slightly different output)",
+    )
     parser.add_argument("--ref", help="reference translations: print BLEU and chrF to stderr")
     parser.add_argument(
         "--attention",
@@ -207,8 +213,9 @@ def main(argv: list[str] | None = None) -> int:
             length_penalty=args.length_penalty,
             nbest=nbest,
             batch_tokens=args.max_tokens,
+            quantize=args.quantize,
         )
-    except (CheckpointError, ConfigError, InputError) as error:
+    except (CheckpointError, ConfigError, InputError, QuantizationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout

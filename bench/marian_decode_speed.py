@@ -1,8 +1,10 @@
-"""Decoding speed against Hugging Face `MarianMTModel.generate` (and CTranslate2) at the same sizes.
+"""Decoding speed against Hugging Face `MarianMTModel.generate` (and CTranslate2) at the same sizes,
+in float32 and in int8.
 
     pip install transformers ctranslate2                      # bench-only dependencies
     python bench/marian_decode_speed.py                       # d 256, 3+3 layers, 20 new tokens
     python bench/marian_decode_speed.py --new-tokens 30 --threads 1
+    python bench/marian_decode_speed.py --no-int8             # float32 rows only
 
 All models have random weights, so every decoder is forced to generate exactly --new-tokens tokens
 per sentence (EOS included) and the work does not depend on what the weights say:
@@ -11,7 +13,10 @@ per sentence (EOS included) and the work does not depend on what the weights say
   never chosen (nor in the beam's top K) before the limit;
 - marian:  `generate(min_new_tokens=N, max_new_tokens=N, num_beams=K, do_sample=False)`, KV cache on;
 - ctranslate2: the same Marian weights converted with CTranslate2's TransformersConverter,
-  `translate_batch(min_decoding_length=N, max_decoding_length=N, beam_size=K)`, float32.
+  `translate_batch(min_decoding_length=N, max_decoding_length=N, beam_size=K)`, float32;
+- int8 rows: the project's model through `transformer.quantize.quantize_model` (dynamic int8 linear
+  layers, float32 output projection), and the same CTranslate2 model loaded with
+  compute_type="int8" (int8 weights, quantized on load, the output projection included).
 Each model is checked to have produced exactly N tokens for every sentence.
 
 Sources: Multi30k test_2016_flickr English, encoded with a joint BPE tokenizer that the project trains
@@ -38,6 +43,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from transformer.decoding import beam_search, greedy_search
 from transformer.model import Transformer
+from transformer.quantize import quantize_model
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -50,6 +56,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batched-sentences", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--no-ctranslate2", action="store_true", help="skip CTranslate2")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 rows")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--seed", type=int, default=1234)
     return parser.parse_args(argv)
@@ -199,8 +206,11 @@ def main(argv: list[str] | None = None) -> None:
 
     decoders: dict[str, Callable[[Tensor, int], list[list[int]]]] = {
         "project": lambda src, beam: project_decode(project, src, beam, n),
-        "marian generate": lambda src, beam: marian_decode(marian, src, beam, n),
     }
+    if not args.no_int8:
+        project_int8 = quantize_model(project, "int8")
+        decoders["project int8"] = lambda src, beam: project_decode(project_int8, src, beam, n)
+    decoders["marian generate"] = lambda src, beam: marian_decode(marian, src, beam, n)
     skipped = ""
     directory = tempfile.TemporaryDirectory()
     if args.no_ctranslate2:
@@ -225,6 +235,16 @@ def main(argv: list[str] | None = None) -> None:
             decoders[f"ctranslate2 {ctranslate2.__version__}"] = lambda src, beam: ct2_decode(
                 translator, as_tokens(src), beam, n, vocabulary
             )
+            if not args.no_int8:
+                translator_int8 = ctranslate2.Translator(
+                    str(Path(directory.name) / "ct2"),
+                    device="cpu",
+                    compute_type="int8",
+                    intra_threads=threads,
+                )
+                decoders["ctranslate2 int8"] = lambda src, beam: ct2_decode(
+                    translator_int8, as_tokens(src), beam, n, vocabulary
+                )
         except Exception as error:  # noqa: BLE001  (any failure: report it and go on)
             skipped = f"skipped: {type(error).__name__}: {error}"
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+
+import pytest
 
 from transformer.config import ModelConfig
 
@@ -24,3 +27,36 @@ def tiny_model_config(**changes: object) -> ModelConfig:
         tie_output_embedding=False,
     )
     return dataclasses.replace(config, **changes)
+
+
+NUMBERS = Path(__file__).parent / "data" / "numbers"
+_trained_checkpoints: dict[int, Path] = {}
+
+
+def trained_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """best.pt of a tiny model trained on the numbers corpus until it translates most test
+    sentences sensibly (greedy outputs end with EOS rather than at the length limit).
+
+    Trained once per test session and shared by the modules that compare decoders on it
+    (quantization, export), since training is the slow part of those tests."""
+    session = id(tmp_path_factory)
+    if session not in _trained_checkpoints:
+        import train  # the script at the repository root; imported only when a test needs it
+
+        directory = tmp_path_factory.mktemp("tiny_trained")
+        status = train.main(
+            [
+                "--config",
+                str(Path(__file__).parent.parent / "configs" / "tiny.yaml"),
+                f"train.run_dir={directory}",
+                f"data.dataset={NUMBERS}",
+                "train.device=cpu",
+                "train.max_steps=80",
+                "train.validate_every=80",
+                "model.d_model=48",
+                "model.d_ff=96",
+            ]
+        )
+        assert status == 0
+        _trained_checkpoints[session] = directory / "checkpoints" / "best.pt"
+    return _trained_checkpoints[session]

@@ -170,6 +170,9 @@ class MultiHeadAttentionBlock(nn.Module):
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.attention_dropout = attention_dropout
+        # Empty (and so absent from the state_dict) unless transformer/quantize.py has put the
+        # query and key/value parts of in_proj here as modules of their own: see in_proj_part.
+        self.in_proj_parts = nn.ModuleDict()
 
     def _split_heads(self, x: Tensor) -> Tensor:
         B, T, _ = x.shape
@@ -186,18 +189,29 @@ class MultiHeadAttentionBlock(nn.Module):
         q, k, v = qkv.chunk(3, dim=-1)  # 3 x (B, T, D)
         return self._split_heads(q), self._split_heads(k), self._split_heads(v)
 
+    def in_proj_part(self, part: str, x: Tensor) -> Tensor:
+        """The "query" rows or the "key_value" rows of in_proj applied to x:
+        (..., D) -> (..., D) or (..., 2D).
+
+        A float in_proj is sliced, so only those rows are multiplied. An int8 weight cannot be
+        sliced, so a quantized model (transformer/quantize.py) carries each part as a module of
+        its own in `in_proj_parts`."""
+        if part in self.in_proj_parts:
+            return self.in_proj_parts[part](x)
+        D = self.in_proj.in_features
+        rows = slice(0, D) if part == "query" else slice(D, None)
+        return F.linear(x, self.in_proj.weight[rows], self.in_proj.bias[rows])
+
     def project_query(self, x: Tensor, packing: Packing | None = None) -> Tensor:
         """(B, T, D) -> (B, H, T, Dh)."""
-        D = x.size(-1)
-        q = F.linear(x, self.in_proj.weight[:D], self.in_proj.bias[:D])  # (B, T, D)
+        q = self.in_proj_part("query", x)  # (B, T, D)
         return self._split_heads(unpack(q, packing))
 
     def project_key_value(
         self, memory: Tensor, packing: Packing | None = None
     ) -> tuple[Tensor, Tensor]:
         """(B, S, D) -> 2 x (B, H, S, Dh)."""
-        D = memory.size(-1)
-        kv = F.linear(memory, self.in_proj.weight[D:], self.in_proj.bias[D:])  # (B, S, 2D)
+        kv = self.in_proj_part("key_value", memory)  # (B, S, 2D)
         k, v = unpack(kv, packing).chunk(2, dim=-1)
         return self._split_heads(k), self._split_heads(v)
 

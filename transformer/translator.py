@@ -14,6 +14,7 @@ import torch
 from transformer.checkpoint import LoadedModel
 from transformer.config import DecodeConfig
 from transformer.decoding import translate_ids
+from transformer.quantize import quantize_model
 
 
 @dataclass
@@ -26,8 +27,17 @@ class Translation:
 class Translator:
     """A model loaded from a checkpoint together with its tokenizers and decoding settings."""
 
-    def __init__(self, loaded: LoadedModel, decode: DecodeConfig, device: torch.device) -> None:
-        self.model = loaded.model.to(device).eval()
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        decode: DecodeConfig,
+        device: torch.device,
+        quantize: str | None = None,
+    ) -> None:
+        """quantize="int8" translates with a dynamically quantized copy of the model (CPU only;
+        see transformer/quantize.py); None keeps the checkpoint's float weights."""
+        model = loaded.model.to(device).eval()
+        self.model = quantize_model(model, quantize) if quantize is not None else model
         self.tokenizers = loaded.tokenizers
         self.decode = decode
         self.device = device
@@ -35,11 +45,15 @@ class Translator:
 
     @classmethod
     def with_options(
-        cls, loaded: LoadedModel, device: torch.device, **options: object
+        cls,
+        loaded: LoadedModel,
+        device: torch.device,
+        quantize: str | None = None,
+        **options: object,
     ) -> Translator:
         """The checkpoint's decoding settings, with the non-None `options` replacing them."""
         chosen = {key: value for key, value in options.items() if value is not None}
-        return cls(loaded, replace(loaded.config.decode, **chosen), device)
+        return cls(loaded, replace(loaded.config.decode, **chosen), device, quantize)
 
     def translate(
         self, sentences: list[str], decode: DecodeConfig | None = None

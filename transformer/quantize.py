@@ -1,0 +1,96 @@
+"""Dynamic int8 quantization for CPU inference.
+
+    model = quantize_model(loaded.model, "int8")       # a quantized copy; the float model is kept
+    python translate.py -c best.pt --quantize int8 -i test.en
+
+Dynamic quantization stores the weights of the linear layers as int8 (one scale per output row)
+and quantizes each layer's input on the fly, row batch by row batch, so no calibration data is
+needed and the int8 matrix multiplications run on the CPU's integer units (AVX2 / AVX512-VNNI
+through fbgemm or oneDNN). It is PyTorch's own eager-mode tooling,
+`torch.ao.quantization.quantize_dynamic`. Torch marks that namespace as deprecated in favour of
+torchao, whose int8 path targets `torch.compile` and GPUs; the eager CPU kernels used here are still
+the ones shipped in torch, so the deprecation warnings are silenced for this one call.
+
+What stays in float32, and why:
+- the output projection (decoder states to vocabulary logits): it is tied to the embeddings, the
+  search reads its weight directly (decoding.NextTokenLogProbs), and an error in the logits moves
+  every token choice, so it is the layer where int8 costs the most quality;
+- embeddings, layer norms and attention itself (softmax(q k^T) v), which are not linear layers.
+
+The cross-attention applies the query rows and the key/value rows of its fused `in_proj` to
+different inputs. An int8 weight cannot be sliced, so each part becomes a quantized layer of its own
+(`MultiHeadAttentionBlock.in_proj_parts`). The checkpoint's float state_dict is never changed: a
+quantized model is built from a float one at load time and is not saved.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+from transformer.model import MultiHeadAttentionBlock, Transformer
+
+QUANTIZATIONS = ("int8",)
+
+
+class QuantizationError(ValueError):
+    """A quantization that cannot be done here; the message says what to do instead."""
+
+
+def check_quantization(kind: str, device: torch.device | str) -> None:
+    """Fail early, with one clear message, for an unknown kind or a device without int8 kernels."""
+    if kind not in QUANTIZATIONS:
+        raise QuantizationError(
+            f"unknown quantization {kind!r}; choose one of: {', '.join(QUANTIZATIONS)}"
+        )
+    if torch.device(device).type != "cpu":
+        raise QuantizationError(
+            f"{kind} dynamic quantization runs on the CPU only, not on {device}: translate on "
+            "the CPU (--device cpu), or leave quantization out on an accelerator"
+        )
+    if torch.backends.quantized.engine == "none":
+        raise QuantizationError(
+            "this PyTorch build has no quantized CPU engine (torch.backends.quantized."
+            "supported_engines is empty); install a standard torch wheel"
+        )
+
+
+def _split_cross_attention_in_proj(attention: MultiHeadAttentionBlock) -> None:
+    """Give the block float query and key/value layers holding the rows of its in_proj."""
+    D = attention.in_proj.in_features
+    for part, rows in (("query", slice(0, D)), ("key_value", slice(D, None))):
+        weight = attention.in_proj.weight[rows]  # (D, D) or (2D, D)
+        linear = nn.Linear(D, weight.size(0), device=weight.device, dtype=weight.dtype)
+        with torch.no_grad():
+            linear.weight.copy_(weight)
+            linear.bias.copy_(attention.in_proj.bias[rows])
+        attention.in_proj_parts[part] = linear
+
+
+def quantize_model(model: Transformer, kind: str = "int8") -> Transformer:
+    """An int8 copy of a float model, in eval mode, for CPU inference; `model` is left as it was.
+
+    Every nn.Linear of the encoder and decoder becomes a dynamically quantized one with per-row
+    weight scales (finer than one scale per matrix, at the same speed); the output projection
+    stays float32 (see the module docstring)."""
+    check_quantization(kind, next(model.parameters()).device)
+    quantized = copy.deepcopy(model).eval()  # deepcopy keeps tied weights tied
+    for layer in quantized.decoder.layers:
+        _split_cross_attention_in_proj(layer.cross_attention)
+    output_projection = quantized.projection.linear
+    spec = {
+        name: per_channel_dynamic_qconfig
+        for name, module in quantized.named_modules()
+        if isinstance(module, nn.Linear) and module is not output_projection
+    }
+    with warnings.catch_warnings():
+        # The deprecation of torch.ao.quantization and of quantized tensor constructors is torch's
+        # to resolve, not the user's (see the module docstring).
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r".*quantize_per_(tensor|channel).*deprecated")
+        quantize_dynamic(quantized, spec, dtype=torch.qint8, inplace=True)
+    return quantized
