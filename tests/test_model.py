@@ -128,7 +128,7 @@ def test_incremental_decoding_matches_full_forward(norm: str, generator: torch.G
             states, _ = model.decode(tgt[:, t : t + 1], memory, src_mask, cache)
             steps.append(model.project(states))
     assert cache.length == tgt.size(1)
-    assert cache.layers[0].self_key.shape == (3, 2, 7, 16)
+    assert cache.layers[0].self_key.shape[1:] == (3, 2, 16)  # (capacity, B, H, Dh)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
     # A multi-token chunk after a cached prefix (the causal mask with an offset) agrees too.
     cache = model.new_cache()
@@ -146,7 +146,7 @@ def test_cache_reorder_selects_rows(generator: torch.Generator) -> None:
     with torch.no_grad():
         model.decode(tgt[:, :3], memory, src_mask, cache)
         order = torch.tensor([2, 0])
-        cache.reorder(order)
+        cache.reorder(order, sentences=order)
         states, _ = model.decode(tgt[order, 3:], memory[order], src_mask[order], cache)
     expected = model(src[order], tgt[order])[:, 3:]
     torch.testing.assert_close(model.project(states), expected, atol=1e-5, rtol=0)

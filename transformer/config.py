@@ -143,8 +143,13 @@ class DecodeConfig:
     length_penalty: float = 0.6  # GNMT alpha; 0 = raw log-probability
     max_len_a: float = 1.2  # output length limit: a * source length + b
     max_len_b: int = 10
-    nbest: int = 1
+    nbest: int = 1  # hypotheses per sentence (beam search: <= beam_size; sampling: draws)
     batch_tokens: int = 4096  # source tokens per decoding batch
+    sample: bool = False  # draw each token at random instead of searching (beam_size unused)
+    temperature: float = 1.0  # sampling: < 1 sharpens the distribution, > 1 flattens it
+    top_k: int = 0  # sampling: draw among the k most probable tokens only (0 = all)
+    top_p: float = 1.0  # sampling: among the fewest tokens reaching this probability (1 = all)
+    seed: int | None = None  # sampling: seed of the draws (None = a fresh one each run)
 
 
 @dataclass
@@ -176,10 +181,16 @@ class Config:
             raise ConfigError("train.accumulate must be at least 1")
         if self.decode.beam_size < 1 or self.decode.nbest < 1:
             raise ConfigError("decode.beam_size and decode.nbest must be at least 1")
-        if self.decode.nbest > self.decode.beam_size:
+        if self.decode.nbest > self.decode.beam_size and not self.decode.sample:
             raise ConfigError(
                 f"decode.nbest ({self.decode.nbest}) cannot exceed decode.beam_size "
                 f"({self.decode.beam_size})"
+            )
+        decode = self.decode
+        if decode.temperature <= 0 or not 0 < decode.top_p <= 1 or decode.top_k < 0:
+            raise ConfigError(
+                "decode.temperature must be > 0, decode.top_p in (0, 1] and decode.top_k >= 0 "
+                f"(got {decode.temperature}, {decode.top_p}, {decode.top_k})"
             )
 
 
