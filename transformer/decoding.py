@@ -126,15 +126,15 @@ def _start_search(
         prefix_lengths = (prefixes != pad_id).sum(dim=1)  # (B,)
         limits = torch.maximum(limits, prefix_lengths).clamp(max=max_positions - 1)
         prefixes = prefixes[:, : max_positions - 1]
-    shortest_source, longest = torch.stack(
-        [(src != pad_id).sum(dim=1).min(), limits.max()]
+    shortest_source, shortest, longest = torch.stack(
+        [(src != pad_id).sum(dim=1).min(), limits.min(), limits.max()]
     ).tolist()
     if shortest_source == 0:
         raise ValueError(
             "every source needs at least one token (an all-padding row makes attention NaN); "
             "translate_ids handles empty sources"
         )
-    rules = SearchRules(limits, prefixes, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    rules = SearchRules(limits, shortest, prefixes, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
     return _Search(make_scorer(models, src, longest + 1), rules, limits, longest)
 
 
@@ -500,7 +500,7 @@ def naive_greedy_search(
         limit = max_output_lengths(
             source, max_len_a, max_len_b, pad_id, model.config.max_positions
         )  # (1,)
-        rules = SearchRules(limit, None, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+        rules = SearchRules(limit, int(limit), None, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
         memory, src_mask = model.encode(source)  # (1, S, D), (1, 1, 1, S)
         target = source.new_full((1, 1), bos_id)  # (1, t): BOS + tokens so far
         log_prob = torch.zeros(1, device=src.device)  # (1,)

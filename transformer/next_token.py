@@ -106,15 +106,20 @@ class SearchRules:
     def __init__(
         self,
         limits: Tensor,
+        shortest_limit: int,
         prefixes: Tensor | None,
         *,
         bos_id: int,
         eos_id: int,
         pad_id: int,
     ) -> None:
-        """limits (B,): each sentence's most tokens before the EOS; prefixes (B, P): forced first
-        tokens, padded with pad_id, or None."""
+        """limits (B,): each sentence's most tokens before the EOS, the smallest of which is
+        shortest_limit (on the host); prefixes (B, P): forced first tokens, padded with pad_id,
+        or None."""
         self.limits = limits
+        # No row is at its limit before the shortest limit: until then the (N, V) masking for
+        # it is skipped, and no step has to ask the device.
+        self.shortest_limit = shortest_limit
         self.prefixes = prefixes
         self.never = torch.tensor([pad_id, bos_id], device=limits.device)  # (2,)
         self.eos_id, self.pad_id = eos_id, pad_id
@@ -123,10 +128,11 @@ class SearchRules:
         """log_probs (N, V) of the token at output position `step`; row_sentences (N,) the
         sentence (index into the batch) of each row."""
         log_probs.index_fill_(1, self.never, float("-inf"))
-        at_limit = step >= self.limits[row_sentences]  # (N,)
-        eos = log_probs[:, self.eos_id].clone()  # (N,)
-        log_probs.masked_fill_(at_limit[:, None], float("-inf"))  # rows at the limit: only EOS
-        log_probs[:, self.eos_id] = eos
+        if step >= self.shortest_limit:
+            at_limit = step >= self.limits[row_sentences]  # (N,)
+            eos = log_probs[:, self.eos_id].clone()  # (N,)
+            log_probs.masked_fill_(at_limit[:, None], float("-inf"))  # at the limit: only EOS
+            log_probs[:, self.eos_id] = eos
         if self.prefixes is not None and step < self.prefixes.size(1):
             self._force_prefix(log_probs, self.prefixes[row_sentences, step])
 
