@@ -20,9 +20,11 @@ from transformer.decoding import (
     length_penalty,
     max_output_lengths,
     naive_greedy_search,
+    sample_search,
     translate_ids,
 )
 from transformer.model import Transformer, build_transformer
+from transformer.next_token import EnsembleScorer, ModelScorer
 
 VOCAB = 20  # ids 4..19 are ordinary tokens
 
@@ -266,3 +268,183 @@ def test_decode_batch_dispatches_on_beam_size(
     assert_same([h[0] for h in greedy], greedy_search(random_model, src, length_penalty=0.6))
     beams = decode_batch(random_model, src, DecodeConfig(beam_size=3, nbest=2, length_penalty=0.6))
     assert all(len(hypotheses) == 2 for hypotheses in beams)
+
+
+# --- sampling -------------------------------------------------------------------------------------
+
+
+def seeded(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_sampling_is_reproducible_with_a_seed_and_varies_without(
+    random_model: Transformer, sources: list[Tensor]
+) -> None:
+    src = pad(sources)
+    first = sample_search(random_model, src, nbest=3, generator=seeded(7), temperature=1.5)
+    again = sample_search(random_model, src, nbest=3, generator=seeded(7), temperature=1.5)
+    other = sample_search(random_model, src, nbest=3, generator=seeded(8), temperature=1.5)
+    for a, b in zip(first, again, strict=True):
+        assert_same(a, b)
+    tokens = [[h.tokens for h in hypotheses] for hypotheses in first]
+    assert tokens != [[h.tokens for h in hypotheses] for hypotheses in other]
+    # The global RNG is left alone: seeding it does not change the draws.
+    torch.manual_seed(123)
+    for a, b in zip(first, sample_search(random_model, src, nbest=3, generator=seeded(7),
+                                         temperature=1.5), strict=True):  # fmt: skip
+        assert_same(a, b)
+
+
+@pytest.mark.parametrize("restriction", [{"top_k": 1}, {"top_p": 1e-6}])
+def test_sampling_restricted_to_the_best_token_is_greedy(
+    model: Transformer, sources: list[Tensor], restriction: dict
+) -> None:
+    src = pad(sources)
+    samples = sample_search(model, src, nbest=2, generator=seeded(0), length_penalty=0.6,
+                            **restriction)  # fmt: skip
+    greedy = greedy_search(model, src, length_penalty=0.6)
+    for hypotheses, best in zip(samples, greedy, strict=True):
+        assert len(hypotheses) == 2
+        assert_same(hypotheses, [best, best])
+
+
+def test_samples_carry_their_model_log_probabilities(
+    random_model: Transformer, sources: list[Tensor]
+) -> None:
+    """nbest draws per sentence, best score first, each scored with the model's own (untempered)
+    log-probabilities, within the length limit, and never PAD, BOS or EOS inside."""
+    src = pad(sources)
+    samples = sample_search(random_model, src, nbest=4, generator=seeded(1), temperature=2.0,
+                            top_k=8, top_p=0.9, length_penalty=0.6, max_len_a=0.5, max_len_b=3)  # fmt: skip
+    limits = max_output_lengths(src, 0.5, 3, PAD, random_model.config.max_positions).tolist()
+    for source, limit, hypotheses in zip(sources, limits, samples, strict=True):
+        assert len(hypotheses) == 4
+        assert [h.score for h in hypotheses] == sorted((h.score for h in hypotheses), reverse=True)
+        for h in hypotheses:
+            assert len(h.tokens) <= limit
+            assert EOS not in h.tokens and BOS not in h.tokens and PAD not in h.tokens
+            assert h.log_prob == pytest.approx(
+                teacher_forced_log_prob(random_model, source, h.tokens), abs=1e-4
+            )
+
+
+def test_sampling_draws_from_the_model_distribution(random_model: Transformer) -> None:
+    """The first token's empirical frequencies over many draws match the model's probabilities."""
+    source = torch.tensor([[5, 6, 7, 8]])
+    src = source.expand(400, -1)  # (400, S): one draw each
+    draws = sample_search(random_model, src, generator=seeded(3), max_len_a=0.0, max_len_b=1)
+    first = [h[0].tokens[0] if h[0].tokens else EOS for h in draws]  # an empty output drew EOS
+    counts = torch.bincount(torch.tensor(first), minlength=VOCAB)
+    with torch.no_grad():
+        log_probs = random_model(source, torch.tensor([[BOS]]))[0, 0].log_softmax(dim=-1)
+    probs = log_probs.exp()
+    probs[[PAD, BOS]] = 0.0  # never drawn
+    probs /= probs.sum()
+    assert (counts / 400.0 - probs).abs().max() < 0.08
+
+
+# --- ensembles ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam", "sample"])
+def test_ensemble_of_one_model_and_of_a_model_with_itself_equal_the_model(
+    random_model: Transformer, sources: list[Tensor], search: str
+) -> None:
+    src = pad(sources)
+
+    def run(models: Transformer | list[Transformer]) -> list[list[Hypothesis]]:
+        if search == "greedy":
+            return [[h] for h in greedy_search(models, src, length_penalty=0.6)]
+        if search == "beam":
+            return beam_search(models, src, beam_size=3, nbest=3)
+        return sample_search(models, src, nbest=2, generator=seeded(5), temperature=1.3)
+
+    alone = run(random_model)
+    for ensemble in ([random_model], [random_model, random_model]):
+        for a, b in zip(run(ensemble), alone, strict=True):
+            assert_same(a, b)
+
+
+def test_ensemble_averages_the_probabilities(
+    random_model: Transformer, copy_model: Transformer, sources: list[Tensor]
+) -> None:
+    src = pad(sources[:4])
+    tokens = torch.full((4,), BOS)
+    ensemble = EnsembleScorer([ModelScorer(m, src, 4) for m in (random_model, copy_model)])
+    with torch.no_grad():
+        mixed = ensemble(tokens)  # (4, V)
+        p1 = random_model(src, tokens[:, None])[:, -1].softmax(dim=-1)
+        p2 = copy_model(src, tokens[:, None])[:, -1].softmax(dim=-1)
+    torch.testing.assert_close(mixed, ((p1 + p2) / 2).log(), atol=1e-5, rtol=1e-5)
+    # Different models: the ensemble's output differs from at least one of them.
+    both = greedy_search([random_model, copy_model], src)
+    assert [h.tokens for h in both] != [h.tokens for h in greedy_search(random_model, src)] or [
+        h.tokens for h in both
+    ] != [h.tokens for h in greedy_search(copy_model, src)]
+
+
+# --- forced target prefixes -----------------------------------------------------------------------
+
+
+def prefixes_for(sources: list[Tensor], generator: torch.Generator) -> list[Tensor]:
+    """Random prefixes of 0 to 4 ordinary tokens, one per source."""
+    return random_sequences(len(sources), generator, 0, 4)
+
+
+@pytest.mark.parametrize("search", ["greedy", "beam", "sample"])
+def test_outputs_start_with_their_prefix_and_are_scored_with_it(
+    random_model: Transformer, sources: list[Tensor], search: str
+) -> None:
+    prefixes = prefixes_for(sources, seeded(11))
+    src, forced = pad(sources), pad(prefixes)
+    limits = dict(max_len_a=0.3, max_len_b=1)  # some prefixes are longer than the limit
+    if search == "greedy":
+        results = [[h] for h in greedy_search(random_model, src, prefixes=forced, **limits)]
+    elif search == "beam":
+        results = beam_search(random_model, src, beam_size=3, nbest=2, prefixes=forced, **limits)
+    else:
+        results = sample_search(random_model, src, nbest=2, prefixes=forced, generator=seeded(2),
+                                **limits)  # fmt: skip
+    for source, prefix, hypotheses in zip(sources, prefixes, results, strict=True):
+        assert hypotheses
+        for h in hypotheses:
+            assert h.tokens[: len(prefix)] == prefix.tolist()
+            assert h.log_prob == pytest.approx(
+                teacher_forced_log_prob(random_model, source, h.tokens), abs=1e-4
+            )
+
+
+def test_empty_prefixes_change_nothing(random_model: Transformer, sources: list[Tensor]) -> None:
+    src = pad(sources)
+    empty = torch.full((len(sources), 3), PAD)  # (B, 3): all padding
+    assert_same(greedy_search(random_model, src, prefixes=empty), greedy_search(random_model, src))
+    with_empty = beam_search(random_model, src, beam_size=3, nbest=3, prefixes=empty)
+    for a, b in zip(with_empty, beam_search(random_model, src, beam_size=3, nbest=3), strict=True):
+        assert_same(a, b)
+
+
+def test_the_best_prefixed_beam_continues_like_the_beam_after_its_own_start(
+    copy_model: Transformer,
+) -> None:
+    """Forcing the first tokens of the copy model's own output gives that output back."""
+    sequences = random_sequences(16, seeded(12), 4, 8)
+    src = pad(sequences)
+    plain = [h[0].tokens for h in beam_search(copy_model, src, beam_size=4)]
+    forced = pad([torch.tensor(tokens[:2]) for tokens in plain])
+    prefixed = [h[0].tokens for h in beam_search(copy_model, src, beam_size=4, prefixes=forced)]
+    assert prefixed == plain
+
+
+@pytest.mark.parametrize("sample", [False, True])
+def test_translate_ids_with_prefixes_and_sampling_equals_one_at_a_time(
+    random_model: Transformer, sources: list[Tensor], sample: bool
+) -> None:
+    prefixes = prefixes_for(sources, seeded(13))
+    config = DecodeConfig(beam_size=3, nbest=2, batch_tokens=60, sample=sample, top_k=1, seed=4)
+    results = translate_ids(random_model, sources, config, torch.device("cpu"), prefixes=prefixes)
+    for source, prefix, hypotheses in zip(sources, prefixes, results, strict=True):
+        alone = translate_ids(
+            random_model, [source], config, torch.device("cpu"), prefixes=[prefix]
+        )
+        assert_same(hypotheses, alone[0])
+        assert all(h.tokens[: len(prefix)] == prefix.tolist() for h in hypotheses)

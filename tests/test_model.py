@@ -128,7 +128,7 @@ def test_incremental_decoding_matches_full_forward(norm: str, generator: torch.G
             states, _ = model.decode(tgt[:, t : t + 1], memory, src_mask, cache)
             steps.append(model.project(states))
     assert cache.length == tgt.size(1)
-    assert cache.layers[0].self_key.shape == (3, 2, 7, 16)
+    assert cache.layers[0].self_key.shape[1:] == (3, 2, 16)  # (capacity, B, H, Dh)
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
     # A multi-token chunk after a cached prefix (the causal mask with an offset) agrees too.
     cache = model.new_cache()
@@ -136,6 +136,33 @@ def test_incremental_decoding_matches_full_forward(norm: str, generator: torch.G
         model.decode(tgt[:, :3], memory, src_mask, cache)
         states, _ = model.decode(tgt[:, 3:], memory, src_mask, cache)
     torch.testing.assert_close(model.project(states), full[:, 3:], atol=1e-5, rtol=0)
+
+
+def test_rows_per_sentence_share_the_source_and_the_cache_grows(generator: torch.Generator) -> None:
+    """Two decoder rows per source sentence (beams or samples) fold into that sentence's query
+    axis: states and cross-attention weights equal a full pass over the repeated sources. A cache
+    made for one position grows as the steps come."""
+    model = build_transformer(tiny_config(norm_placement="pre")).eval()
+    src = random_ids(2, 6, 50, generator)
+    src[0, 4:] = PAD
+    tgt = random_ids(4, 5, 40, generator)  # rows 0, 1 -> sentence 0; rows 2, 3 -> sentence 1
+    memory, src_mask = model.encode(src)  # (2, S, D)
+    cache = model.new_cache(capacity=1)
+    steps, weights = [], []
+    with torch.no_grad():
+        for t in range(tgt.size(1)):
+            states, step_weights = model.decode(
+                tgt[:, t : t + 1], memory if t == 0 else None, src_mask, cache, need_weights=True
+            )
+            steps.append(model.project(states))
+            weights.append(step_weights[-1])  # (4, H, 1, S)
+        repeated = src.repeat_interleave(2, dim=0)  # (4, S)
+        full = model(repeated, tgt)
+        full_memory, full_mask = model.encode(repeated)
+        _, full_weights = model.decode(tgt, full_memory, full_mask, need_weights=True)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.cat(weights, dim=2), full_weights[-1], atol=1e-5, rtol=0)
+    assert cache.layers[0].cross_key.size(0) == 2  # one per sentence, not per row
 
 
 def test_cache_reorder_selects_rows(generator: torch.Generator) -> None:
@@ -146,7 +173,7 @@ def test_cache_reorder_selects_rows(generator: torch.Generator) -> None:
     with torch.no_grad():
         model.decode(tgt[:, :3], memory, src_mask, cache)
         order = torch.tensor([2, 0])
-        cache.reorder(order)
+        cache.reorder(order, sentences=order)
         states, _ = model.decode(tgt[order, 3:], memory[order], src_mask[order], cache)
     expected = model(src[order], tgt[order])[:, 3:]
     torch.testing.assert_close(model.project(states), expected, atol=1e-5, rtol=0)

@@ -148,7 +148,7 @@ def test_a_decoding_exception_is_a_500_for_that_request_only(
     def translate_or_fail(sentences: list[str], decode: object = None) -> list:
         if "explode" in sentences:
             raise RuntimeError("a fault inside decoding")
-        return real_translate(sentences, decode)
+        return real_translate(sentences, decode=decode)
 
     monkeypatch.setattr(translator, "translate", translate_or_fail)
     failed = client.post("/translate", json={"text": "explode"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 from pathlib import Path
 
@@ -165,3 +166,88 @@ def test_checkpoint_command_explains_its_options(capsys: pytest.CaptureFixture) 
         checkpoint.main(["average", "runs/x/checkpoints", "--last", "0", "-o", "avg.pt"])
     assert exit_info.value.code == 2
     assert "--last must be at least 1" in capsys.readouterr().err
+
+
+# --- sampling, ensembles and prefixes -----------------------------------------------------------
+
+
+def test_sampling_is_reproducible_with_a_seed(run_dir: Path, capsys: pytest.CaptureFixture) -> None:
+    best = str(run_dir / "checkpoints" / "best.pt")
+    argv = ["-c", best, "--sample", "--nbest", "3", "--temperature", "1.5", "--top-p", "0.95"]
+    assert translate.main([*argv, "--seed", "1", "seventy-seven", "five"]) == 0
+    first = capsys.readouterr().out.splitlines()
+    assert len(first) == 6 and all(line.split(" ||| ")[0] in "01" for line in first)
+    assert translate.main([*argv, "--seed", "1", "seventy-seven", "five"]) == 0
+    assert capsys.readouterr().out.splitlines() == first
+    outputs = set()
+    for seed in ("2", "3", "4"):
+        assert translate.main([*argv, "--seed", seed, "seventy-seven", "five"]) == 0
+        outputs.add(capsys.readouterr().out)
+    assert len(outputs | {"\n".join(first) + "\n"}) > 1
+
+
+def test_ensemble_of_a_checkpoint_with_itself_translates_like_it(
+    run_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    best = str(run_dir / "checkpoints" / "best.pt")
+    sentences = ["I see five birds .", "twenty-one"]
+    assert translate.main(["-c", best, "--beam", "3", *sentences]) == 0
+    alone = capsys.readouterr().out
+    assert translate.main(["-c", best, best, "--beam", "3", *sentences]) == 0
+    assert capsys.readouterr().out == alone
+    last = str(run_dir / "checkpoints" / "last.pt")
+    assert translate.main(["-c", best, last, "twenty-one"]) == 0  # two different checkpoints
+    assert len(capsys.readouterr().out.splitlines()) == 1
+
+
+def test_ensemble_of_different_tokenizers_is_refused(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    import torch
+
+    from transformer.tokenizer import TokenizerPair
+
+    best = run_dir / "checkpoints" / "best.pt"
+    payload = torch.load(best, weights_only=True)
+    tokenizers = TokenizerPair.from_json(payload["tokenizers"])
+    vocabulary = tokenizers.target.get_vocab()
+    changed = json.loads(tokenizers.target.to_str())
+    # Swap two ordinary tokens: same size, different vocabulary.
+    first, second = sorted(vocabulary, key=vocabulary.get)[10:12]
+    table = changed["model"]["vocab"]
+    table[first], table[second] = table[second], table[first]
+    payload["tokenizers"] = {"source": tokenizers.source.to_str(), "target": json.dumps(changed)}
+    other = tmp_path / "other.pt"
+    torch.save(payload, other)
+    assert translate.main(["-c", str(best), str(other), "twenty-one"]) == 2
+    error = capsys.readouterr().err
+    assert "cannot ensemble" in error and "target tokenizers" in error
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_prefix_file_forces_the_beginning(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    best = str(run_dir / "checkpoints" / "best.pt")
+    source = tmp_path / "in.en"
+    source.write_text("I see five birds .\n\ntwenty-one\nforty-two\n", encoding="utf-8")
+    assert translate.main(["-c", best, "-i", str(source), "--beam", "3"]) == 0
+    plain = capsys.readouterr().out.splitlines()
+    prefixes = tmp_path / "prefixes.de"
+    prefixes.write_text("Ich sehe zwanzig\n\nsieben\n\n", encoding="utf-8")
+    assert translate.main(["-c", best, "-i", str(source), "--beam", "3",
+                           "--prefix-file", str(prefixes)]) == 0  # fmt: skip
+    forced = capsys.readouterr().out.splitlines()
+    assert forced[0].startswith("Ich sehe zwanzig") and forced[2].startswith("sieben")
+    assert forced[1] == "" and forced[3] == plain[3]  # no prefix: as without the option
+    prefixes.write_text("eins\n", encoding="utf-8")
+    assert translate.main(["-c", best, "-i", str(source), "--prefix-file", str(prefixes)]) == 2
+    assert "1 lines but the input has 4" in capsys.readouterr().err
+
+
+def test_sampling_options_need_sample(run_dir: Path) -> None:
+    best = str(run_dir / "checkpoints" / "best.pt")
+    for argv in (["--top-k", "5"], ["--sample", "--top-p", "1.5"], ["--sample", "--beam", "4"]):
+        with pytest.raises(SystemExit) as exit_info:
+            translate.main(["-c", best, *argv, "hello"])
+        assert exit_info.value.code == 2

@@ -262,15 +262,26 @@ class DecodeConfig:
     length_penalty: float = 0.6  # GNMT alpha; 0 = raw log-probability
     max_len_a: float = 1.2  # output length limit: a * source length + b
     max_len_b: int = 10  # see max_len_a
-    nbest: int = 1  # translations returned per sentence (<= beam_size)
+    nbest: int = 1  # hypotheses per sentence (beam search: <= beam_size; sampling: draws)
     batch_tokens: int = 4096  # source tokens per decoding batch
+    sample: bool = False  # draw each token at random instead of searching (beam_size unused)
+    temperature: float = 1.0  # sampling: < 1 sharpens the distribution, > 1 flattens it
+    top_k: int = 0  # sampling: draw among the k most probable tokens only (0 = all)
+    top_p: float = 1.0  # sampling: among the fewest tokens reaching this probability (1 = all)
+    seed: int | None = None  # sampling: seed of the draws (None = a fresh one each run)
 
     def validate(self) -> None:
         _check_at_least(self, "decode", 1, "beam_size", "nbest", "batch_tokens")
         _require(
-            self.nbest <= self.beam_size,
+            self.nbest <= self.beam_size or self.sample,
             f"decode.nbest ({self.nbest}) cannot exceed decode.beam_size ({self.beam_size})",
         )
+        _require(
+            0.0 < self.temperature < math.inf,
+            f"decode.temperature must be a positive number, not {self.temperature}",
+        )
+        _require(0.0 < self.top_p <= 1.0, f"decode.top_p must be in (0, 1], not {self.top_p}")
+        _check_at_least(self, "decode", 0, "top_k")
         for name in ("length_penalty", "max_len_a"):
             value = getattr(self, name)
             _require(0.0 <= value < math.inf, f"decode.{name} must be at least 0, not {value}")

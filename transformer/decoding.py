@@ -1,27 +1,39 @@
-"""Greedy and beam search over token ids: batched, incremental, one implementation for all callers.
+"""Greedy search, sampling and beam search over token ids: batched, incremental, one
+implementation for all callers.
 
-Validation, `translate.py` and the benchmarks all decode through `translate_ids` / `decode_batch`.
-Everything here is a pure function of the model and integer ids: no tokenizer, no printing.
+Validation, `translate.py`, the server and the benchmarks all decode through `translate_ids` /
+`decode_batch`. Everything here is a pure function of the model(s) and integer ids: no tokenizer,
+no printing. Every search takes one model or a list of models (an ensemble, see
+`next_token.EnsembleScorer`) and optional forced target prefixes.
+
+One search step, in every search (see `next_token.py` for the first two):
+1. score: next-token log-probabilities of every row, from the decoder's newest position;
+2. rules: PAD/BOS never, EOS forced at the length limit, the prefix's token forced inside it;
+3. choose: the best token (greedy), a drawn token (sampling), or the best extensions of each
+   sentence's beams (beam search);
+4. record: write the chosen tokens and their log-probabilities into the outputs;
+5. select: drop the sentences that are complete and reorder the rows (beam search), in the cache.
 
 Dimension letters as in `model.py` (B batch, S source length, D d_model, V vocabulary), plus
-K beam size, b sentences still being decoded, r rows (beams) per sentence, t tokens so far and
-L the longest output allowed in the batch.
+K beam size, b sentences still being decoded, r rows (beams or samples) per sentence, N = b * r
+decoder rows, t tokens so far and L the longest output allowed in the batch.
 
 Conventions shared by every search, so that their scores can be compared:
 - The decoder starts from BOS; a hypothesis ends with EOS. `Hypothesis.tokens` holds neither.
-- Output length: at most `int(a * source_length + b)` tokens before the EOS, capped so that every
-  decoder position fits the model (max_positions - 1). When the limit is reached the EOS is forced,
-  so every hypothesis is scored with its EOS, as fairseq does.
-- PAD and BOS can never be generated (their log-probability is set to -inf, after the softmax, so
-  the scores stay the model's own log-probabilities).
+- Output length: at most `int(a * source_length + b)` tokens before the EOS (at least the forced
+  prefix), capped so that every decoder position fits the model (max_positions - 1). When the
+  limit is reached the EOS is forced, so every hypothesis is scored with its EOS, as fairseq does.
+- A forced prefix is part of the output (`Hypothesis.tokens` starts with it) and of the score.
 - Score = sum of log-probabilities (EOS included) / GNMT length penalty ((5 + length) / 6) ** alpha,
-  where length counts the EOS (Wu et al., 2016). alpha = 0 ranks by raw log-probability.
+  where length counts the EOS (Wu et al., 2016). alpha = 0 ranks by raw log-probability. Sampling
+  reports the model's own log-probabilities, not the temperature-scaled ones it draws from.
 
 The model must already be in eval mode (the caller decides; dropout would make decoding random).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -31,9 +43,12 @@ from tqdm import tqdm
 
 from transformer.config import DecodeConfig
 from transformer.model import Transformer
+from transformer.next_token import Scorer, SearchRules, make_scorer
 
 # Default special ids; they equal transformer.tokenizer's PAD_ID, BOS_ID and EOS_ID.
 PAD, BOS, EOS = 0, 2, 3
+
+Models = Transformer | Sequence[Transformer]  # one model, or an ensemble
 
 
 @dataclass
@@ -69,40 +84,6 @@ def max_output_lengths(
     return limits.clamp(min=0, max=max_positions - 1)
 
 
-class NextTokenLogProbs:
-    """Log-probabilities of the next token for a search step, with its rules applied: PAD and BOS
-    are never generated, and a row at its length limit may only end (EOS). The masks are applied
-    after the softmax, so allowed tokens keep the model's own log-probabilities.
-
-    Built once per search, because two things are cheaper that way on a CPU (measured on 2 cores,
-    d_model 256, 8,000 words; `python bench/marian_decode_speed.py` shows the whole effect):
-    - the output matrix is transposed once: multiplying the few rows of a step by a contiguous
-      (D, V) matrix is ~25-30% faster than F.linear's (V, D) weight (64 rows: 2.7 vs 3.4 ms;
-      320 rows: 8.4 vs 12.4 ms);
-    - the masks (and beam search's sum of scores) work in place, so a step allocates and writes
-      two (N, V) tensors instead of four. (Reusing two preallocated buffers for the rest was tried
-      and measured no faster.)
-    """
-
-    def __init__(self, model: Transformer, bos_id: int, eos_id: int, pad_id: int) -> None:
-        linear = model.projection.linear
-        self.weight = linear.weight.detach().t().contiguous()  # (D, V)
-        self.bias = linear.bias.detach()  # (V,)
-        self.never = torch.tensor([pad_id, bos_id], device=self.weight.device)  # (2,)
-        self.eos_id = eos_id
-
-    def __call__(self, states: Tensor, at_limit: Tensor) -> Tensor:
-        """states (N, t, D): decoder states, of which the last position predicts the next token;
-        at_limit (N,) bool -> (N, V) float32 log-probabilities."""
-        logits = torch.addmm(self.bias, states[:, -1], self.weight)  # (N, V)
-        log_probs = logits.float().log_softmax(dim=-1)  # (N, V); float32 even under autocast
-        log_probs.index_fill_(1, self.never, float("-inf"))
-        eos = log_probs[:, self.eos_id].clone()  # (N,)
-        log_probs.masked_fill_(at_limit[:, None], float("-inf"))  # rows at the limit: only EOS
-        log_probs[:, self.eos_id] = eos
-        return log_probs
-
-
 def _steps_between_checks(device: torch.device) -> int:
     """How often (in steps) to ask the host whether sentences have finished. On an accelerator each
     check waits for the device (a sync), so only every few steps; on the CPU a check is free and
@@ -110,38 +91,136 @@ def _steps_between_checks(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 4
 
 
-def _output_limits(
-    model: Transformer, src: Tensor, max_len_a: float, max_len_b: int, pad_id: int
-) -> tuple[Tensor, int]:
-    """Each sentence's length limit (B,) and the longest of them, after checking that no source is
-    empty (an all-padding row makes attention NaN). One host sync for both."""
+@dataclass
+class _Search:
+    """What every search starts from: the scorer over the batch, its rules, and each sentence's
+    length limit (B,) with the longest of them, L."""
+
+    scorer: Scorer
+    rules: SearchRules
+    limits: Tensor
+    longest: int
+
+
+def _start_search(
+    models: Models,
+    src: Tensor,
+    prefixes: Tensor | None,
+    max_len_a: float,
+    max_len_b: int,
+    ids: tuple[int, int, int],
+) -> _Search:
+    """Check the sources, compute the length limits (at least each forced prefix), encode the
+    batch. ids = (bos_id, eos_id, pad_id). One host sync."""
+    bos_id, eos_id, pad_id = ids
+    first = models if isinstance(models, Transformer) else models[0]
     if src.dim() != 2 or src.size(0) == 0:
         raise ValueError(
             f"src must be a non-empty (batch, length) tensor of ids, not {tuple(src.shape)}"
         )
-    limits = max_output_lengths(src, max_len_a, max_len_b, pad_id, model.config.max_positions)
-    shortest_source, longest = torch.stack(
-        [(src != pad_id).sum(dim=1).min(), limits.max()]
+    max_positions = first.config.max_positions
+    limits = max_output_lengths(src, max_len_a, max_len_b, pad_id, max_positions)  # (B,)
+    if prefixes is not None:
+        if prefixes.size(0) != src.size(0):
+            raise ValueError(f"{prefixes.size(0)} prefixes for {src.size(0)} sources")
+        prefix_lengths = (prefixes != pad_id).sum(dim=1)  # (B,)
+        limits = torch.maximum(limits, prefix_lengths).clamp(max=max_positions - 1)
+        prefixes = prefixes[:, : max_positions - 1]
+    shortest_source, shortest, longest = torch.stack(
+        [(src != pad_id).sum(dim=1).min(), limits.min(), limits.max()]
     ).tolist()
     if shortest_source == 0:
         raise ValueError(
             "every source needs at least one token (an all-padding row makes attention NaN); "
             "translate_ids handles empty sources"
         )
-    return limits, longest
+    rules = SearchRules(limits, shortest, prefixes, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    return _Search(make_scorer(models, src, longest + 1), rules, limits, longest)
 
 
-# --- greedy search ------------------------------------------------------------------------------
+# --- greedy search and sampling: one token per row and step -------------------------------------
+
+Choose = Callable[[Tensor], tuple[Tensor, Tensor]]  # (N, V) log-probs -> (N,) log-prob, (N,) token
+
+
+def _choose_best(log_probs: Tensor) -> tuple[Tensor, Tensor]:
+    """Greedy: the most probable token of each row, (N, V) -> (N,) log-probs, (N,) tokens."""
+    return log_probs.max(dim=-1)
+
+
+def _row_by_row_search(
+    search: _Search,
+    src: Tensor,
+    rows_per_sentence: int,
+    choose: Choose,
+    alpha: float,
+    ids: tuple[int, int, int],
+) -> list[list[Hypothesis]]:
+    """Greedy search and sampling: each of the r rows of a sentence takes one token per step, as
+    `choose` picks it, until it ends; a sentence leaves the batch when all its rows have ended.
+    Returns each sentence's r hypotheses, best first."""
+    bos_id, eos_id, pad_id = ids
+    B, r, device = src.size(0), rows_per_sentence, src.device
+    scorer, rules, longest = search.scorer, search.rules, search.longest
+
+    # Results for all B * r rows, filled in as the active rows produce tokens.
+    outputs = src.new_full((B * r, longest + 1), pad_id)  # (B * r, L + 1), EOS included
+    log_probs = torch.zeros(B * r, device=device)  # (B * r,)
+    lengths = torch.zeros(B * r, dtype=torch.long, device=device)  # (B * r,) tokens incl. EOS
+
+    # The active rows: which output row each is, whether it has ended, its last token.
+    rows = torch.arange(B * r, device=device)  # (N,); its sentence is rows // r
+    finished = torch.zeros(B * r, dtype=torch.bool, device=device)  # (N,)
+    tokens = torch.full((B * r,), bos_id, dtype=torch.long, device=device)  # (N,)
+    check_every = _steps_between_checks(device)
+
+    for step in range(longest + 1):
+        step_log_probs = scorer(tokens)  # (N, V)
+        rules.apply(step_log_probs, step, rows // r)
+        token_log_probs, tokens = choose(step_log_probs)  # (N,), (N,)
+        # Record; rows that already ended (and wait for their sentence) add nothing.
+        tokens = tokens.masked_fill(finished, pad_id)
+        outputs[rows, step] = tokens
+        log_probs[rows] += token_log_probs.masked_fill(finished, 0.0)
+        lengths[rows] += (~finished).long()
+        finished = finished | (tokens == eos_id)
+
+        if step % check_every == check_every - 1 or step == longest:
+            keep = (~finished.view(-1, r).all(dim=1)).nonzero().squeeze(1)  # (b',): host sync
+            if keep.numel() == 0:
+                break
+            if keep.numel() < finished.numel() // r:
+                kept_rows = (keep[:, None] * r + torch.arange(r, device=device)).view(-1)
+                rows, finished, tokens = rows[kept_rows], finished[kept_rows], tokens[kept_rows]
+                scorer.reorder(kept_rows, keep)
+
+    return _best_first(outputs, lengths, log_probs, alpha, r)
+
+
+def _best_first(
+    outputs: Tensor, lengths: Tensor, log_probs: Tensor, alpha: float, r: int
+) -> list[list[Hypothesis]]:
+    """Group the rows (B * r, ...) by sentence, each group sorted by score. One transfer to the
+    host for the whole batch; the EOS is cut off the tokens."""
+    scores = log_probs / _length_penalty(lengths, alpha)  # (B * r,)
+    rows = zip(outputs.tolist(), lengths.tolist(), log_probs.tolist(), scores.tolist(), strict=True)
+    flat = [
+        Hypothesis(tokens=row[: length - 1], score=score, log_prob=log_prob)
+        for row, length, log_prob, score in rows
+    ]
+    groups = [flat[i : i + r] for i in range(0, len(flat), r)]
+    return [sorted(group, key=lambda h: h.score, reverse=True) for group in groups]
 
 
 @torch.inference_mode()
 def greedy_search(
-    model: Transformer,
+    model: Models,
     src: Tensor,
     *,
     max_len_a: float = 1.2,
     max_len_b: int = 10,
     length_penalty: float = 0.0,
+    prefixes: Tensor | None = None,
     bos_id: int = BOS,
     eos_id: int = EOS,
     pad_id: int = PAD,
@@ -151,63 +230,146 @@ def greedy_search(
     Incremental: each step feeds only the newest token and the decoder cache holds the past
     (cross-attention keys/values are computed once per sentence). Sentences that have finished are
     dropped from the batch. `length_penalty` (alpha) only affects the reported score, so that
-    greedy scores are comparable with beam search's. Returns one hypothesis per sentence."""
-    alpha = length_penalty
-    B, device = src.size(0), src.device
-    limits, longest = _output_limits(model, src, max_len_a, max_len_b, pad_id)  # (B,), L
+    greedy scores are comparable with beam search's. prefixes (B, P), padded with pad_id: tokens
+    each output must start with. Returns one hypothesis per sentence."""
+    ids = (bos_id, eos_id, pad_id)
+    search = _start_search(model, src, prefixes, max_len_a, max_len_b, ids)
+    results = _row_by_row_search(search, src, 1, _choose_best, length_penalty, ids)
+    return [hypotheses[0] for hypotheses in results]
 
-    memory: Tensor | None
-    memory, src_mask = model.encode(src)  # (B, S, D), (B, 1, 1, S)
-    cache = model.new_cache()
 
-    # Results for all B sentences, filled in as the active rows produce tokens.
-    outputs = src.new_full((B, longest + 1), pad_id)  # (B, L + 1), EOS included
-    log_probs = torch.zeros(B, device=device)  # (B,)
-    lengths = torch.zeros(B, dtype=torch.long, device=device)  # (B,) tokens including EOS
+def _sampler(
+    temperature: float, top_k: int, top_p: float, generator: torch.Generator | None
+) -> Choose:
+    """Draw each row's token from its distribution sharpened or flattened by the temperature and
+    restricted to the top_k most probable tokens (0: all) and to the smallest set whose
+    probability reaches top_p (nucleus sampling, Holtzman et al., 2020; 1.0: all). Returns the
+    drawn tokens with their (untempered) log-probabilities."""
 
-    # The active rows: which sentence each is, its limit, whether it has ended, its last token.
-    sentences = torch.arange(B, device=device)  # (b,)
-    finished = torch.zeros(B, dtype=torch.bool, device=device)  # (b,)
-    tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)  # (b,)
-    next_token_log_probs = NextTokenLogProbs(model, bos_id, eos_id, pad_id)
-    check_every = _steps_between_checks(device)
+    def choose(log_probs: Tensor) -> tuple[Tensor, Tensor]:
+        scores = log_probs / temperature if temperature != 1.0 else log_probs  # (N, V)
+        candidates = None  # token ids of the columns of `scores`, when restricted
+        if top_k > 0 and top_k < scores.size(1):
+            scores, candidates = scores.topk(top_k, dim=1)  # (N, k), sorted
+        if top_p < 1.0:
+            if candidates is None:
+                scores, candidates = scores.sort(dim=1, descending=True)  # (N, V)
+            probs = scores.softmax(dim=1)
+            # Drop a token when the more probable ones already reach top_p (never the first).
+            outside = probs.cumsum(dim=1) - probs >= top_p  # (N, k)
+            scores = scores.masked_fill(outside, float("-inf"))
+        drawn = torch.multinomial(scores.softmax(dim=1), 1, generator=generator)  # (N, 1)
+        tokens = drawn if candidates is None else candidates.gather(1, drawn)  # (N, 1)
+        return log_probs.gather(1, tokens).squeeze(1), tokens.squeeze(1)
 
-    for step in range(longest + 1):
-        states, _ = model.decode(tokens[:, None], memory, src_mask, cache)  # (b, 1, D)
-        memory = None  # the cache now holds the source's keys and values: no need to keep it
-        step_log_probs = next_token_log_probs(states, step >= limits)  # (b, V)
-        token_log_probs, tokens = step_log_probs.max(dim=-1)  # (b,), (b,)
-        # Rows that already ended (and wait for the next check) add nothing.
-        tokens = tokens.masked_fill(finished, pad_id)
-        outputs[sentences, step] = tokens
-        log_probs[sentences] += token_log_probs.masked_fill(finished, 0.0)
-        lengths[sentences] += (~finished).long()
-        finished = finished | (tokens == eos_id)
+    return choose
 
-        if step % check_every == check_every - 1 or step == longest:
-            keep = (~finished).nonzero().squeeze(1)  # (b',): one host sync
-            if keep.numel() == 0:
-                break
-            if keep.numel() < finished.numel():
-                sentences, finished, tokens = sentences[keep], finished[keep], tokens[keep]
-                limits, src_mask = limits[keep], src_mask[keep]
-                cache.reorder(keep)
 
-    scores = log_probs / _length_penalty(lengths, alpha)  # (B,)
-    # One transfer to the host for the whole batch; the EOS is cut off the tokens.
-    rows = zip(outputs.tolist(), lengths.tolist(), log_probs.tolist(), scores.tolist(), strict=True)
-    return [
-        Hypothesis(tokens=row[: length - 1], score=score, log_prob=log_prob)
-        for row, length, log_prob, score in rows
-    ]
+@torch.inference_mode()
+def sample_search(
+    model: Models,
+    src: Tensor,
+    *,
+    nbest: int = 1,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    length_penalty: float = 0.0,
+    prefixes: Tensor | None = None,
+    bos_id: int = BOS,
+    eos_id: int = EOS,
+    pad_id: int = PAD,
+) -> list[list[Hypothesis]]:
+    """`nbest` translations of each source of src (B, S), each drawn token by token from the model
+    (see `_sampler` for temperature, top_k and top_p), best score first. The draws come from
+    `generator` (a seeded torch.Generator on src's device makes them reproducible for the same
+    input and batching); None uses the global generator. The nbest rows of a sentence share its
+    source keys/values, like the beams of beam search."""
+    if temperature <= 0 or not 0 < top_p <= 1 or top_k < 0 or nbest < 1:
+        raise ValueError(
+            f"need temperature > 0 ({temperature}), 0 < top_p <= 1 ({top_p}), top_k >= 0 "
+            f"({top_k}) and nbest >= 1 ({nbest})"
+        )
+    ids = (bos_id, eos_id, pad_id)
+    search = _start_search(model, src, prefixes, max_len_a, max_len_b, ids)
+    choose = _sampler(temperature, top_k, top_p, generator)
+    return _row_by_row_search(search, src, nbest, choose, length_penalty, ids)
 
 
 # --- beam search --------------------------------------------------------------------------------
 
 
+class _FinishedHypotheses:
+    """The hypotheses of all B sentences that have ended: at most K each (one per beam place).
+    Place K is a scratch place that absorbs, at each step, the candidates that did not end."""
+
+    def __init__(self, B: int, K: int, longest: int, src: Tensor, pad_id: int) -> None:
+        device = src.device
+        self.K = K
+        self.tokens = src.new_full((B, K + 1, longest + 1), pad_id)  # (B, K + 1, L + 1)
+        self.log_probs = torch.full((B, K + 1), float("-inf"), device=device)  # (B, K + 1)
+        self.scores = torch.full((B, K + 1), float("-inf"), device=device)  # (B, K + 1)
+        self.lengths = torch.zeros((B, K + 1), dtype=torch.long, device=device)  # (B, K + 1)
+        self.count = torch.zeros(B, dtype=torch.long, device=device)  # (B,)
+
+    def store(
+        self,
+        sentences: Tensor,
+        ends: Tensor,
+        history: Tensor,
+        log_probs: Tensor,
+        score_scale: float,
+    ) -> None:
+        """Each candidate that ends, ends (b, K) bool, goes to its sentence's next free place,
+        with its tokens history (b, K, t) and log-probability (b, K); its score is the
+        log-probability * score_scale (1 / the length penalty of this step's length)."""
+        places = self.count[sentences, None] + ends.long().cumsum(dim=1) - 1  # (b, K)
+        places = places.masked_fill(~ends, self.K)  # (b, K); the rest go to the scratch place
+        rows, t = sentences[:, None], history.size(2)  # (b, 1)
+        self.tokens[rows, places, :t] = history
+        self.log_probs[rows, places] = log_probs
+        self.scores[rows, places] = log_probs * score_scale
+        self.lengths[rows, places] = t
+        self.count[sentences] += ends.sum(dim=1)
+
+    def nth_best_score(self, sentences: Tensor, n: int) -> Tensor:
+        """(b,) the n-th best score among each sentence's finished hypotheses (-inf if fewer)."""
+        return self.scores[sentences, : self.K].topk(n, dim=1).values[:, -1]
+
+    def best_first(self, nbest: int) -> list[list[Hypothesis]]:
+        """Each sentence's nbest best hypotheses; one transfer to the host for the whole batch."""
+        order = self.scores[:, : self.K].argsort(dim=1, descending=True)[:, :nbest].tolist()
+        tokens, scores = self.tokens.tolist(), self.scores.tolist()
+        log_probs, lengths = self.log_probs.tolist(), self.lengths.tolist()
+        return [
+            [
+                Hypothesis(tokens[i][j][: lengths[i][j] - 1], scores[i][j], log_probs[i][j])
+                for j in order[i]
+                if scores[i][j] > float("-inf")
+            ]
+            for i in range(len(order))
+        ]
+
+
+def _best_extensions(
+    step_log_probs: Tensor, beam_log_probs: Tensor, K: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The K best extensions of each sentence's beams: step_log_probs (b * r, V), beam_log_probs
+    (b, r) -> their log-probabilities (b, K), best first, the beam each extends (b, K) and its
+    new token (b, K)."""
+    b, r = beam_log_probs.shape
+    V = step_log_probs.size(1)
+    candidates = step_log_probs.view(b, r, V).add_(beam_log_probs[:, :, None])  # (b, r, V)
+    log_probs, flat = candidates.view(b, r * V).topk(K, dim=1)  # (b, K)
+    return log_probs, flat // V, flat % V
+
+
 @torch.inference_mode()
 def beam_search(
-    model: Transformer,
+    model: Models,
     src: Tensor,
     *,
     beam_size: int = 5,
@@ -215,6 +377,7 @@ def beam_search(
     max_len_a: float = 1.2,
     max_len_b: int = 10,
     nbest: int = 1,
+    prefixes: Tensor | None = None,
     bos_id: int = BOS,
     eos_id: int = EOS,
     pad_id: int = PAD,
@@ -227,36 +390,23 @@ def beam_search(
       a finished hypothesis and holds its place for good. So at most K hypotheses are explored at
       once, K finished ones end the sentence, and beam size 1 is exactly greedy search.
     - A sentence also stops as soon as its nbest-th best finished hypothesis cannot be beaten by
-      any live one. Log-probabilities only decrease, so a live hypothesis with log-prob p scores at
-      best p / lp(longest allowed length) when alpha > 0, and p / lp(next length) when alpha <= 0.
-      (Stopping when the top beam first emits EOS would be wrong: with the length penalty a longer
-      hypothesis can still overtake it.)
+      any live one (see `_complete`).
     - At the length limit only EOS is allowed, so every live hypothesis is finished there and each
       sentence gets nbest hypotheses (fewer only when it has fewer distinct ones, e.g. a limit of
-      zero tokens).
+      zero tokens, or a forced prefix, which leaves one live beam until it ends).
     - All K beams would start from the same BOS, so the first step runs one row per sentence (its
-      K best tokens give K distinct beams) and the cache is then repeated K times. The source's
-      cross-attention keys/values are therefore computed once per sentence.
+      K best tokens give K distinct beams). The source's cross-attention keys/values are kept
+      once per sentence; the K rows of a sentence are folded into its query axis (model.py).
     Sentences that are complete are dropped from the batch.
     """
     alpha, K = length_penalty, beam_size
-    V = model.config.tgt_vocab_size
+    V = (model if isinstance(model, Transformer) else model[0]).config.tgt_vocab_size
     if not 1 <= nbest <= K <= V:
         raise ValueError(f"need 1 <= nbest ({nbest}) <= beam_size ({K}) <= vocabulary size ({V})")
     B, device = src.size(0), src.device
-    limits, longest = _output_limits(model, src, max_len_a, max_len_b, pad_id)  # (B,), L
-
-    memory: Tensor | None
-    memory, src_mask = model.encode(src)  # (B, S, D), (B, 1, 1, S)
-    cache = model.new_cache()
-
-    # Finished hypotheses of all B sentences: at most K each (one per place). Column K is a scratch
-    # place that absorbs, at each step, the candidates that did not finish.
-    done_tokens = src.new_full((B, K + 1, longest + 1), pad_id)  # (B, K + 1, L + 1), EOS included
-    done_log_probs = torch.full((B, K + 1), float("-inf"), device=device)  # (B, K + 1)
-    done_scores = torch.full((B, K + 1), float("-inf"), device=device)  # (B, K + 1)
-    done_lengths = torch.zeros((B, K + 1), dtype=torch.long, device=device)  # (B, K + 1)
-    n_done = torch.zeros(B, dtype=torch.long, device=device)  # (B,)
+    search = _start_search(model, src, prefixes, max_len_a, max_len_b, (bos_id, eos_id, pad_id))
+    scorer, rules, limits = search.scorer, search.rules, search.limits
+    finished = _FinishedHypotheses(B, K, search.longest, src, pad_id)
 
     # The active sentences and their live hypotheses (-inf marks a place that is not live).
     sentences = torch.arange(B, device=device)  # (b,)
@@ -264,82 +414,64 @@ def beam_search(
     history = src.new_empty((B, 1, 0))  # (b, r, t) tokens generated so far
     tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)  # (b * r,) next input
     place_ranks = torch.arange(K, device=device)  # (K,)
-    next_token_log_probs = NextTokenLogProbs(model, bos_id, eos_id, pad_id)
     check_every = _steps_between_checks(device)
 
-    for step in range(longest + 1):
+    for step in range(search.longest + 1):
         b, r = beam_log_probs.shape
-        states, _ = model.decode(tokens[:, None], memory, src_mask, cache)  # (b * r, 1, D)
-        memory = None  # the cache now holds the source's keys and values: no need to keep it
-        at_limit = (step >= limits[sentences]).repeat_interleave(r)  # (b * r,)
-        step_log_probs = next_token_log_probs(states, at_limit)  # (b * r, V)
+        step_log_probs = scorer(tokens)  # (b * r, V)
+        rules.apply(step_log_probs, step, sentences.repeat_interleave(r) if r > 1 else sentences)
+        cand_log_probs, origins, tokens = _best_extensions(step_log_probs, beam_log_probs, K)
 
-        # The K best extensions of each sentence, of which the first (K - finished) are kept.
-        candidates = step_log_probs.view(b, r, V).add_(beam_log_probs[:, :, None])  # (b, r, V)
-        cand_log_probs, flat = candidates.view(b, r * V).topk(K, dim=1)  # (b, K), best first
-        origins, tokens = flat // V, flat % V  # (b, K) source beam and new token
-        places_left = K - n_done[sentences]  # (b,)
+        # The first (K - finished) candidates are kept; those that end with EOS are stored.
+        places_left = K - finished.count[sentences]  # (b,)
         kept = (place_ranks < places_left[:, None]) & cand_log_probs.isfinite()  # (b, K)
         ends = kept & (tokens == eos_id)  # (b, K)
-        live = kept & ~ends  # (b, K)
         history = torch.cat(
             [history.gather(1, origins[:, :, None].expand(b, K, step)), tokens[:, :, None]], dim=2
         )  # (b, K, t + 1)
+        finished.store(
+            sentences, ends, history, cand_log_probs, 1 / _length_penalty(step + 1, alpha)
+        )
+        beam_log_probs = cand_log_probs.masked_fill(~(kept & ~ends), float("-inf"))  # (b, K)
 
-        # Store the hypotheses that just ended, each in its sentence's next free place.
-        places = n_done[sentences, None] + ends.long().cumsum(dim=1) - 1  # (b, K)
-        places = places.masked_fill(~ends, K)  # (b, K); the rest go to the scratch place
-        rows = sentences[:, None]  # (b, 1)
-        done_tokens[rows, places, : step + 1] = history
-        done_log_probs[rows, places] = cand_log_probs
-        done_scores[rows, places] = cand_log_probs / _length_penalty(step + 1, alpha)
-        done_lengths[rows, places] = step + 1
-        n_done[sentences] += ends.sum(dim=1)
-        beam_log_probs = cand_log_probs.masked_fill(~live, float("-inf"))  # (b, K)
-
-        # Complete: no live hypothesis can beat the nbest-th finished one (see the docstring).
-        if alpha > 0:
-            best_penalty = _length_penalty(limits[sentences] + 1, alpha)  # (b,) longest output
-        else:
-            best_penalty = _length_penalty(step + 2, alpha)  # shortest output still possible
-        best_possible = beam_log_probs.max(dim=1).values / best_penalty  # (b,)
-        nth_best = done_scores[sentences, :K].topk(nbest, dim=1).values[:, -1]  # (b,)
-        complete = nth_best >= best_possible  # (b,)
-        # A complete sentence kept until the next check has no live place: it carries -inf along.
-
-        # Next step's rows: place j of sentence i continues row i * r + origins[i, j].
-        keep = torch.arange(b, device=device)  # (b',) sentences kept
-        if step % check_every == check_every - 1 or step == longest:
+        # Select: place j of sentence i continues row i * r + origins[i, j]; complete sentences
+        # leave (checked every few steps: one that waits carries -inf along).
+        keep = torch.arange(b, device=device)  # (b',)
+        if step % check_every == check_every - 1 or step == search.longest:
+            complete = _complete(finished, beam_log_probs, sentences, limits, step, alpha, nbest)
             keep = (~complete).nonzero().squeeze(1)  # one host sync
             if keep.numel() == 0:
                 break
-        row_index = (keep[:, None] * r + origins[keep]).view(-1)  # (b' * K,)
-        # Rows of one sentence share the source, so only the first step's expansion to K beams
-        # and dropping sentences change the source's mask and cached keys/values.
-        source_changes = r == 1 or keep.numel() < b
-        cache.reorder(row_index, source_too=source_changes)
-        if source_changes:
-            src_mask = src_mask[row_index]
+        scorer.reorder(
+            (keep[:, None] * r + origins[keep]).view(-1), keep if keep.numel() < b else None
+        )
         sentences, history = sentences[keep], history[keep]
         beam_log_probs, tokens = beam_log_probs[keep], tokens[keep].view(-1)
 
-    # Best first; one transfer to the host for the whole batch.
-    order = done_scores[:, :K].argsort(dim=1, descending=True)[:, :nbest].tolist()  # (B, nbest)
-    all_tokens = done_tokens.tolist()
-    all_scores, all_log_probs = done_scores.tolist(), done_log_probs.tolist()
-    all_lengths = done_lengths.tolist()
-    return [
-        [
-            Hypothesis(
-                tokens=all_tokens[i][j][: all_lengths[i][j] - 1],
-                score=all_scores[i][j],
-                log_prob=all_log_probs[i][j],
-            )
-            for j in order[i]
-            if all_scores[i][j] > float("-inf")
-        ]
-        for i in range(B)
-    ]
+    return finished.best_first(nbest)
+
+
+def _complete(
+    finished: _FinishedHypotheses,
+    beam_log_probs: Tensor,
+    sentences: Tensor,
+    limits: Tensor,
+    step: int,
+    alpha: float,
+    nbest: int,
+) -> Tensor:
+    """(b,) bool: sentences whose nbest-th best finished hypothesis no live one can beat.
+
+    Log-probabilities only decrease, so a live hypothesis with log-prob p scores at best
+    p / lp(longest allowed length) when alpha > 0, and p / lp(next length) when alpha <= 0.
+    (Stopping when the top beam first emits EOS would be wrong: with the length penalty a longer
+    hypothesis can still overtake it.)"""
+    if alpha > 0:
+        best_penalty = _length_penalty(limits[sentences] + 1, alpha)  # (b,) longest output
+    else:
+        best_penalty = _length_penalty(step + 2, alpha)  # shortest output still possible
+    best_possible = beam_log_probs.max(dim=1).values / best_penalty  # (b,)
+    return finished.nth_best_score(sentences, nbest) >= best_possible
 
 
 # --- the tutorial's reference method ------------------------------------------------------------
@@ -362,17 +494,20 @@ def naive_greedy_search(
     token. Quadratic and slow; kept as the reference that `greedy_search` must equal, and as the
     baseline of the benchmarks. Same arguments and results as `greedy_search`."""
     alpha = length_penalty
-    next_token_log_probs = NextTokenLogProbs(model, bos_id, eos_id, pad_id)
     hypotheses = []
     for row in src:
         source = row[row != pad_id][None]  # (1, S) without padding
-        limit, _ = _output_limits(model, source, max_len_a, max_len_b, pad_id)  # (1,)
+        limit = max_output_lengths(
+            source, max_len_a, max_len_b, pad_id, model.config.max_positions
+        )  # (1,)
+        rules = SearchRules(limit, int(limit), None, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
         memory, src_mask = model.encode(source)  # (1, S, D), (1, 1, 1, S)
         target = source.new_full((1, 1), bos_id)  # (1, t): BOS + tokens so far
         log_prob = torch.zeros(1, device=src.device)  # (1,)
         for step in range(int(limit) + 1):
             states, _ = model.decode(target, memory, src_mask)  # (1, t, D), recomputed
-            step_log_probs = next_token_log_probs(states, step >= limit)  # (1, V)
+            step_log_probs = model.project(states[:, -1]).float().log_softmax(dim=-1)  # (1, V)
+            rules.apply(step_log_probs, step, torch.zeros(1, dtype=torch.long))
             token_log_prob, token = step_log_probs.max(dim=-1)  # (1,), (1,)
             log_prob += token_log_prob
             target = torch.cat([target, token[:, None]], dim=1)  # (1, t + 1)
@@ -389,27 +524,44 @@ def naive_greedy_search(
     return hypotheses
 
 
-# --- what validation and translate.py call ------------------------------------------------------
+# --- what validation, translate.py and the server call ------------------------------------------
 
 
 def decode_batch(
-    model: Transformer,
+    model: Models,
     src: Tensor,
     decode_config: DecodeConfig,
     bos_id: int = BOS,
     eos_id: int = EOS,
     pad_id: int = PAD,
+    *,
+    prefixes: Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> list[list[Hypothesis]]:
-    """Decode a padded batch src (B, S) as the config says: greedy for beam size 1 (one hypothesis
-    per sentence), else beam search with decode_config.nbest hypotheses, best first."""
+    """Decode a padded batch src (B, S) as the config says: sampling when decode_config.sample
+    (nbest draws per sentence, from `generator`), else greedy for beam size 1 (one hypothesis per
+    sentence) or beam search with decode_config.nbest hypotheses; best first. prefixes (B, P),
+    padded with pad_id: forced first tokens of each output."""
     common = dict(
         max_len_a=decode_config.max_len_a,
         max_len_b=decode_config.max_len_b,
         length_penalty=decode_config.length_penalty,
+        prefixes=prefixes,
         bos_id=bos_id,
         eos_id=eos_id,
         pad_id=pad_id,
     )
+    if decode_config.sample:
+        return sample_search(
+            model,
+            src,
+            nbest=decode_config.nbest,
+            temperature=decode_config.temperature,
+            top_k=decode_config.top_k,
+            top_p=decode_config.top_p,
+            generator=generator,
+            **common,
+        )
     if decode_config.beam_size == 1:
         return [[hypothesis] for hypothesis in greedy_search(model, src, **common)]
     return beam_search(
@@ -417,12 +569,29 @@ def decode_batch(
     )
 
 
+def sampling_generator(decode_config: DecodeConfig, device: torch.device) -> torch.Generator:
+    """The random generator of a sampling run: seeded with decode_config.seed, so that the same
+    input, settings and seed give the same samples, or from the OS when the seed is None. Local
+    to the run: the global RNG (and so training's) is never touched."""
+    generator = torch.Generator(device)
+    if decode_config.seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(decode_config.seed)
+    return generator
+
+
+def _as_ids(sequences: Sequence[list[int] | Tensor]) -> list[Tensor]:
+    return [torch.as_tensor(s, dtype=torch.long).cpu().view(-1) for s in sequences]
+
+
 def translate_ids(
-    model: Transformer,
+    model: Models,
     sources: list[list[int]] | list[Tensor],
     decode_config: DecodeConfig,
     device: torch.device,
     *,
+    prefixes: list[list[int]] | list[Tensor] | None = None,
     bos_id: int = BOS,
     eos_id: int = EOS,
     pad_id: int = PAD,
@@ -432,34 +601,28 @@ def translate_ids(
     """Decode a whole list of source id sequences (a validation set, a file), in their order.
 
     Sentences are sorted by length and grouped into batches of at most decode_config.batch_tokens
-    padded source tokens (times beam_size, since every beam is a row), each padded only to its own
-    longest sentence, so little work is spent on padding. An empty source gets one empty hypothesis
-    without being decoded (an all-padding row would make attention NaN).
+    padded source tokens (times the rows per sentence: beams or samples), each padded only to its
+    own longest sentence, so little work is spent on padding. An empty source gets one empty
+    hypothesis without being decoded (an all-padding row would make attention NaN); its prefix,
+    if any, is ignored. `prefixes`, one per source (empty: none), force each output's beginning.
+    Sampling draws from one generator seeded by decode_config.seed, so a run is reproducible
+    for the same input and settings.
 
     shard=(rank, world_size) decodes only batch k with k % world_size == rank and leaves the other
     sentences None, for `distributed.gather_in_order` to fill in: the batches are the ones a single
     process would decode, so the merged result is identical to it."""
-    sequences = [torch.as_tensor(source, dtype=torch.long).cpu().view(-1) for source in sources]
+    sequences = _as_ids(sources)
+    forced = _as_ids(prefixes) if prefixes is not None else None
+    if forced is not None and len(forced) != len(sequences):
+        raise ValueError(f"{len(forced)} prefixes for {len(sequences)} sources")
     results: list[list[Hypothesis] | None] = [None] * len(sequences)
     for i, sequence in enumerate(sequences):
         if sequence.numel() == 0:
             results[i] = [Hypothesis(tokens=[], score=0.0, log_prob=0.0)]
-
-    # Longest first: the first sentence of each batch fixes its padded width.
-    order = sorted(
-        (i for i, sequence in enumerate(sequences) if sequence.numel() > 0),
-        key=lambda i: sequences[i].numel(),
-        reverse=True,
-    )
-    rows_per_sentence = decode_config.beam_size  # every beam is a row of the decoder's batch
-    batches: list[list[int]] = []
-    for i in order:
-        if batches:
-            padded = (len(batches[-1]) + 1) * sequences[batches[-1][0]].numel()
-            if padded * rows_per_sentence <= decode_config.batch_tokens:
-                batches[-1].append(i)
-                continue
-        batches.append([i])
+    order = [i for i, sequence in enumerate(sequences) if sequence.numel() > 0]
+    rows = decode_config.nbest if decode_config.sample else decode_config.beam_size
+    batches = _length_batches(sequences, order, rows, decode_config.batch_tokens)
+    generator = sampling_generator(decode_config, device) if decode_config.sample else None
 
     rank, world_size = shard
     batches = batches[rank::world_size]
@@ -469,9 +632,34 @@ def translate_ids(
             src = pad_sequence(
                 [sequences[i] for i in batch], batch_first=True, padding_value=pad_id
             ).to(device)  # (B, S)
-            for i, hypotheses in zip(
-                batch, decode_batch(model, src, decode_config, bos_id, eos_id, pad_id), strict=True
-            ):
+            batch_prefixes = None
+            if forced is not None and any(forced[i].numel() for i in batch):
+                batch_prefixes = pad_sequence(
+                    [forced[i] for i in batch], batch_first=True, padding_value=pad_id
+                ).to(device)  # (B, P)
+            decoded = decode_batch(
+                model, src, decode_config, bos_id, eos_id, pad_id,
+                prefixes=batch_prefixes, generator=generator,
+            )  # fmt: skip
+            for i, hypotheses in zip(batch, decoded, strict=True):
                 results[i] = hypotheses
             bar.update(len(batch))
     return results  # type: ignore[return-value]  # every slot of this shard is filled
+
+
+def _length_batches(
+    sequences: list[Tensor], order: list[int], rows_per_sentence: int, batch_tokens: int
+) -> list[list[int]]:
+    """Indices `order` grouped into batches of similar length, longest first (the first sentence
+    of each batch fixes its padded width), each within batch_tokens padded source tokens times
+    the decoder rows per sentence."""
+    order = sorted(order, key=lambda i: sequences[i].numel(), reverse=True)
+    batches: list[list[int]] = []
+    for i in order:
+        if batches:
+            padded = (len(batches[-1]) + 1) * sequences[batches[-1][0]].numel()
+            if padded * rows_per_sentence <= batch_tokens:
+                batches[-1].append(i)
+                continue
+        batches.append([i])
+    return batches

@@ -71,40 +71,101 @@ def fused_attention(
 class LayerCache:
     """Keys and values one decoder layer has already computed.
 
-    Self-attention keys/values grow by one step per generated token; cross-attention keys/values
-    depend only on the source, so they are computed on the first step and reused."""
+    Self-attention keys/values grow by one position per generated token. They live in a buffer
+    allocated once for the whole output and written in place (no torch.cat, which would copy the
+    whole past at every step). The buffer is time-major, (capacity, N, H, Dh), so the filled part
+    `[:t]` is contiguous: reordering the rows copies exactly the t positions computed so far.
 
-    self_key: Tensor | None = None  # (B, H, t, Dh)
-    self_value: Tensor | None = None  # (B, H, t, Dh)
-    cross_key: Tensor | None = None  # (B, H, S, Dh)
-    cross_value: Tensor | None = None  # (B, H, S, Dh)
+    Cross-attention keys/values depend only on the source, so they are computed on the first step
+    and reused; they are kept once per source sentence, (b, H, S, Dh), even when each sentence has
+    several rows (beams or samples): see `fold_rows`."""
+
+    self_key: Tensor | None = None  # (capacity, N, H, Dh), filled up to DecoderCache.length
+    self_value: Tensor | None = None  # (capacity, N, H, Dh)
+    cross_key: Tensor | None = None  # (b, H, S, Dh)
+    cross_value: Tensor | None = None  # (b, H, S, Dh)
+    capacity: int = 16  # positions the self-attention buffers are first allocated for
+
+    def append_self(self, k: Tensor, v: Tensor, start: int) -> tuple[Tensor, Tensor]:
+        """Write the new keys/values k, v (N, H, T, Dh) at positions start .. start + T - 1 and
+        return all of them so far, as views (N, H, start + T, Dh). The buffer first holds
+        `capacity` positions and doubles if a longer output comes (never during a search, which
+        knows its longest output)."""
+        end = start + k.size(2)
+        if self.self_key is None or end > self.self_key.size(0):
+            self.self_key = _grown(self.self_key, start, max(end, self.capacity), k)
+            self.self_value = _grown(self.self_value, start, max(end, self.capacity), v)
+        self.self_key[start:end] = k.permute(2, 0, 1, 3)  # (T, N, H, Dh)
+        self.self_value[start:end] = v.permute(2, 0, 1, 3)
+        keys = self.self_key[:end].permute(1, 2, 0, 3)  # (N, H, t, Dh)
+        values = self.self_value[:end].permute(1, 2, 0, 3)  # (N, H, t, Dh)
+        return keys, values
+
+
+def _grown(buffer: Tensor | None, filled: int, capacity: int, like: Tensor) -> Tensor:
+    """A (capacity, N, H, Dh) buffer holding the first `filled` positions of `buffer`."""
+    N, H, _, Dh = like.shape
+    if buffer is not None:
+        capacity = max(capacity, 2 * buffer.size(0))
+    grown = like.new_empty((capacity, N, H, Dh))
+    if buffer is not None:
+        grown[:filled] = buffer[:filled]
+    return grown
 
 
 @dataclass
 class DecoderCache:
-    """Everything the decoder needs to generate token t in O(t) instead of re-running the prefix."""
+    """Everything the decoder needs to generate token t in O(t) instead of re-running the prefix.
+
+    The decoder's N rows may be several per source sentence (r = N / b: beams, or samples): the
+    self-attention keys/values have one row per decoder row, the cross-attention keys/values one
+    per sentence, and the rows of sentence i are rows i * r .. i * r + r - 1."""
 
     layers: list[LayerCache] = field(default_factory=list)
     length: int = 0  # target positions already processed (the position of the next token)
 
     @classmethod
-    def empty(cls, n_layers: int) -> DecoderCache:
-        return cls(layers=[LayerCache() for _ in range(n_layers)])
+    def empty(cls, n_layers: int, capacity: int = 16) -> DecoderCache:
+        """A cache whose self-attention buffers first hold `capacity` positions (a search passes
+        its longest output, so they never grow)."""
+        return cls(layers=[LayerCache(capacity=max(1, capacity)) for _ in range(n_layers)])
 
-    def reorder(self, index: Tensor, source_too: bool = True) -> None:
-        """Keep rows `index` of the batch, in that order: beam search reorders hypotheses and drops
-        finished sentences with it. index: (B',) long.
-
-        source_too=False leaves the cross-attention keys/values alone. Beam search uses it when it
-        only shuffles hypotheses among the beams of each sentence: all of a sentence's rows hold
-        the same source keys/values, so copying them (the biggest tensors here) would change
-        nothing."""
-        names = ("self_key", "self_value", "cross_key", "cross_value")
+    def reorder(self, rows: Tensor, sentences: Tensor | None = None) -> None:
+        """Keep decoder rows `rows` (N',) long, in that order, and, when given, source sentences
+        `sentences` (b',) long. Beam search reorders hypotheses among the beams of each sentence
+        (rows only: all of a sentence's rows share its source keys/values) and drops finished
+        sentences (rows and sentences)."""
         for layer in self.layers:
-            for name in names if source_too else names[:2]:
-                tensor = getattr(layer, name)
-                if tensor is not None:
-                    setattr(layer, name, tensor.index_select(0, index))
+            for name in ("self_key", "self_value"):
+                buffer = getattr(layer, name)
+                if buffer is not None:
+                    capacity, _, H, Dh = buffer.shape
+                    kept = buffer.new_empty((capacity, rows.numel(), H, Dh))
+                    torch.index_select(buffer[: self.length], 1, rows, out=kept[: self.length])
+                    setattr(layer, name, kept)
+            if sentences is not None and layer.cross_key is not None:
+                layer.cross_key = layer.cross_key.index_select(0, sentences)
+                layer.cross_value = layer.cross_value.index_select(0, sentences)
+
+
+def fold_rows(q: Tensor, sentences: int) -> Tensor:
+    """Queries of r rows per source sentence, (b * r, H, T, Dh) -> (b, H, r * T, Dh): the rows of
+    one sentence become extra query positions, so that they attend to that sentence's keys/values
+    in one matmul, with no copy of the keys/values per row."""
+    N, H, T, Dh = q.shape
+    r = N // sentences
+    folded = q.view(sentences, r, H, T, Dh).transpose(1, 2)  # (b, H, r, T, Dh)
+    return folded.reshape(sentences, H, r * T, Dh)
+
+
+def unfold_rows(x: Tensor, rows: int) -> Tensor:
+    """The inverse of `fold_rows` for what attention returns, back to one entry per row:
+    output (b, r * T, D) -> (rows, T, D); weights (b, H, r * T, S) -> (rows, H, T, S)."""
+    if x.dim() == 3:
+        return x.reshape(rows, -1, x.size(-1))  # (b * r, T, D): row-major order is the same
+    b, H, rT, S = x.shape
+    r = rows // b
+    return x.view(b, H, r, rT // r, S).transpose(1, 2).reshape(rows, H, rT // r, S)
 
 
 # --- building blocks -----------------------------------------------------------------------------
@@ -352,31 +413,55 @@ class DecoderBlock(nn.Module):
         self.cross_attention_residual = ResidualConnection(D, config.dropout, config.norm_placement)
         self.feed_forward_residual = ResidualConnection(D, config.dropout, config.norm_placement)
 
+    def cross_attend(
+        self,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        src_mask: Tensor,
+        need_weights: bool,
+        packing: Packing | None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Queries q (N, H, T, Dh) attend to the source's k, v (b, H, S, Dh) under src_mask
+        (b, 1, 1, S) -> (N, T, D) and optional weights (N, H, T, S). When N = r * b (beams or
+        samples of each sentence), the r rows of a sentence are folded into its query axis
+        instead of copying its keys/values r times."""
+        N, b = q.size(0), k.size(0)
+        if N == b:
+            return self.cross_attention.attend(
+                q, k, v, src_mask, need_weights=need_weights, packing=packing
+            )
+        folded = fold_rows(q, b)  # (b, H, r * T, Dh)
+        attended, weights = self.cross_attention.attend(
+            folded, k, v, src_mask, need_weights=need_weights
+        )  # (b, r * T, D), (b, H, r * T, S)
+        return unfold_rows(attended, N), None if weights is None else unfold_rows(weights, N)
+
     def forward(
         self,
         x: Tensor,
         memory: Tensor | None,
         src_mask: Tensor,
         cache: LayerCache | None = None,
+        start: int = 0,
         need_weights: bool = False,
         tgt_packing: Packing | None = None,
         src_packing: Packing | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """x (B, T, D), memory (B, S, D), src_mask (B, 1, 1, S) -> (B, T, D) and, when asked,
         the cross-attention weights (B, H, T, S). With packings (training), x and memory are
-        packed tokens, (N_tgt, D) and (N_src, D), and so is the output. memory may be None once
-        the cache holds the source's keys and values.
+        packed tokens, (N_tgt, D) and (N_src, D), and so is the output. With a cache, x holds
+        target positions start .. start + T - 1; memory may be None once the cache holds the
+        source's keys and values, and x may have r rows per source sentence (B = r * b, with
+        memory (b, S, D) and src_mask (b, 1, 1, S)).
 
         Target padding needs no mask of its own: padding sits at the end of each sentence, so
         under the causal mask no real position ever attends to it."""
         # Causal self-attention, appending this step's keys and values to the cache.
         h = self.self_attention_residual.normalise_input(x)
-        q, k, v = self.self_attention.project_self(h, tgt_packing)  # 3 x (B, H, T, Dh)
-        if cache is not None and cache.self_key is not None:
-            k = torch.cat([cache.self_key, k], dim=2)  # (B, H, t + T, Dh)
-            v = torch.cat([cache.self_value, v], dim=2)
+        q, k, v = self.self_attention.project_self(h, tgt_packing)  # 3 x (N, H, T, Dh)
         if cache is not None:
-            cache.self_key, cache.self_value = k, v
+            k, v = cache.append_self(k, v, start)  # 2 x (N, H, start + T, Dh)
         T, K = q.size(2), k.size(2)
         if T == K:  # no past: the fused kernel builds the causal mask itself
             attended, _ = self.self_attention.attend(q, k, v, is_causal=True, packing=tgt_packing)
@@ -388,18 +473,16 @@ class DecoderBlock(nn.Module):
 
         # Cross-attention; the source's keys and values are computed once per sentence.
         h = self.cross_attention_residual.normalise_input(x)
-        q = self.cross_attention.project_query(h, tgt_packing)  # (B, H, T, Dh)
+        q = self.cross_attention.project_query(h, tgt_packing)  # (N, H, T, Dh)
         if cache is not None and cache.cross_key is not None:
-            k, v = cache.cross_key, cache.cross_value
+            k, v = cache.cross_key, cache.cross_value  # 2 x (b, H, S, Dh)
         elif memory is None:
             raise ValueError("memory is needed until the cache holds the source's keys/values")
         else:
-            k, v = self.cross_attention.project_key_value(memory, src_packing)  # 2 x (B, H, S, Dh)
+            k, v = self.cross_attention.project_key_value(memory, src_packing)  # 2 x (b, H, S, Dh)
             if cache is not None:
                 cache.cross_key, cache.cross_value = k, v
-        attended, weights = self.cross_attention.attend(
-            q, k, v, src_mask, need_weights=need_weights, packing=tgt_packing
-        )
+        attended, weights = self.cross_attend(q, k, v, src_mask, need_weights, tgt_packing)
         x = self.cross_attention_residual.add(x, attended)
 
         h = self.feed_forward_residual.normalise_input(x)
@@ -429,10 +512,11 @@ class Decoder(nn.Module):
         each layer's cross-attention weights (B, H, T, S). With packings, x, memory and the
         output are packed tokens (see DecoderBlock)."""
         all_weights = []
+        start = cache.length if cache is not None else 0
         for i, layer in enumerate(self.layers):
             layer_cache = cache.layers[i] if cache is not None else None
             x, weights = layer(
-                x, memory, src_mask, layer_cache, need_weights, tgt_packing, src_packing
+                x, memory, src_mask, layer_cache, start, need_weights, tgt_packing, src_packing
             )
             if weights is not None:
                 all_weights.append(weights)
@@ -535,9 +619,10 @@ class Transformer(nn.Module):
         )  # (N_tgt, D)
         return self.project(out)  # (N_tgt, V)
 
-    def new_cache(self) -> DecoderCache:
-        """An empty cache for incremental decoding."""
-        return DecoderCache.empty(self.config.n_decoder_layers)
+    def new_cache(self, capacity: int = 16) -> DecoderCache:
+        """An empty cache for incremental decoding, with room for `capacity` target positions
+        (it grows if more come)."""
+        return DecoderCache.empty(self.config.n_decoder_layers, capacity)
 
 
 def _init_weights(model: Transformer) -> None:

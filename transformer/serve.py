@@ -166,7 +166,7 @@ def _decode(
         length_penalty=options.length_penalty,
     )
     with torch.inference_mode():  # grad mode is per thread: set it in the thread that decodes
-        return translator.translate(sentences, config)
+        return translator.translate(sentences, decode=config)
 
 
 def _options(

@@ -7,11 +7,12 @@ call it. Decoding itself stays in `decoding.py`, as pure functions over token id
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 
-from transformer.checkpoint import LoadedModel
+from transformer.checkpoint import CheckpointError, LoadedModel
 from transformer.config import DecodeConfig
 from transformer.decoding import translate_ids
 from transformer.quantize import quantize_model
@@ -24,44 +25,73 @@ class Translation:
     tokens: list[int] = field(default_factory=list)  # output ids (no BOS/EOS), for attention plots
 
 
+def check_ensemble(members: Sequence[LoadedModel], names: Sequence[str]) -> None:
+    """Refuse, in one line, checkpoints that cannot be ensembled: averaging next-token
+    distributions needs the same target vocabulary, and one encoding of the input needs the same
+    source tokenizer. names: how to call each checkpoint in the message."""
+    first = members[0].tokenizers
+    for member, name in zip(members[1:], names[1:], strict=True):
+        for side in ("source", "target"):
+            if getattr(member.tokenizers, side).to_str() != getattr(first, side).to_str():
+                raise CheckpointError(
+                    f"cannot ensemble {names[0]!r} and {name!r}: their {side} tokenizers "
+                    "(vocabularies) differ; ensemble only models trained with the same tokenizers"
+                )
+
+
 class Translator:
-    """A model loaded from a checkpoint together with its tokenizers and decoding settings."""
+    """A model (or an ensemble of models) loaded from checkpoints, with its tokenizers and
+    decoding settings."""
 
     def __init__(
         self,
-        loaded: LoadedModel,
+        loaded: LoadedModel | Sequence[LoadedModel],
         decode: DecodeConfig,
         device: torch.device,
         quantize: str | None = None,
     ) -> None:
-        """quantize="int8" translates with a dynamically quantized copy of the model (CPU only;
-        see transformer/quantize.py); None keeps the checkpoint's float weights."""
-        model = loaded.model.to(device).eval()
-        self.model = quantize_model(model, quantize) if quantize is not None else model
-        self.tokenizers = loaded.tokenizers
+        """quantize="int8" translates with dynamically quantized copies of the models (CPU only;
+        see transformer/quantize.py); None keeps the checkpoints' float weights."""
+        members = [loaded] if isinstance(loaded, LoadedModel) else list(loaded)
+        check_ensemble(members, [f"checkpoint {i + 1}" for i in range(len(members))])
+        models = [member.model.to(device).eval() for member in members]
+        if quantize is not None:
+            models = [quantize_model(model, quantize) for model in models]
+        self.models = models
+        self.model = self.models[0]
+        self.tokenizers = members[0].tokenizers
         self.decode = decode
         self.device = device
-        self.max_positions = loaded.config.model.max_positions
+        self.max_positions = min(member.config.model.max_positions for member in members)
 
     @classmethod
     def with_options(
         cls,
-        loaded: LoadedModel,
+        loaded: LoadedModel | Sequence[LoadedModel],
         device: torch.device,
         quantize: str | None = None,
         **options: object,
     ) -> Translator:
-        """The checkpoint's decoding settings, with the non-None `options` replacing them."""
+        """The (first) checkpoint's decoding settings, with the non-None `options` replacing
+        them."""
+        first = loaded if isinstance(loaded, LoadedModel) else loaded[0]
         chosen = {key: value for key, value in options.items() if value is not None}
-        return cls(loaded, replace(loaded.config.decode, **chosen), device, quantize)
+        return cls(loaded, replace(first.config.decode, **chosen), device, quantize)
 
     def translate(
-        self, sentences: list[str], decode: DecodeConfig | None = None
+        self,
+        sentences: list[str],
+        prefixes: list[str] | None = None,
+        decode: DecodeConfig | None = None,
     ) -> list[list[Translation]]:
         """n-best translations of each sentence, best first. An empty or whitespace-only line gives
         one empty translation; a source longer than the model's maximum positions is truncated
-        with a warning. `decode` replaces this translator's settings for this call only (the
-        server decodes each batch with its requests' beam, n-best and length penalty)."""
+        with a warning. `prefixes`, one per sentence ("" for none), are the forced beginnings of
+        the translations: each translation starts with its prefix and continues from there.
+        `decode` replaces this translator's settings for this call only (the server decodes each
+        batch with its requests' beam, n-best and length penalty)."""
+        if prefixes is not None and len(prefixes) != len(sentences):
+            raise ValueError(f"{len(prefixes)} prefixes for {len(sentences)} sentences")
         ids = self.tokenizers.encode_source(sentences)
         too_long = [
             i for i, sentence_ids in enumerate(ids) if len(sentence_ids) > self.max_positions
@@ -73,7 +103,10 @@ class Translator:
                 stacklevel=2,
             )
         sources = [torch.tensor(x[: self.max_positions], dtype=torch.long) for x in ids]
-        hypotheses = translate_ids(self.model, sources, decode or self.decode, self.device)
+        prefix_ids = None if prefixes is None else self.tokenizers.encode_target(prefixes)
+        hypotheses = translate_ids(
+            self.models, sources, decode or self.decode, self.device, prefixes=prefix_ids
+        )
         results = []
         for sentence, nbest in zip(sentences, hypotheses, strict=True):
             if not sentence.strip():
