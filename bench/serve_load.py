@@ -37,7 +37,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("-c", "--checkpoint", required=True)
+    parser.add_argument("-c", "--checkpoint")
+    parser.add_argument("--ceiling-of", help=argparse.SUPPRESS)  # the ceiling's own process
+    parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
         "--source",
         default="../shared/data/multi30k/test_2016_flickr.en.gz",
@@ -162,26 +164,58 @@ class Ceiling:
     """The same sentences through Translator in one call (as translate.py -i does): the batched
     throughput the server is compared with. Measured again around every level, because other
     jobs on a shared machine make the speed drift; a level is compared with the mean of the
-    measurements just before and just after it."""
+    measurements just before and just after it. Each measurement runs in a fresh process, as
+    translate.py would (in this process, after a level had run, the same call measured up to 9x
+    slower, for reasons not found)."""
 
     def __init__(self, args: argparse.Namespace, sentences: list[str]) -> None:
-        loaded = load_model(args.checkpoint)
-        decode = replace(loaded.config.decode, beam_size=args.beam, nbest=1, batch_tokens=4096)
-        self.translator = Translator(loaded, decode, torch.device("cpu"))
-        self.sentences = sentences
-        with torch.inference_mode():
-            self.translations = [r[0].text for r in self.translator.translate(sentences)]
+        self.args, self.sentences = args, sentences
+        self.translations = self._run(measure=False)[1]
 
     def measure(self) -> float:
-        """Sentences/s of one call over all the sentences."""
-        with torch.inference_mode():
+        """Sentences/s of one call over all the sentences, after a warm-up call."""
+        return self._run(measure=True)[0]
+
+    def _run(self, measure: bool) -> tuple[float, list[str]]:
+        command = [sys.executable, __file__, "--ceiling-of", self.args.checkpoint]
+        command += ["--beam", str(self.args.beam), "--threads", str(self.args.threads)]
+        answer = subprocess.run(
+            command + (["--measure"] if measure else []),
+            input="\n".join(self.sentences),
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
+        ).stdout.split("\n")
+        return float(answer[0]), answer[1:]
+
+
+def ceiling_process(args: argparse.Namespace) -> None:
+    """In the fresh process: translate stdin's lines in one call; print sentences/s (of a second,
+    timed call if --measure) and then the translations."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sentences = sys.stdin.read().split("\n")
+    loaded = load_model(args.ceiling_of)
+    decode = replace(loaded.config.decode, beam_size=args.beam, nbest=1, batch_tokens=4096)
+    translator = Translator(loaded, decode, torch.device("cpu"))
+    with torch.inference_mode():
+        started = time.perf_counter()
+        results = translator.translate(sentences)
+        if args.measure:
             started = time.perf_counter()
-            self.translator.translate(self.sentences)
-            return len(self.sentences) / (time.perf_counter() - started)
+            results = translator.translate(sentences)
+        rate = len(sentences) / (time.perf_counter() - started)
+    print("\n".join([f"{rate:.3f}"] + [r[0].text for r in results]))
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.ceiling_of:
+        ceiling_process(args)
+        return
+    if not args.checkpoint:
+        raise SystemExit("error: give the checkpoint to serve with -c")
     if args.threads:
         torch.set_num_threads(args.threads)
     sentences = read_lines(args.source)[: args.requests]
