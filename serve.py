@@ -18,6 +18,7 @@ from pathlib import Path
 
 from transformer.checkpoint import CheckpointError, load_model
 from transformer.config import ConfigError
+from transformer.quantize import QUANTIZATIONS, QuantizationError
 
 LIMITS = ("max_sentences", "max_chars", "max_beam", "max_batch_tokens")
 
@@ -33,6 +34,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--length-penalty", type=float, help="default GNMT alpha for beam search")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--quantize",
+        choices=QUANTIZATIONS,
+        help="serve with int8 linear layers (CPU only; faster, slightly different output)",
+    )
     parser.add_argument("--name", help="model name shown to clients (default: from the path)")
     parser.add_argument(
         "--max-batch-tokens",
@@ -100,8 +106,9 @@ def main(argv: list[str] | None = None) -> int:
             beam_size=args.beam,
             length_penalty=args.length_penalty,
             batch_tokens=args.max_batch_tokens,
+            quantize=args.quantize,
         )
-    except (CheckpointError, ConfigError) as error:
+    except (CheckpointError, ConfigError, QuantizationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     settings = ServeSettings(

@@ -22,6 +22,7 @@ import torch  # noqa: E402
 import uvicorn  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from test_train import run_train  # noqa: E402  # the suite's tiny fast training run
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear  # noqa: E402
 
 import serve  # noqa: E402
 import translate  # noqa: E402
@@ -263,6 +264,29 @@ def test_cli_builds_the_app_on_localhost(
     assert info["decoding"]["beam"] == 2
     assert info["model"] == f"{checkpoint.parent.parent.name}/best.pt"
     assert "serving" in capsys.readouterr().err
+
+
+def test_cli_serves_an_int8_model(
+    checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from transformer import translator as translator_module
+
+    calls, quantized = [], []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(app))
+    real_quantize = translator_module.quantize_model
+
+    def spy(model: torch.nn.Module, kind: str) -> torch.nn.Module:
+        quantized.append(real_quantize(model, kind))
+        return quantized[-1]
+
+    monkeypatch.setattr(translator_module, "quantize_model", spy)
+    assert serve.main(["-c", str(checkpoint), "--quantize", "int8"]) == 0
+    feed_forward = quantized[0].encoder.layers[0].feed_forward.linear_in
+    assert isinstance(feed_forward, DynamicQuantizedLinear)  # the server decodes with int8
+    with TestClient(calls[0]) as http:
+        answer = http.post("/translate", json={"text": ["twenty-one", ""]})
+    assert answer.status_code == 200 and answer.json()["translations"][1] == ""
+    assert answer.json()["translations"][0]  # the int8 model translates
 
 
 def test_cli_errors_are_one_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
