@@ -88,8 +88,10 @@ def _rank_cli(rank: int, world_size: int, port: int, argv: list[str]) -> None:
 
 
 def start_ranks(target: object, *arguments: object) -> list[int | None]:
-    """Run target(rank, 2, port, *arguments) in 2 forked processes; their exit codes."""
-    port, context = free_port(), multiprocessing.get_context("fork")
+    """Run target(rank, 2, port, *arguments) in 2 new processes; their exit codes."""
+    # spawn, not fork: forking a process whose OpenMP thread pool is running (every earlier test
+    # in this pytest process) can deadlock the child.
+    port, context = free_port(), multiprocessing.get_context("spawn")
     ranks = [context.Process(target=target, args=(r, 2, port, *arguments)) for r in range(2)]
     for process in ranks:
         process.start()
