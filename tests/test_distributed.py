@@ -1,10 +1,10 @@
 """Data-parallel training on CPU with Gloo and 2 processes: the same maths as one process, one set
 of files, validation split across ranks, exact resume, and what happens when a rank dies.
 
-Most runs start their ranks as forked copies of this test process with torchrun's environment
-(RANK, WORLD_SIZE, MASTER_ADDR, ...), which exercises the same code as torchrun does without
-importing torch again in each rank; the fault tests launch real `torchrun`, whose agent is what
-notices a dead worker and restarts the group."""
+Most runs start their ranks as new (spawned) Python processes with torchrun's environment (RANK,
+WORLD_SIZE, MASTER_ADDR, ...), which exercises the same code as torchrun does; they are not forked,
+because a fork after earlier tests started OpenMP threads can hang. The fault tests launch real
+`torchrun`, whose agent is what notices a dead worker and restarts the group."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_train import FAST as TRAIN_FAST
+from test_train import TINY
 
 import train
 import translate
@@ -31,20 +33,8 @@ from transformer.data import encode_splits, load_corpus
 from transformer.validation import validate
 
 ROOT = Path(__file__).parent.parent
-TINY = str(ROOT / "configs" / "tiny.yaml")
-NUMBERS = str(Path(__file__).parent / "data" / "numbers")
-FAST = [
-    f"data.dataset={NUMBERS}",
-    "model.d_model=32",
-    "model.n_heads=2",
-    "model.d_ff=64",
-    "data.tokenizer.vocab_size=300",
-    "data.max_tokens=1024",
-    "train.log_every=2",
-    "train.device=cpu",
-    "train.threads=1",
-    "train.dist_timeout_s=60",
-]
+# The shared tiny settings, plus a bound on how long a rank waits for the others.
+FAST = [*TRAIN_FAST, "train.dist_timeout_s=60"]
 WAIT_S = 240  # generous: other jobs share the machine's two cores
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_train import FAST, TINY
 
 import train
 from transformer import checkpoint, training
@@ -22,19 +23,6 @@ from transformer.checkpoint import CheckpointError, load_checkpoint, save_checkp
 from transformer.run_setup import RunDirLock
 
 ROOT = Path(__file__).parent.parent
-TINY = str(ROOT / "configs" / "tiny.yaml")
-NUMBERS = str(Path(__file__).parent / "data" / "numbers")
-FAST = [
-    f"data.dataset={NUMBERS}",
-    "model.d_model=32",
-    "model.n_heads=2",
-    "model.d_ff=64",
-    "data.tokenizer.vocab_size=260",
-    "data.max_tokens=1024",
-    "train.log_every=2",
-    "train.device=cpu",
-    "train.threads=1",
-]
 
 
 def train_argv(run_dir: Path, *overrides: str, flags: tuple[str, ...] = ()) -> list[str]:

@@ -25,7 +25,7 @@ from transformer.config import (
     config_to_dict,
     save_config,
 )
-from transformer.data import ParallelText, encode_splits, load_corpus
+from transformer.data import EncodedSplit, ParallelText, encode_splits, load_corpus
 from transformer.device import check_precision, resolve_device, resolve_precision
 from transformer.divergence import DivergenceGuard
 from transformer.model import Transformer, build_transformer
@@ -194,6 +194,20 @@ def warn_if_world_size_changed(checkpoint: dict[str, Any], config: Config) -> No
         )
 
 
+def load_and_encode(
+    config: Config, checkpoint: dict[str, Any] | None
+) -> tuple[TokenizerPair, dict[str, EncodedSplit], dict[str, ParallelText]]:
+    """The corpus, its tokenizers (trained on the training split only, by rank 0, or taken from
+    the checkpoint being resumed) and every split encoded to ids."""
+    texts = load_corpus(config.data)
+    if checkpoint is not None:
+        tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"])
+    else:
+        tokenizers = shared_tokenizers(config.data, texts)
+    splits = encode_splits(texts, tokenizers, config.data, config.model.max_positions)
+    return tokenizers, splits, texts
+
+
 def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainingRun:
     """Everything before the first step: checks, data and tokenizers, model, optimiser, schedule,
     sampler, and (with `resume`) the saved state of all of them."""
@@ -213,13 +227,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     print(f"Precision: {precision} ({reason}).")
     config = replace(config, train=replace(config.train, precision=precision))
 
-    # Data: tokenizers trained on the training split only, or taken from the checkpoint.
-    texts = load_corpus(config.data)
-    if checkpoint is not None:
-        tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"])
-    else:
-        tokenizers = shared_tokenizers(config.data, texts)
-    splits = encode_splits(texts, tokenizers, config.data, config.model.max_positions)
+    tokenizers, splits, texts = load_and_encode(config, checkpoint)
     config = fit_model_to_tokenizers(config, tokenizers)
     if distributed.is_main():
         tokenizers.save(run_dir / "tokenizer")
