@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformer.config import ModelConfig
+from transformer.dropout import Dropout
 from transformer.packing import Packing, pack, unpack
 
 # --- masks ---------------------------------------------------------------------------------------
@@ -200,7 +201,7 @@ class PositionalEncoding(nn.Module):
         # A buffer, not a parameter: it moves with .to(device) but is never trained. Not persistent,
         # so checkpoints stay small and the table is always recomputed exactly.
         self.register_buffer("table", table, persistent=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, start: int = 0, packing: Packing | None = None) -> Tensor:
         """(B, T, D) -> (B, T, D); `start` is the position of x's first token (non-zero when
@@ -333,7 +334,7 @@ class FeedForwardBlock(nn.Module):
         super().__init__()
         self.linear_in = nn.Linear(d_model, d_ff)
         self.activation = nn.GELU() if activation == "gelu" else nn.ReLU()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.linear_out = nn.Linear(d_ff, d_model)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -350,7 +351,7 @@ class ResidualConnection(nn.Module):
     def __init__(self, d_model: int, dropout: float, norm_placement: str) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = norm_placement == "pre"
 
     def normalise_input(self, x: Tensor) -> Tensor:
