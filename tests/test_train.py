@@ -231,3 +231,25 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_has_it(
     assert f"Precision: {expected} (auto:" in capsys.readouterr().out
     saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert saved["config"]["train"]["precision"] == expected  # the choice made, for the record
+
+
+def test_token_loss_sum_in_chunks_of_bf16_logits_equals_float32_cross_entropy() -> None:
+    """More rows than one chunk, bf16 logits (as under autocast): the float32 loss of the same
+    values, and a gradient in the logits' dtype."""
+    from transformer.loss import ROWS_PER_CHUNK
+
+    generator = torch.Generator().manual_seed(1)
+    rows = 2 * ROWS_PER_CHUNK + 37
+    logits = torch.randn(rows, 50, generator=generator).bfloat16().requires_grad_()
+    labels = torch.randint(1, 50, (rows,), generator=generator)
+    labels[ROWS_PER_CHUNK - 3 : ROWS_PER_CHUNK + 5] = 0  # padding across a chunk boundary
+    ours = token_loss_sum(logits, labels, 0.1)
+    reference_logits = logits.detach().float().requires_grad_()
+    expected = torch.nn.functional.cross_entropy(
+        reference_logits, labels, ignore_index=0, label_smoothing=0.1, reduction="sum"
+    )
+    torch.testing.assert_close(ours, expected)
+    (gradient,) = torch.autograd.grad(ours, logits)
+    (expected_gradient,) = torch.autograd.grad(expected, reference_logits)
+    assert gradient.dtype == torch.bfloat16
+    torch.testing.assert_close(gradient.float(), expected_gradient.bfloat16().float())
