@@ -26,7 +26,6 @@ from torch import Tensor
 
 from transformer.tokenizer import PAD_ID
 
-
 ROWS_PER_CHUNK = 128  # 128 x 8,000 float32 logits are 4 MB: each chunk stays in cache across passes
 
 
