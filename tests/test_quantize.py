@@ -60,13 +60,18 @@ def test_cross_attention_parts_equal_the_sliced_projection() -> None:
     torch.testing.assert_close(attention.in_proj_part("key_value", x), sliced_kv)
 
 
-def test_quantized_outputs_agree_with_float_on_most_sentences(checkpoint: Path) -> None:
+@pytest.mark.parametrize("output_projection", [False, True])
+def test_quantized_outputs_agree_with_float_on_most_sentences(
+    checkpoint: Path, output_projection: bool
+) -> None:
     loaded = load_model(checkpoint)
     sources = loaded.tokenizers.encode_source(
         (NUMBERS / "test.en").read_text(encoding="utf-8").splitlines()
     )
     src = pad_sequence([torch.tensor(ids) for ids in sources], batch_first=True)  # (B, S)
-    quantized = quantize_model(loaded.model, "int8")
+    quantized = quantize_model(loaded.model, "int8", output_projection=output_projection)
+    projection_type = DynamicQuantizedLinear if output_projection else nn.Linear
+    assert type(quantized.projection.linear) is projection_type
 
     float_greedy = [h.tokens for h in greedy_search(loaded.model, src)]
     int8_greedy = [h.tokens for h in greedy_search(quantized, src)]

@@ -35,6 +35,7 @@ from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 from transformer.model import MultiHeadAttentionBlock, Transformer
 
 QUANTIZATIONS = ("int8",)
+QUANTIZE_OUTPUT_PROJECTION = False  # see the module docstring
 
 
 class QuantizationError(ValueError):
@@ -71,21 +72,23 @@ def _split_cross_attention_in_proj(attention: MultiHeadAttentionBlock) -> None:
         attention.in_proj_parts[part] = linear
 
 
-def quantize_model(model: Transformer, kind: str = "int8") -> Transformer:
+def quantize_model(
+    model: Transformer, kind: str = "int8", output_projection: bool = QUANTIZE_OUTPUT_PROJECTION
+) -> Transformer:
     """An int8 copy of a float model, in eval mode, for CPU inference; `model` is left as it was.
 
     Every nn.Linear of the encoder and decoder becomes a dynamically quantized one with per-row
     weight scales (finer than one scale per matrix, at the same speed); the output projection
-    stays float32 (see the module docstring)."""
+    too when `output_projection` (see the module docstring)."""
     check_quantization(kind, next(model.parameters()).device)
     quantized = copy.deepcopy(model).eval()  # deepcopy keeps tied weights tied
     for layer in quantized.decoder.layers:
         _split_cross_attention_in_proj(layer.cross_attention)
-    output_projection = quantized.projection.linear
+    projection = quantized.projection.linear
     spec = {
         name: per_channel_dynamic_qconfig
         for name, module in quantized.named_modules()
-        if isinstance(module, nn.Linear) and module is not output_projection
+        if isinstance(module, nn.Linear) and (output_projection or module is not projection)
     }
     with warnings.catch_warnings():
         # The deprecation of torch.ao.quantization and of quantized tensor constructors is torch's
