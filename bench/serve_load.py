@@ -12,6 +12,11 @@ Prints requests/s, sentences/s, latency percentiles, the batches the server form
 answer equals Translator's translation of the same sentence, and checks that every request got
 exactly one answer. The ceiling is measured before the first level and after every level, and each
 level is compared with the mean of the two measurements around it. Prints a table; asserts nothing.
+
+The clients share the machine's cores with the server, so the load generator's own CPU time per
+request is printed too. `--client raw` (the default) speaks HTTP/1.1 over asyncio streams with one
+keep-alive connection per client, the lightest load generator Python allows; `--client httpx`
+uses the library a user would pick, at several times the client CPU per request.
 """
 
 from __future__ import annotations
@@ -19,12 +24,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
+import json
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import httpx
 import torch
@@ -52,6 +59,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-batch-tokens", type=int, default=4096, help="the server's option")
     parser.add_argument("--max-wait-ms", type=float, default=10, help="the server's option")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--client",
+        choices=["raw", "httpx"],
+        default="raw",
+        help="raw: a minimal keep-alive HTTP/1.1 client on asyncio streams, so that the load "
+        "generator, which shares the cores with the server, costs as little as it can; httpx: the "
+        "library a user would pick",
+    )
     return parser.parse_args(argv)
 
 
@@ -105,41 +120,86 @@ class Level:
     translations: dict[int, str]  # sentence index -> translation
     batches: int
     sentences_batched: int
+    client_cpu: float  # CPU seconds the load generator itself used (this process)
+
+
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that posts JSON and reads JSON answers with a
+    Content-Length (what uvicorn sends). About a tenth of httpx's work per request, which matters
+    when the clients run on the server's cores."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def post(self, path: str, payload: dict[str, Any]) -> tuple[int, Any]:
+        if self.streams is None:
+            self.streams = await asyncio.open_connection("127.0.0.1", self.port)
+        reader, writer = self.streams
+        body = json.dumps(payload).encode()
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        status = int(head[0].split()[1])
+        length = next(
+            int(line.split(":", 1)[1]) for line in head if line.lower().startswith("content-length")
+        )
+        return status, json.loads(await reader.readexactly(length))
+
+    def close(self) -> None:
+        if self.streams is not None:
+            self.streams[1].close()
 
 
 async def run_level(
-    url: str, sentences: list[str], clients: int, beam: int, max_seconds: float
+    url: str, sentences: list[str], clients: int, beam: int, max_seconds: float, raw: bool
 ) -> Level:
     """`clients` tasks, each sending the next unsent sentence as soon as it has its answer."""
     next_index, answers = 0, {}
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    port = int(url.rsplit(":", 1)[1])
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
         before = (await http.get("/info")).json()["batching"]
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         deadline = started + max_seconds
+
+        async def post(connection: RawConnection | None, index: int) -> tuple[int, Any]:
+            payload = {"text": sentences[index], "beam": beam}
+            if connection is not None:
+                return await connection.post("/translate", payload)
+            answer = await http.post("/translate", json=payload)
+            return answer.status_code, answer.json() if answer.status_code == 200 else None
 
         async def client() -> None:
             nonlocal next_index, errors
+            connection = RawConnection(port) if raw else None
             while next_index < len(sentences) and time.perf_counter() < deadline:
                 index, next_index = next_index, next_index + 1
                 sent = time.perf_counter()
                 try:
-                    answer = await http.post(
-                        "/translate", json={"text": sentences[index], "beam": beam}
-                    )
-                except httpx.HTTPError:
+                    status, answer = await post(connection, index)
+                except (httpx.HTTPError, OSError, asyncio.IncompleteReadError, ValueError):
                     errors += 1
+                    if connection is not None:  # start a fresh connection
+                        connection.close()
+                        connection = RawConnection(port)
                     continue
-                if answer.status_code != 200 or index in answers:
+                if status != 200 or index in answers:
                     errors += 1
                     continue
                 latencies.append(time.perf_counter() - sent)
-                answers[index] = answer.json()["translations"]
+                answers[index] = answer["translations"]
+            if connection is not None:
+                connection.close()
 
         await asyncio.gather(*(client() for _ in range(clients)))
         seconds = time.perf_counter() - started
+        client_cpu = time.process_time() - cpu_started
         after = (await http.get("/info")).json()["batching"]
     return Level(
         clients,
@@ -151,6 +211,7 @@ async def run_level(
         answers,
         after["batches"] - before["batches"],
         after["sentences"] - before["sentences"],
+        client_cpu,
     )
 
 
@@ -221,6 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     sentences = read_lines(args.source)[: args.requests]
     print(f"CPU flags: {cpu_flags()}; torch threads {torch.get_num_threads()}; beam {args.beam}")
     print(f"server: --max-batch-tokens {args.max_batch_tokens} --max-wait-ms {args.max_wait_ms}")
+    print(f"client: {args.client}")
     ceiling = Ceiling(args, sentences)  # also the warm-up, and the translations to compare with
     port = free_port()
     server = start_server(args, port)
@@ -229,7 +291,11 @@ def main(argv: list[str] | None = None) -> None:
         for clients in args.clients:
             url = f"http://127.0.0.1:{port}"
             levels.append(
-                asyncio.run(run_level(url, sentences, clients, args.beam, args.max_seconds))
+                asyncio.run(
+                    run_level(
+                        url, sentences, clients, args.beam, args.max_seconds, args.client == "raw"
+                    )
+                )
             )
             ceilings.append(ceiling.measure())
     finally:
@@ -242,9 +308,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"ceiling: Translator, {len(sentences)} sentences in one call: {rates} sentences/s\n")
     print(
         "| clients | requests | answered | errors | requests/s | sentences/s | % of ceiling "
-        "| p50 ms | p95 ms | p99 ms | batches | sentences/batch | same as Translator |"
+        "| p50 ms | p95 ms | p99 ms | batches | sentences/batch | same as Translator "
+        "| client CPU ms/request |"
     )
-    print("|---:" * 13 + "|")
+    print("|---:" * 14 + "|")
     for index, level in enumerate(levels):
         rate = level.answered / level.seconds
         around = (ceilings[index] + ceilings[index + 1]) / 2
@@ -254,7 +321,7 @@ def main(argv: list[str] | None = None) -> None:
             f"| {level.clients} | {level.sent} | {level.answered} | {level.errors} | {rate:.1f} "
             f"| {rate:.1f} | {100 * rate / around:.0f}% | {p50:.0f} | {p95:.0f} | {p99:.0f} "
             f"| {level.batches} | {level.sentences_batched / max(1, level.batches):.1f} "
-            f"| {same}/{level.answered} |"
+            f"| {same}/{level.answered} | {1000 * level.client_cpu / max(1, level.sent):.2f} |"
         )
 
 
