@@ -71,7 +71,7 @@ from transformer.loss import batch_loss_sum, token_loss_sum
 from transformer.model import PositionalEncoding, Transformer
 from transformer.tokenizer import PAD_ID
 
-IMPLEMENTATIONS = ("project", "marian", "torch")
+IMPLEMENTATIONS = ("project", "project+compile", "marian", "torch")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -186,6 +186,10 @@ class MarianWrapper(nn.Module):
 def build_model(name: str, args: argparse.Namespace, vocab_size: int) -> nn.Module:
     if name == "project":
         return project_model(args, vocab_size, dropout=args.dropout)
+    if name == "project+compile":  # as train.compile=true: the forward pass through torch.compile
+        model = project_model(args, vocab_size, dropout=args.dropout)
+        model.token_logits = torch.compile(model.token_logits, dynamic=True)
+        return model
     if name == "marian":
         return MarianWrapper(args, vocab_size)
     return TorchTransformer(args, vocab_size)
