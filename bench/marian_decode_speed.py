@@ -15,7 +15,8 @@ per sentence (EOS included) and the work does not depend on what the weights say
 - ctranslate2: the same Marian weights converted with CTranslate2's TransformersConverter,
   `translate_batch(min_decoding_length=N, max_decoding_length=N, beam_size=K)`, float32;
 - int8 rows: the project's model through `transformer.quantize.quantize_model` (dynamic int8 linear
-  layers, float32 output projection), and the same CTranslate2 model loaded with
+  layers; "project int8" keeps the output projection float32, "project int8 +proj" makes it int8
+  too), and the same CTranslate2 model loaded with
   compute_type="int8" (int8 weights, quantized on load, the output projection included).
 Each model is checked to have produced exactly N tokens for every sentence.
 
@@ -208,8 +209,10 @@ def main(argv: list[str] | None = None) -> None:
         "project": lambda src, beam: project_decode(project, src, beam, n),
     }
     if not args.no_int8:
-        project_int8 = quantize_model(project, "int8")
+        project_int8 = quantize_model(project, "int8", output_projection=False)
         decoders["project int8"] = lambda src, beam: project_decode(project_int8, src, beam, n)
+        all_int8 = quantize_model(project, "int8", output_projection=True)
+        decoders["project int8 +proj"] = lambda src, beam: project_decode(all_int8, src, beam, n)
     decoders["marian generate"] = lambda src, beam: marian_decode(marian, src, beam, n)
     skipped = ""
     directory = tempfile.TemporaryDirectory()

@@ -11,11 +11,12 @@ through fbgemm or oneDNN). It is PyTorch's own eager-mode tooling,
 torchao, whose int8 path targets `torch.compile` and GPUs; the eager CPU kernels used here are still
 the ones shipped in torch, so the deprecation warnings are silenced for this one call.
 
-What stays in float32, and why:
-- the output projection (decoder states to vocabulary logits): it is tied to the embeddings, the
-  search reads its weight directly (decoding.NextTokenLogProbs), and an error in the logits moves
-  every token choice, so it is the layer where int8 costs the most quality;
-- embeddings, layer norms and attention itself (softmax(q k^T) v), which are not linear layers.
+The output projection (decoder states to 8,000 vocabulary logits) is int8 too by default: it is
+the largest matmul of every search step, and on the default recipe's 60-minute model (README,
+beam 5, all 1,014 `val` sentences, 2 cores) int8 everywhere scored 40.24 val BLEU against 40.05
+with a float32 projection and 40.04 in float32, while translating at 315, 215 and 149 sentences/s.
+`quantize_model(..., output_projection=False)` keeps it float32. Embeddings, layer norms and
+attention itself (softmax(q k^T) v) stay float32: they are not linear layers.
 
 The cross-attention applies the query rows and the key/value rows of its fused `in_proj` to
 different inputs. An int8 weight cannot be sliced, so each part becomes a quantized layer of its own
@@ -35,7 +36,7 @@ from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 from transformer.model import MultiHeadAttentionBlock, Transformer
 
 QUANTIZATIONS = ("int8",)
-QUANTIZE_OUTPUT_PROJECTION = False  # see the module docstring
+QUANTIZE_OUTPUT_PROJECTION = True  # chosen on val: see the module docstring
 
 
 class QuantizationError(ValueError):
