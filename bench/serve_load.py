@@ -155,14 +155,14 @@ class RawConnection:
 
 
 async def run_level(
-    url: str, sentences: list[str], clients: int, beam: int, max_seconds: float, raw: bool
+    port: int, sentences: list[str], clients: int, beam: int, max_seconds: float, raw: bool
 ) -> Level:
     """`clients` tasks, each sending the next unsent sentence as soon as it has its answer."""
     next_index, answers = 0, {}
     latencies: list[float] = []
     errors = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    port = int(url.rsplit(":", 1)[1])
+    url = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
         before = (await http.get("/info")).json()["batching"]
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -289,11 +289,10 @@ def main(argv: list[str] | None = None) -> None:
     levels, ceilings = [], [ceiling.measure()]
     try:
         for clients in args.clients:
-            url = f"http://127.0.0.1:{port}"
             levels.append(
                 asyncio.run(
                     run_level(
-                        url, sentences, clients, args.beam, args.max_seconds, args.client == "raw"
+                        port, sentences, clients, args.beam, args.max_seconds, args.client == "raw"
                     )
                 )
             )

@@ -43,3 +43,9 @@ def test_the_seed_fixes_the_masks_and_different_draws_differ() -> None:
     torch.manual_seed(3)
     assert torch.equal(layer(x), first)
     assert not torch.equal(first, second)
+
+
+def test_a_probability_that_rounds_to_one_drops_everything() -> None:
+    x = torch.ones(4, 5)
+    assert torch.equal(Dropout(0.999999).train()(x), torch.zeros_like(x))
+    assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))

@@ -22,20 +22,15 @@ _WORD_BITS = 16  # random bits per element: the drop probability's resolution is
 _LEVELS = 2**_WORD_BITS
 
 
-def dropped_levels(drop_probability: float) -> int:
-    """How many of the 65536 values of a 16-bit word mean "drop": p rounded to 1/65536."""
-    return round(drop_probability * _LEVELS)
-
-
-def drop_mask(shape: torch.Size, drop_probability: float, device: torch.device) -> Tensor:
-    """A bool mask of `shape`, each element True (drop) with probability `drop_probability` rounded
-    to 1/65536 (`dropped_levels`)."""
+def drop_mask(shape: torch.Size, dropped_levels: int, device: torch.device) -> Tensor:
+    """A bool mask of `shape`, each element True (drop) with probability dropped_levels / 65536:
+    that many of a 16-bit word's 65536 values mean "drop"."""
     count = shape.numel()
     words = torch.randint(  # the full int64 range: all 64 bits of each word are random
         -(2**63), 2**63 - 1, ((count + 3) // 4,), dtype=torch.int64, device=device
     )
     uniform = words.view(torch.int16)[:count].view(shape)  # uniform over [-32768, 32767]
-    return uniform < dropped_levels(drop_probability) - _LEVELS // 2
+    return uniform < dropped_levels - _LEVELS // 2
 
 
 class Dropout(nn.Dropout):
@@ -44,10 +39,10 @@ class Dropout(nn.Dropout):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
             return F.dropout(x, self.p, self.training, self.inplace)
-        if self.p == 1.0:
+        dropped_levels = round(self.p * _LEVELS)  # p rounded to 1/65536
+        if dropped_levels == _LEVELS:  # p rounds to 1: everything is dropped
             return torch.zeros_like(x)
-        kept_fraction = (_LEVELS - dropped_levels(self.p)) / _LEVELS
-        dropped = drop_mask(x.shape, self.p, x.device)  # (*x.shape) bool
+        dropped = drop_mask(x.shape, dropped_levels, x.device)  # (*x.shape) bool
         # masked_fill saves only the bool mask for backward (x * mask would first convert the mask
-        # to x's dtype); the in-place rescale saves nothing.
-        return x.masked_fill(dropped, 0.0).mul_(1.0 / kept_fraction)
+        # to x's dtype); the in-place rescale by 1 / kept fraction saves nothing.
+        return x.masked_fill(dropped, 0.0).mul_(_LEVELS / (_LEVELS - dropped_levels))

@@ -40,18 +40,21 @@ class ModelScorer:
         self.memory, self.src_mask = model.encode(src)  # (b, S, D), (b, 1, 1, S)
         self.cache = model.new_cache(capacity)
         self.projection = model.projection.linear
-        self.weight: Tensor | None = None  # (D, V): a float projection, transposed once
-        if isinstance(self.projection, torch.nn.Linear):  # else int8 (transformer/quantize.py)
-            self.weight = self.projection.weight.detach().t().contiguous()
-            self.bias = self.projection.bias.detach()  # (V,)
+        # A float projection is transposed once: (D, V) and (V,); an int8 one (quantize.py) is
+        # called as it is.
+        self.weight_and_bias: tuple[Tensor, Tensor] | None = None
+        if isinstance(self.projection, torch.nn.Linear):
+            weight, bias = self.projection.weight.detach(), self.projection.bias.detach()
+            self.weight_and_bias = (weight.t().contiguous(), bias)  # (D, V), (V,)
 
     def __call__(self, tokens: Tensor) -> Tensor:
         """tokens (N,), each row's newest token -> (N, V) float32 log-probabilities of the next.
         N may be r rows per source sentence; the cache folds them (see DecoderCache)."""
         states, _ = self.model.decode(tokens[:, None], self.memory, self.src_mask, self.cache)
         self.memory = None  # the cache now holds the source's keys and values
-        if self.weight is not None:
-            logits = torch.addmm(self.bias, states[:, -1], self.weight)  # (N, V)
+        if self.weight_and_bias is not None:
+            weight, bias = self.weight_and_bias
+            logits = torch.addmm(bias, states[:, -1], weight)  # (N, V)
         else:
             logits = self.projection(states[:, -1])  # (N, V)
         return logits.float().log_softmax(dim=-1)  # float32 even under autocast
