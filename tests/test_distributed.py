@@ -93,6 +93,9 @@ def start_ranks(target: object, *arguments: object) -> list[int | None]:
     return [process.exitcode for process in ranks]
 
 
+AVERAGE = ("train.ema_decay=0.5",)
+
+
 def run_ranks(run_dir: Path, *overrides: str, resume: bool = False) -> list[dict]:
     """Train with 2 ranks; returns each rank's report."""
     arguments = [f"train.run_dir={run_dir}", *FAST, *overrides]
@@ -109,9 +112,12 @@ def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
-    """4 optimiser steps on 2 ranks, dropout off, validated at the end."""
+    """4 optimiser steps on 2 ranks, dropout off, validated at the end, with a moving average of
+    the weights (each rank keeps its own; they must agree)."""
     run_dir = tmp_path_factory.mktemp("ddp") / "run"
-    reports = run_ranks(run_dir, "train.max_steps=4", "train.validate_every=4", "model.dropout=0")
+    reports = run_ranks(
+        run_dir, "train.max_steps=4", "train.validate_every=4", "model.dropout=0", *AVERAGE
+    )
     return run_dir, reports
 
 
@@ -131,6 +137,7 @@ def test_two_ranks_take_the_steps_of_one_process_accumulating_two_batches(
             "train.validate_every=4",
             "model.dropout=0",
             "train.accumulate=2",
+            *AVERAGE,
         ],
     )
     training.train(config)

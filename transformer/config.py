@@ -184,6 +184,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # cosine: final learning rate as a fraction of the peak
     label_smoothing: float = 0.1  # probability mass spread over the vocabulary; 0 = off
     clip_norm: float = 1.0  # max gradient norm; 0 disables clipping
+    ema_decay: float = 0.0  # validate and save a moving average of the weights; 0 = off
     accumulate: int = 1  # batches per optimiser step: the step sees accumulate x max_tokens
     precision: str = (
         "auto"  # auto (bf16 if the CPU/GPU has it natively, else fp32) | fp32 | bf16 | fp16 (CUDA)
@@ -232,6 +233,7 @@ class TrainConfig:
             f"train.max_minutes must be at least 0 (0 = no limit), not {self.max_minutes}",
         )
         _check_fraction(self, "train", "label_smoothing")
+        _check_fraction(self, "train", "ema_decay")
         _check_fraction(self, "train", "min_lr_ratio", upper_inclusive=True)
         _check_at_least(self, "train", 0, "warmup_steps", "threads", "max_steps", "max_epochs")
         _check_at_least(self, "train", 0, "keep_checkpoints", "patience", "num_samples")

@@ -29,6 +29,7 @@ from transformer.data import EncodedSplit, ParallelText, encode_splits, load_cor
 from transformer.device import check_precision, resolve_device, resolve_precision
 from transformer.divergence import DivergenceGuard
 from transformer.model import Transformer, build_transformer
+from transformer.moving_average import WeightMovingAverage
 from transformer.run_state import TrainingRun, TrainState, seed_everything
 from transformer.schedule import make_scheduler
 from transformer.tokenizer import PAD_ID, TokenizerPair, train_tokenizers
@@ -268,6 +269,9 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         guard=DivergenceGuard(config.train.max_bad_steps, device),
         state=state,
         started_at=started_at,
+        moving_average=(
+            WeightMovingAverage(model, config.train.ema_decay) if config.train.ema_decay else None
+        ),
     )
     if checkpoint is not None:
         run.restore(checkpoint)

@@ -27,6 +27,7 @@ from transformer.data import EncodedSplit
 from transformer.divergence import DivergenceGuard
 from transformer.loss import LogitsFunction
 from transformer.model import Transformer
+from transformer.moving_average import WeightMovingAverage
 from transformer.schedule import steps_for_time_budget
 from transformer.tokenizer import TokenizerPair
 from transformer.validation import ValidationResult, validate
@@ -107,6 +108,12 @@ class TrainingRun:
         return self.config.train.max_steps or self.state.planned_steps
 
     ddp: DistributedDataParallel | None = None  # under torchrun: what token_logits calls
+    moving_average: WeightMovingAverage | None = None  # with train.ema_decay: what is validated
+
+    def inference_model(self) -> Transformer:
+        """The weights that are validated and saved as "model": the moving average when there is
+        one, else the live weights."""
+        return self.moving_average.model if self.moving_average else self.model
 
     # --- checkpoints ---------------------------------------------------------------------------
 
@@ -115,7 +122,8 @@ class TrainingRun:
         return {
             "config": config_to_dict(self.config),
             "tokenizers": self.tokenizers.to_json(),
-            "model": self.model.state_dict(),
+            "model": self.inference_model().state_dict(),
+            **({"training_weights": self.model.state_dict()} if self.moving_average else {}),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -128,7 +136,9 @@ class TrainingRun:
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Put every object back where the checkpoint left it (the inverse of `payload`)."""
-        self.model.load_state_dict(checkpoint["model"])
+        self.model.load_state_dict(checkpoint.get("training_weights", checkpoint["model"]))
+        if self.moving_average:  # a run that had none starts its average from the saved weights
+            self.moving_average.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(
             keep_optimizer_flags(self.optimizer, checkpoint["optimizer"])
         )
@@ -207,7 +217,7 @@ class TrainingRun:
         state, config = self.state, self.config
         self.guard.check(state.step)  # before spending a validation on a diverged run
         result = validate(
-            self.model,
+            self.inference_model(),
             self.splits["validation"],
             self.texts["validation"].target,
             self.tokenizers,

@@ -148,6 +148,8 @@ def run_training(run: TrainingRun) -> TrainResult:
             for batches in optimiser_steps(run.loader, train_config.accumulate):
                 stats = train_step(run, batches)
                 state.step += 1
+                if run.moving_average:
+                    run.moving_average.update(state.step)
                 log.record_step(state.step, stats)
                 if state.step % train_config.log_every == 0:
                     run.guard.check(state.step)  # stops a diverged run (DivergenceError)
