@@ -1,12 +1,15 @@
 """Choose how to translate with a trained run on the validation set, then score that choice on test.
 
     python bench/quality.py --run runs/multi30k_en_de
+    python bench/quality.py --run runs/recipe_a runs/recipe_b   # choose between runs, on val too
 
 Candidates are the run's checkpoints (best.pt, last.pt and the average of the last k step
 checkpoints) crossed with decoding settings (greedy, beam search with a few length penalties).
 Every candidate translates the validation split; the one with the highest validation BLEU is the
 only one that ever sees the test split, so the test score is an honest held-out figure. The data
-splits are read through the run's own config (config.yaml), exactly as train.py read them.
+splits are read through the run's own config (config.yaml), exactly as train.py read them. With
+several runs (of one corpus), the choice between them is made on validation as well, and test is
+still translated once.
 
 Prints a table of validation BLEU, then the test BLEU / chrF / lowercased BLEU with sacreBLEU's
 signature. Asserts nothing.
@@ -62,7 +65,7 @@ class Candidate:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", required=True, help="a train.py run directory")
+    parser.add_argument("--run", required=True, nargs="+", help="train.py run directories")
     parser.add_argument("--average", default="2,3,5", help="k values for 'average of last k'")
     parser.add_argument("--beams", default="1,5", help="beam sizes tried (1 = greedy)")
     parser.add_argument("--length-penalties", default="0.6,1.0", help="for beam sizes > 1")
@@ -70,19 +73,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def checkpoints(run: Path, average: list[int]) -> list[Weights]:
-    """best.pt, last.pt and averages of the last k step checkpoints that exist."""
+def checkpoints(run: Path, average: list[int], prefix: str = "") -> list[Weights]:
+    """best.pt, last.pt and averages of the last k step checkpoints that exist; `prefix` names the
+    run when there are several."""
     directory = run / "checkpoints"
     found = []
     for name in ("best.pt", "last.pt"):
         if (directory / name).exists():
             payload = load_checkpoint(directory / name)
-            found.append(Weights(name, model_from_payload(payload, directory / name), payload))
+            loaded = model_from_payload(payload, directory / name)
+            found.append(Weights(prefix + name, loaded, payload))
     steps = step_checkpoints(directory)
     for k in average:
         if 2 <= k <= len(steps):
             payload = average_checkpoints(steps[-k:])
-            description = f"average of last {k} ({steps[-k].stem}..{steps[-1].stem})"
+            description = f"{prefix}average of last {k} ({steps[-k].stem}..{steps[-1].stem})"
             found.append(Weights(description, model_from_payload(payload, description), payload))
     return found
 
@@ -104,26 +109,37 @@ def translate_and_score(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    run = Path(args.run)
-    if not (run / "config.yaml").exists():
-        print(f"error: {run} is not a train.py run directory (no config.yaml)", file=sys.stderr)
-        return 2
-    config = load_config(run / "config.yaml")
+    runs = [Path(run) for run in args.run]
+    for run in runs:
+        if not (run / "config.yaml").exists():
+            print(f"error: {run} is not a train.py run directory (no config.yaml)", file=sys.stderr)
+            return 2
+    config = load_config(runs[0] / "config.yaml")
+    for run in runs[1:]:
+        if load_config(run / "config.yaml").data.splits != config.data.splits:
+            print(f"error: {run} was validated on other splits than {runs[0]}", file=sys.stderr)
+            return 2
     corpus = load_corpus(config.data)
     validation, test = corpus["validation"], corpus["test"]
-    all_weights = checkpoints(run, [int(k) for k in args.average.split(",")])
+    average = [int(k) for k in args.average.split(",")]
+    all_weights = [
+        weights
+        for run in runs
+        for weights in checkpoints(run, average, prefix=f"{run.name}: " if len(runs) > 1 else "")
+    ]
     candidates = []
     for weights in all_weights:
         for beam in (int(b) for b in args.beams.split(",")):
             penalties = [float(a) for a in args.length_penalties.split(",")] if beam > 1 else [1.0]
             candidates.extend(Candidate(weights, beam, a) for a in penalties)
 
-    print(f"run {run}; {len(validation)} validation and {len(test)} test sentences")
-    print(f"{'candidate':<80} {'val BLEU':>8} {'chrF':>6} {'seconds':>7}")
+    names = ", ".join(map(str, runs))
+    print(f"runs {names}; {len(validation)} validation and {len(test)} test sentences")
+    print(f"{'candidate':<96} {'val BLEU':>8} {'chrF':>6} {'seconds':>7}")
     best: tuple[float, Candidate] | None = None
     for candidate in candidates:
         scores, seconds = translate_and_score(candidate, validation.source, validation.target)
-        print(f"{candidate.name:<80} {scores.bleu:>8.2f} {scores.chrf:>6.2f} {seconds:>7.1f}")
+        print(f"{candidate.name:<96} {scores.bleu:>8.2f} {scores.chrf:>6.2f} {seconds:>7.1f}")
         if best is None or scores.bleu > best[0]:
             best = (scores.bleu, candidate)
     assert best is not None, "the run has no checkpoints"
