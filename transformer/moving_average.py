@@ -48,9 +48,3 @@ class WeightMovingAverage:
     def update(self, step: int) -> None:
         """Move the average towards the live weights, after optimiser step `step`."""
         torch._foreach_lerp_(self._averaged, self._live, 1.0 - decay_at(step, self.decay))
-
-    def state_dict(self) -> dict[str, torch.Tensor]:
-        return self.model.state_dict()
-
-    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state)

@@ -209,6 +209,19 @@ def load_and_encode(
     return tokenizers, splits, texts
 
 
+def make_sampler(train: EncodedSplit, config: Config) -> TokenBatchSampler:
+    """Shuffled token batches of the training split; under torchrun each rank takes its share."""
+    return TokenBatchSampler(
+        train.src_lengths,
+        train.tgt_lengths,
+        config.data.max_tokens,
+        shuffle=True,
+        seed=config.train.seed,
+        rank=distributed.rank(),
+        world_size=distributed.world_size(),
+    )
+
+
 def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainingRun:
     """Everything before the first step: checks, data and tokenizers, model, optimiser, schedule,
     sampler, and (with `resume`) the saved state of all of them."""
@@ -238,15 +251,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     distributed.seed_per_rank(config.train.seed)
     ddp = distributed.data_parallel(model, device)
     optimizer = make_optimizer(model, config)
-    sampler = TokenBatchSampler(
-        splits["train"].src_lengths,
-        splits["train"].tgt_lengths,
-        config.data.max_tokens,
-        shuffle=True,
-        seed=config.train.seed,
-        rank=distributed.rank(),
-        world_size=distributed.world_size(),
-    )
+    sampler = make_sampler(splits["train"], config)
     token_logits = ddp if ddp is not None else model.token_logits
     state = TrainState()
     run = TrainingRun(

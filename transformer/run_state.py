@@ -138,7 +138,7 @@ class TrainingRun:
         """Put every object back where the checkpoint left it (the inverse of `payload`)."""
         self.model.load_state_dict(checkpoint.get("training_weights", checkpoint["model"]))
         if self.moving_average:  # a run that had none starts its average from the saved weights
-            self.moving_average.load_state_dict(checkpoint["model"])
+            self.moving_average.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(
             keep_optimizer_flags(self.optimizer, checkpoint["optimizer"])
         )
