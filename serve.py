@@ -7,7 +7,7 @@
         -d '{"text": "A man is riding a bike."}'
 
 Concurrent requests are decoded together in batches (--max-batch-tokens, --max-wait-ms). The
-server listens on 127.0.0.1 only unless --host says otherwise. The app is in transformer/serve.py.
+server listens on 127.0.0.1 only unless --host says otherwise. The app is in transformer/serving/app.py.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from transformer.serve import ServeSettings, create_app
+        from transformer.serving.app import ServeSettings, create_app
     except ImportError as error:
         print(
             f"error: serving needs the [serve] extra ({error.name} is missing); "

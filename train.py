@@ -17,7 +17,7 @@ import sys
 from transformer.checkpoint import CheckpointError
 from transformer.config import ConfigError, load_config
 from transformer.data import DataError
-from transformer.divergence import DivergenceError
+from transformer.training.divergence import DivergenceError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -40,8 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        from transformer.distributed import RanksLostError  # heavy imports after argument errors
-        from transformer.training import train
+        from transformer.training.distributed import (
+            RanksLostError,  # heavy imports after argument errors
+        )
+        from transformer.training.loop import train
 
         config = load_config(args.config, args.overrides)
         result = train(config, resume=args.resume, overwrite=args.overwrite)

@@ -18,7 +18,7 @@ import torch
 
 from transformer.checkpoint import load_model
 from transformer.data import prepare_data
-from transformer.validation import tensorboard_writer, validate
+from transformer.training.validation import tensorboard_writer, validate
 
 
 def main() -> None:

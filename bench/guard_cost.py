@@ -8,7 +8,7 @@ of `--block` optimiser steps each, `--rounds` times:
 - before:  the step as it was before the guard: torch's default AdamW (on CPU the per-tensor
            loop), no flag;
 - fused:   fused AdamW, still no flag (what switching the optimiser alone does);
-- guarded: `training.train_step` as shipped: fused AdamW told by the guard's on-device flag to
+- guarded: `loop.train_step` as shipped: fused AdamW told by the guard's on-device flag to
            skip non-finite steps, counters on the device, no host sync.
 Step time = wall time of a block / its steps (each block ends with a sync). Prints the median step
 time of each and the median over rounds of the per-round ratios; asserts nothing.
@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from transformer import training
 from transformer.config import load_config
-from transformer.run_setup import start_run
-from transformer.run_state import TrainingRun
-from transformer.schedule import make_scheduler
+from transformer.training import loop
+from transformer.training.run import TrainingRun
+from transformer.training.schedule import make_scheduler
+from transformer.training.start import start_run
 
 
 def parse_args() -> argparse.Namespace:
@@ -61,14 +61,14 @@ def make_run(args: argparse.Namespace, run_dir: Path) -> TrainingRun:
 
 def unguarded_step(run: TrainingRun, batches: list) -> None:
     """train_step with the guard taken out: no flag, a plain optimiser step."""
-    guard_flag, skip_step = run.guard.bad_step_flag, training.step_unless_bad
+    guard_flag, skip_step = run.guard.bad_step_flag, loop.step_unless_bad
     run.guard.bad_step_flag = lambda loss, norm: None  # type: ignore[method-assign]
-    training.step_unless_bad = lambda optimizer, scaler, bad: scaler.step(optimizer)
+    loop.step_unless_bad = lambda optimizer, scaler, bad: scaler.step(optimizer)
     try:
-        training.train_step(run, batches)
+        loop.train_step(run, batches)
     finally:
         run.guard.bad_step_flag = guard_flag  # type: ignore[method-assign]
-        training.step_unless_bad = skip_step
+        loop.step_unless_bad = skip_step
 
 
 def main() -> None:
@@ -88,9 +88,9 @@ def main() -> None:
     steps: dict[str, Callable[[TrainingRun, list], object]] = {
         "before": unguarded_step,
         "fused": unguarded_step,
-        "guarded": training.train_step,
+        "guarded": loop.train_step,
     }
-    epoch = list(training.optimiser_steps(before.loader, 1))  # reused if an epoch is short
+    epoch = list(loop.optimiser_steps(before.loader, 1))  # reused if an epoch is short
     batches = [epoch[index % len(epoch)] for index in range(args.block * args.rounds)]
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(args.rounds + 1):  # round 0 warms up and is not counted

@@ -52,10 +52,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def worker(args: argparse.Namespace) -> None:
     """One arm (run as a plain process or under torchrun): time `train_step` on Multi30k."""
-    from transformer import distributed
     from transformer.config import load_config
-    from transformer.run_setup import start_run
-    from transformer.training import optimiser_steps, train_step
+    from transformer.training import distributed
+    from transformer.training.loop import optimiser_steps, train_step
+    from transformer.training.start import start_run
 
     with tempfile.TemporaryDirectory() as run_dir:
         overrides = [

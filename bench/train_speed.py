@@ -67,9 +67,9 @@ from torch import Tensor, nn
 
 from transformer.batching import TokenBatchSampler, collate_batch
 from transformer.data import EncodedSplit
-from transformer.loss import batch_loss_sum, token_loss_sum
 from transformer.model import PositionalEncoding, Transformer
 from transformer.tokenizer import PAD_ID
+from transformer.training.loss import batch_loss_sum, token_loss_sum
 
 IMPLEMENTATIONS = ("project", "project+compile", "marian", "torch")
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from transformer.batcher import DecodeOptions, DynamicBatcher
+from transformer.serving.batcher import DecodeOptions, DynamicBatcher
 
 GREEDY = DecodeOptions(beam_size=1, nbest=1, length_penalty=0.0)
 BEAM = DecodeOptions(beam_size=4, nbest=1, length_penalty=0.6)

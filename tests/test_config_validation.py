@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import train
 from transformer.config import Config, ConfigError, load_config
-from transformer.schedule import learning_rate_factor
+from transformer.training.schedule import learning_rate_factor
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 NUMBERS = str(Path(__file__).parent / "data" / "numbers")

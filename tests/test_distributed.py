@@ -25,12 +25,12 @@ from test_train import TINY
 
 import train
 import translate
-from transformer import training
 from transformer.batching import TokenBatchSampler
 from transformer.checkpoint import load_model
 from transformer.config import load_config
 from transformer.data import encode_splits, load_corpus
-from transformer.validation import validate
+from transformer.training import loop
+from transformer.training.validation import validate
 
 ROOT = Path(__file__).parent.parent
 # The shared tiny settings, plus a bound on how long a rank waits for the others.
@@ -60,7 +60,7 @@ def _rank_main(rank: int, world_size: int, port: int, overrides: list[str], resu
     """One rank, as torchrun would start it; reports what it saw to <run_dir>/rank<r>.json."""
     _as_rank(rank, world_size, port)
     config = load_config(TINY, overrides)
-    result = training.train(config, resume=resume)
+    result = loop.train(config, resume=resume)
     validation = result.last_validation
     report = {
         "pid": os.getpid(),
@@ -140,7 +140,7 @@ def test_two_ranks_take_the_steps_of_one_process_accumulating_two_batches(
             *AVERAGE,
         ],
     )
-    training.train(config)
+    loop.train(config)
     one, two = last_weights(tmp_path / "one"), last_weights(run_dir)
     assert one.keys() == two.keys()
     initial = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
@@ -212,7 +212,7 @@ def test_resumed_two_rank_run_is_bitwise_identical_to_an_uninterrupted_one(
         TINY, [f"train.run_dir={tmp_path / 'split'}", *FAST, "train.max_steps=8", *common]
     )
     with pytest.warns(UserWarning, match="saved with 2 processes and continues with 1"):
-        result = training.train(config, resume=True)
+        result = loop.train(config, resume=True)
     assert result.state.step == 8
 
 

@@ -18,9 +18,10 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from test_train import FAST, TINY
 
 import train
-from transformer import checkpoint, training
+from transformer import checkpoint
 from transformer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from transformer.run_setup import RunDirLock
+from transformer.training import loop
+from transformer.training.start import RunDirLock
 
 ROOT = Path(__file__).parent.parent
 
@@ -67,9 +68,9 @@ def test_nan_loss_is_not_applied_and_stops_training(
 ) -> None:
     assert run_train(tmp_path, "train.max_steps=4", "train.validate_every=4") == 0
     good = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    real_loss = training.batch_loss_sum
+    real_loss = loop.batch_loss_sum
     monkeypatch.setattr(
-        training, "batch_loss_sum", lambda *args: real_loss(*args) * float("nan")
+        loop, "batch_loss_sum", lambda *args: real_loss(*args) * float("nan")
     )  # every step from now on has a NaN loss and NaN gradients
     overrides = ("train.max_steps=40", "train.validate_every=2", "train.max_bad_steps=3")
     assert run_train(tmp_path, *overrides, flags=("--resume",)) == 1
@@ -90,13 +91,13 @@ def test_nan_loss_is_not_applied_and_stops_training(
 def test_one_bad_step_is_skipped_and_training_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    real_loss, calls = training.batch_loss_sum, []
+    real_loss, calls = loop.batch_loss_sum, []
 
     def nan_once(*args: Any) -> torch.Tensor:
         calls.append(1)
         return real_loss(*args) * (float("nan") if len(calls) == 3 else 1.0)
 
-    monkeypatch.setattr(training, "batch_loss_sum", nan_once)
+    monkeypatch.setattr(loop, "batch_loss_sum", nan_once)
     assert run_train(tmp_path, "train.max_steps=6", "train.validate_every=6") == 0
     assert "skipped 1 update(s) with a non-finite loss" in capsys.readouterr().out
     last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)

@@ -11,7 +11,7 @@ import torch
 from tests.helpers import tiny_model_config
 from tests.test_train import run_train
 from transformer.model import build_transformer
-from transformer.moving_average import WeightMovingAverage, decay_at
+from transformer.training.moving_average import WeightMovingAverage, decay_at
 
 
 def test_update_is_the_exponential_moving_average_with_a_warmed_up_decay() -> None:

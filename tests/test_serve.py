@@ -27,7 +27,7 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear  # no
 import serve  # noqa: E402
 import translate  # noqa: E402
 from transformer.checkpoint import LoadedModel, load_model  # noqa: E402
-from transformer.serve import ServeSettings, create_app  # noqa: E402
+from transformer.serving.app import ServeSettings, create_app  # noqa: E402
 from transformer.translator import Translator  # noqa: E402
 
 NUMBERS = Path(__file__).parent / "data" / "numbers"

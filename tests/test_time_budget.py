@@ -10,9 +10,9 @@ import pytest
 import torch
 from test_train import final_parameters, run_train
 
-from transformer import training
-from transformer.run_state import TrainingRun
-from transformer.schedule import learning_rate_factor, steps_for_time_budget
+from transformer.training import loop
+from transformer.training.run import TrainingRun
+from transformer.training.schedule import learning_rate_factor, steps_for_time_budget
 
 # 0.5 minutes of budget at 10 s of setup and 2 s per step (validation included) fit 10 steps.
 BUDGET = ("train.schedule=cosine", "train.max_steps=0", "train.max_minutes=0.5")
@@ -63,7 +63,7 @@ def test_a_resumed_run_keeps_its_plan_and_is_exact(
     pace(monkeypatch, setup=10.0, per_step=2.0)
     assert run_train(tmp_path / "straight", *COMMON) == 0
 
-    real_step, calls = training.train_step, []
+    real_step, calls = loop.train_step, []
 
     def step_then_interrupt(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls.append(1)
@@ -72,9 +72,9 @@ def test_a_resumed_run_keeps_its_plan_and_is_exact(
             signal.raise_signal(signal.SIGINT)  # Ctrl-C after the plan was made at step 4
         return stats
 
-    monkeypatch.setattr(training, "train_step", step_then_interrupt)
+    monkeypatch.setattr(loop, "train_step", step_then_interrupt)
     assert run_train(tmp_path / "split", *COMMON) == 130
-    monkeypatch.setattr(training, "train_step", real_step)
+    monkeypatch.setattr(loop, "train_step", real_step)
     pace(monkeypatch, setup=10.0, per_step=50.0)  # a slower machine must not change the plan
     assert run_train(tmp_path / "split", *COMMON, flags=("--resume",)) == 0
 

@@ -11,10 +11,11 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import train
-from transformer import device, training
+from transformer import device
 from transformer.checkpoint import load_model
 from transformer.config import load_config
-from transformer.loss import token_loss_sum
+from transformer.training import loop
+from transformer.training.loss import token_loss_sum
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 NUMBERS = str(Path(__file__).parent / "data" / "numbers")
@@ -41,7 +42,7 @@ def test_train_writes_checkpoints_tensorboard_and_validates_everything(tmp_path:
     config = load_config(
         TINY, [f"train.run_dir={run_dir}", *FAST, "train.max_steps=12", "train.validate_every=4"]
     )
-    result = training.train(config)
+    result = loop.train(config)
 
     assert result.state.step == 12
     assert result.last_validation is not None
@@ -140,7 +141,7 @@ def test_resume_without_a_run_and_with_a_changed_model(
 def test_ctrl_c_saves_last_checkpoint_and_says_how_to_resume(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    real_step = training.train_step
+    real_step = loop.train_step
     calls = []
 
     def step_then_interrupt(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -150,7 +151,7 @@ def test_ctrl_c_saves_last_checkpoint_and_says_how_to_resume(
             signal.raise_signal(signal.SIGINT)  # as if the user pressed Ctrl-C during step 3
         return stats
 
-    monkeypatch.setattr(training, "train_step", step_then_interrupt)
+    monkeypatch.setattr(loop, "train_step", step_then_interrupt)
     assert run_train(tmp_path, "train.max_steps=50", "train.validate_every=100") == 130
     assert torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["step"] == 3
     assert "--resume" in capsys.readouterr().err
@@ -173,10 +174,10 @@ def test_override_takes_effect(tmp_path: Path) -> None:
 
 
 def test_learning_rate_schedules() -> None:
-    factors = [training.learning_rate_factor(s, 10, "inverse_sqrt") for s in range(40)]
+    factors = [loop.learning_rate_factor(s, 10, "inverse_sqrt") for s in range(40)]
     assert factors[9] == 1.0 and factors[0] == 0.1
     assert factors[39] == pytest.approx(math.sqrt(10 / 40))
-    cosine = [training.learning_rate_factor(s, 10, "cosine", 110, 0.1) for s in range(110)]
+    cosine = [loop.learning_rate_factor(s, 10, "cosine", 110, 0.1) for s in range(110)]
     assert cosine[9] == 1.0 and cosine[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(cosine[9:], cosine[10:], strict=False))
 
@@ -212,7 +213,7 @@ def test_token_loss_sum_equals_torch_label_smoothed_cross_entropy(smoothing: flo
 
 
 def test_token_loss_gradient_passes_gradcheck() -> None:
-    from transformer.loss import _SmoothedCrossEntropySum
+    from transformer.training.loss import _SmoothedCrossEntropySum
 
     logits = torch.randn(6, 9, dtype=torch.double, requires_grad=True)
     labels = torch.tensor([1, 0, 4, 8, 0, 2])  # two PAD rows
@@ -236,7 +237,7 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_has_it(
 def test_token_loss_sum_in_chunks_of_bf16_logits_equals_float32_cross_entropy() -> None:
     """More rows than one chunk, bf16 logits (as under autocast): the float32 loss of the same
     values, and a gradient in the logits' dtype."""
-    from transformer.loss import ROWS_PER_CHUNK
+    from transformer.training.loss import ROWS_PER_CHUNK
 
     generator = torch.Generator().manual_seed(1)
     rows = 2 * ROWS_PER_CHUNK + 37

@@ -28,9 +28,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
 
-from transformer.batcher import BatcherStopped, DecodeOptions, DynamicBatcher
 from transformer.checkpoint import LoadedModel
-from transformer.serve_page import render_page
+from transformer.serving.batcher import BatcherStopped, DecodeOptions, DynamicBatcher
+from transformer.serving.page import render_page
 from transformer.translator import Translation, Translator
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,8 @@
     train(config)  ->  start_run (data, model, optimiser, resume)  ->  for each optimiser step:
         train_step (forward, loss, backward, clip, AdamW, schedule)  ->  log  ->  validate + save
 
-The jobs around the loop live in their own files: `run_setup.py` builds a run, `run_state.py`
-holds it (checkpoints, validation), `train_log.py` shows it (progress bar, TensorBoard, Ctrl-C),
+The jobs around the loop live in their own files: `start.py` builds a run, `run.py`
+holds it (checkpoints, validation), `log.py` shows it (progress bar, TensorBoard, Ctrl-C),
 `schedule.py` is the learning rate, `device.py` the device and precision, and `divergence.py`
 the guard that skips non-finite steps and stops a diverged run. Under torchrun, `distributed.py`
 joins the processes; the loop is the same on every rank (see that file).
@@ -23,20 +23,20 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from transformer import distributed
 from transformer.batching import Batch
 from transformer.config import Config
 from transformer.device import autocast_context
-from transformer.divergence import step_unless_bad
-from transformer.loss import batch_loss_sum, token_loss_sum
 from transformer.model import count_parameters
-from transformer.run_setup import RunDirLock, start_run
-from transformer.run_state import TrainingRun, TrainState
-from transformer.schedule import learning_rate_factor
-from transformer.train_log import StopRequest, TrainingLog, closing_on_error
-from transformer.validation import ValidationResult
+from transformer.training import distributed
+from transformer.training.divergence import step_unless_bad
+from transformer.training.log import StopRequest, TrainingLog, closing_on_error
+from transformer.training.loss import batch_loss_sum, token_loss_sum
+from transformer.training.run import TrainingRun, TrainState
+from transformer.training.schedule import learning_rate_factor
+from transformer.training.start import RunDirLock, start_run
+from transformer.training.validation import ValidationResult
 
-# Re-exported: tests and older callers reach them through `transformer.training`.
+# Re-exported: tests and older callers reach them through `transformer.training.loop`.
 __all__ = ["learning_rate_factor", "token_loss_sum"]
 
 

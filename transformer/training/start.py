@@ -1,5 +1,5 @@
 """Setting a training run up: the run directory, the data, the model and its optimiser, and the
-state of a resumed run. `start_run` returns a `TrainingRun` ready for the loop in `training.py`."""
+state of a resumed run. `start_run` returns a `TrainingRun` ready for the loop in `loop.py`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from typing import IO, Any
 
 import torch
 
-from transformer import distributed
 from transformer.batching import TokenBatchSampler, make_loader
 from transformer.checkpoint import CheckpointError, load_checkpoint, step_checkpoints
 from transformer.config import (
@@ -27,12 +26,13 @@ from transformer.config import (
 )
 from transformer.data import EncodedSplit, ParallelText, encode_splits, load_corpus
 from transformer.device import check_precision, resolve_device, resolve_precision
-from transformer.divergence import DivergenceGuard
 from transformer.model import Transformer, build_transformer
-from transformer.moving_average import WeightMovingAverage
-from transformer.run_state import TrainingRun, TrainState, seed_everything
-from transformer.schedule import make_scheduler
 from transformer.tokenizer import PAD_ID, TokenizerPair, train_tokenizers
+from transformer.training import distributed
+from transformer.training.divergence import DivergenceGuard
+from transformer.training.moving_average import WeightMovingAverage
+from transformer.training.run import TrainingRun, TrainState, seed_everything
+from transformer.training.schedule import make_scheduler
 
 LOCK_FILE = "train.lock"  # held by the one train.py process that owns the run directory
 

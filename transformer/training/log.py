@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm import tqdm
 
-from transformer import distributed
 from transformer.config import Config, config_to_dict
-from transformer.validation import log_hparams, tensorboard_writer
+from transformer.training import distributed
+from transformer.training.validation import log_hparams, tensorboard_writer
 
 if TYPE_CHECKING:
-    from transformer.training import StepStats
+    from transformer.training.loop import StepStats
 
 
 class StopRequest:

@@ -1,6 +1,6 @@
 """Everything one training run holds, and how it is saved, restored, validated and checkpointed.
 
-A `TrainingRun` is the set of objects that the loop in `training.py` drives. Everything a resumed
+A `TrainingRun` is the set of objects that the loop in `loop.py` drives. Everything a resumed
 run needs (model, optimiser, schedule, scaler, sampler position, random number generators, step,
 best BLEU) goes into each checkpoint, so `--resume` continues the same run.
 """
@@ -19,18 +19,18 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from transformer import distributed
 from transformer.batching import Batch, TokenBatchSampler
 from transformer.checkpoint import remove_old_checkpoints, save_checkpoint
 from transformer.config import Config, config_to_dict
 from transformer.data import EncodedSplit
-from transformer.divergence import DivergenceGuard
-from transformer.loss import LogitsFunction
 from transformer.model import Transformer
-from transformer.moving_average import WeightMovingAverage
-from transformer.schedule import steps_for_time_budget
 from transformer.tokenizer import TokenizerPair
-from transformer.validation import ValidationResult, validate
+from transformer.training import distributed
+from transformer.training.divergence import DivergenceGuard
+from transformer.training.loss import LogitsFunction
+from transformer.training.moving_average import WeightMovingAverage
+from transformer.training.schedule import steps_for_time_budget
+from transformer.training.validation import ValidationResult, validate
 
 
 def seed_everything(seed: int) -> None:
@@ -79,7 +79,7 @@ class TrainState:
 
 @dataclass
 class TrainingRun:
-    """The objects of one run, built by `run_setup.start_run` and driven by `training.train`."""
+    """The objects of one run, built by `start.start_run` and driven by `loop.train`."""
 
     config: Config
     run_dir: Path

@@ -15,16 +15,16 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
-from transformer import distributed
 from transformer.attention_plot import attention_figure, last_layer_cross_attention, token_labels
 from transformer.batching import TokenBatchSampler, make_loader
 from transformer.config import Config
 from transformer.data import EncodedSplit
 from transformer.decoding import translate_ids
-from transformer.loss import batch_loss_sum
 from transformer.metrics import TranslationScores, perplexity, score_translations
 from transformer.model import Transformer
 from transformer.tokenizer import TokenizerPair
+from transformer.training import distributed
+from transformer.training.loss import batch_loss_sum
 
 # The hparams dashboard reads these scalars (their last value) as the run's results.
 HPARAM_METRICS = ("valid/bleu", "valid/chrf", "valid/loss", "valid/perplexity")

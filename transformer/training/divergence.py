@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from transformer import distributed
+from transformer.training import distributed
 
 
 class DivergenceError(RuntimeError):
