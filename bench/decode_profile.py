@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 from peers import project_model
 from torch.profiler import ProfilerActivity, profile
 
-from transformer.decoding import beam_search, greedy_search
+from transformer.decoding import BEAM_DEFAULTS, SearchSettings, beam_search, greedy_search
 from transformer.tokenizer import EOS_ID, PAD_ID
 
 
@@ -52,9 +53,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def search() -> None:
         if args.beam == 1:
-            greedy_search(model, src, **limits)
+            greedy_search(model, src, SearchSettings(**limits))
         else:
-            beam_search(model, src, beam_size=args.beam, **limits)
+            beam_search(model, src, replace(BEAM_DEFAULTS, **limits), beam_size=args.beam)
 
     search()  # warm-up
     start = time.perf_counter()

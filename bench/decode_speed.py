@@ -23,6 +23,7 @@ import torch
 from transformer.checkpoint import load_model
 from transformer.decoding import (
     Hypothesis,
+    SearchSettings,
     beam_search,
     greedy_search,
     naive_greedy_search,
@@ -51,12 +52,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def one_at_a_time(
-    search: Callable[..., list], model: Transformer, sources: list[torch.Tensor], **options: object
+    search: Callable[..., list],
+    model: Transformer,
+    sources: list[torch.Tensor],
+    settings: SearchSettings,
+    **options: object,
 ) -> list[Hypothesis]:
     """Decode each sentence alone (batch 1), as an interactive user would."""
     results = []
     for source in sources:
-        output = search(model, source[None], **options)[0]
+        output = search(model, source[None], settings, **options)[0]
         results.append(output[0] if isinstance(output, list) else output)  # beam: n-best list
     return results
 
@@ -71,11 +76,10 @@ def main(argv: list[str] | None = None) -> None:
     max_positions = loaded.config.model.max_positions
     sources = [torch.tensor(ids[:max_positions]) for ids in tokenizers.encode_source(sources_text)]
     few = sources[: args.batch1_limit]
-    limits = {"max_len_a": decode.max_len_a, "max_len_b": decode.max_len_b}
+    settings = SearchSettings.from_config(decode)
     greedy_config = replace(decode, beam_size=1, nbest=1, batch_tokens=args.batch_tokens)
     beam_config = replace(greedy_config, beam_size=args.beam)
     device = torch.device("cpu")
-    alpha = decode.length_penalty
 
     modes: list[tuple[str, int, Callable[[], list[Hypothesis]]]] = [
         (
@@ -88,18 +92,16 @@ def main(argv: list[str] | None = None) -> None:
             len(sources),
             lambda: [h[0] for h in translate_ids(model, sources, beam_config, device)],
         ),
-        ("greedy, batch 1", len(few), lambda: one_at_a_time(greedy_search, model, few, **limits)),
+        ("greedy, batch 1", len(few), lambda: one_at_a_time(greedy_search, model, few, settings)),
         (
             f"beam {args.beam}, batch 1",
             len(few),
-            lambda: one_at_a_time(
-                beam_search, model, few, beam_size=args.beam, length_penalty=alpha, **limits
-            ),
+            lambda: one_at_a_time(beam_search, model, few, settings, beam_size=args.beam),
         ),
         (
             "naive greedy (no cache), batch 1",
             len(few),
-            lambda: one_at_a_time(naive_greedy_search, model, few, **limits),
+            lambda: one_at_a_time(naive_greedy_search, model, few, settings),
         ),
     ]
     print(f"checkpoint {args.checkpoint} (step {loaded.step}), {torch.get_num_threads()} threads")

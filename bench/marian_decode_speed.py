@@ -35,6 +35,7 @@ import argparse
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ from peers import add_size_and_data_arguments, marian_model, prepare_corpus, pro
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from transformer.decoding import beam_search, greedy_search
+from transformer.decoding import BEAM_DEFAULTS, SearchSettings, beam_search, greedy_search
 from transformer.model import Transformer
 from transformer.quantize import quantize_model
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -79,11 +80,12 @@ def build_marian(args: argparse.Namespace, vocab_size: int) -> torch.nn.Module:
 
 def project_decode(model: Transformer, src: Tensor, beam: int, n: int) -> list[list[int]]:
     """The generated ids of each sentence: N - 1 tokens and the forced EOS."""
-    limits = {"max_len_a": 0.0, "max_len_b": n - 1}
+    settings = SearchSettings(max_len_a=0.0, max_len_b=n - 1)
     if beam == 1:
-        hypotheses = greedy_search(model, src, **limits)
+        hypotheses = greedy_search(model, src, settings)
     else:
-        hypotheses = [best[0] for best in beam_search(model, src, beam_size=beam, **limits)]
+        settings = replace(settings, length_penalty=BEAM_DEFAULTS.length_penalty)
+        hypotheses = [best[0] for best in beam_search(model, src, settings, beam_size=beam)]
     return [h.tokens + [EOS_ID] for h in hypotheses]
 
 

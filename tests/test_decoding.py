@@ -3,6 +3,8 @@ size 1 equals greedy, and a tiny model trained to copy its input is decoded corr
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,11 +15,13 @@ from torch.nn.utils.rnn import pad_sequence
 import transformer.decoding as decoding
 from transformer.config import DecodeConfig, ModelConfig
 from transformer.decoding import (
+    BEAM_DEFAULTS,
     Hypothesis,
+    SearchSettings,
     beam_search,
     decode_batch,
+    gnmt_penalty,
     greedy_search,
-    length_penalty,
     max_output_lengths,
     naive_greedy_search,
     sample_search,
@@ -121,35 +125,36 @@ def assert_same(a: list[Hypothesis], b: list[Hypothesis], atol: float = 1e-4) ->
 
 
 def test_length_penalty_is_gnmt() -> None:
-    assert length_penalty(1, 0.6) == pytest.approx(1.0)
-    assert length_penalty(7, 0.0) == 1.0
-    assert length_penalty(13, 1.0) == pytest.approx(3.0)
-    tensor = length_penalty(torch.tensor([1, 13]), 1.0)
+    assert gnmt_penalty(1, 0.6) == pytest.approx(1.0)
+    assert gnmt_penalty(7, 0.0) == 1.0
+    assert gnmt_penalty(13, 1.0) == pytest.approx(3.0)
+    tensor = gnmt_penalty(torch.tensor([1, 13]), 1.0)
     assert torch.allclose(tensor, torch.tensor([1.0, 3.0]))
 
 
 def test_cached_greedy_equals_full_recompute(model: Transformer, sources: list[Tensor]) -> None:
     src = pad(sources)
     assert_same(
-        greedy_search(model, src, length_penalty=0.6),
-        naive_greedy_search(model, src, length_penalty=0.6),
+        greedy_search(model, src, SearchSettings(length_penalty=0.6)),
+        naive_greedy_search(model, src, SearchSettings(length_penalty=0.6)),
     )
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.6])
 def test_beam_size_one_is_greedy(model: Transformer, sources: list[Tensor], alpha: float) -> None:
     src = pad(sources)
-    beams = beam_search(model, src, beam_size=1, length_penalty=alpha)
+    beams = beam_search(model, src, SearchSettings(length_penalty=alpha), beam_size=1)
     assert all(len(hypotheses) == 1 for hypotheses in beams)
     assert_same(
-        [hypotheses[0] for hypotheses in beams], greedy_search(model, src, length_penalty=alpha)
+        [hypotheses[0] for hypotheses in beams],
+        greedy_search(model, src, SearchSettings(length_penalty=alpha)),
     )
 
 
 def test_beam_finds_scores_at_least_greedy(copy_model: Transformer) -> None:
     src = pad(random_sequences(48, torch.Generator().manual_seed(3), 3, 8))
-    greedy = greedy_search(copy_model, src, length_penalty=0.6)
-    beams = beam_search(copy_model, src, beam_size=5, length_penalty=0.6)
+    greedy = greedy_search(copy_model, src, SearchSettings(length_penalty=0.6))
+    beams = beam_search(copy_model, src, SearchSettings(length_penalty=0.6), beam_size=5)
     for greedy_hypothesis, beam_hypotheses in zip(greedy, beams, strict=True):
         assert beam_hypotheses[0].score >= greedy_hypothesis.score - 1e-5
 
@@ -160,8 +165,8 @@ def test_batched_equals_one_at_a_time(
 ) -> None:
     def run(src: Tensor) -> list[list[Hypothesis]]:
         if search == "greedy":
-            return [[h] for h in greedy_search(model, src, length_penalty=0.6)]
-        return beam_search(model, src, beam_size=4, nbest=4, length_penalty=0.6)
+            return [[h] for h in greedy_search(model, src, SearchSettings(length_penalty=0.6))]
+        return beam_search(model, src, SearchSettings(length_penalty=0.6), beam_size=4, nbest=4)
 
     batched = run(pad(sources))
     for source, hypotheses in zip(sources, batched, strict=True):
@@ -174,10 +179,10 @@ def test_checking_for_finished_sentences_less_often_changes_nothing(
     """On an accelerator finished sentences are only dropped every few steps; in between they
     must be carried along without effect. Simulate that on the CPU."""
     src = pad(sources)
-    greedy = greedy_search(random_model, src, length_penalty=0.6)
+    greedy = greedy_search(random_model, src, SearchSettings(length_penalty=0.6))
     beams = beam_search(random_model, src, beam_size=4, nbest=4)
     monkeypatch.setattr(decoding, "_steps_between_checks", lambda device: 3)
-    assert_same(greedy_search(random_model, src, length_penalty=0.6), greedy)
+    assert_same(greedy_search(random_model, src, SearchSettings(length_penalty=0.6)), greedy)
     for a, b in zip(beam_search(random_model, src, beam_size=4, nbest=4), beams, strict=True):
         assert_same(a, b)
 
@@ -185,7 +190,9 @@ def test_checking_for_finished_sentences_less_often_changes_nothing(
 def test_nbest_lists_are_sorted_distinct_and_full(
     model: Transformer, sources: list[Tensor]
 ) -> None:
-    for hypotheses in beam_search(model, pad(sources), beam_size=5, nbest=4, length_penalty=0.6):
+    for hypotheses in beam_search(
+        model, pad(sources), SearchSettings(length_penalty=0.6), beam_size=5, nbest=4
+    ):
         assert len(hypotheses) == 4
         scores = [h.score for h in hypotheses]
         assert scores == sorted(scores, reverse=True)
@@ -197,14 +204,16 @@ def test_scores_are_the_models_log_probabilities(
 ) -> None:
     """Every returned hypothesis carries its own tokens' log-probability (EOS included) and the
     length-penalised score: the beam's bookkeeping of tokens and scores stays in step."""
-    beams = beam_search(random_model, pad(sources), beam_size=3, nbest=3, length_penalty=0.6)
+    beams = beam_search(
+        random_model, pad(sources), SearchSettings(length_penalty=0.6), beam_size=3, nbest=3
+    )
     for source, hypotheses in zip(sources, beams, strict=True):
         for h in hypotheses:
             assert EOS not in h.tokens and BOS not in h.tokens and PAD not in h.tokens
             assert h.log_prob == pytest.approx(
                 teacher_forced_log_prob(random_model, source, h.tokens), abs=1e-4
             )
-            assert h.score == pytest.approx(h.log_prob / length_penalty(len(h.tokens) + 1, 0.6))
+            assert h.score == pytest.approx(h.log_prob / gnmt_penalty(len(h.tokens) + 1, 0.6))
 
 
 def test_trained_model_copies_with_greedy_and_beam(copy_model: Transformer) -> None:
@@ -249,8 +258,10 @@ def test_output_length_limit(
     src = pad(sources)
     limits = max_output_lengths(src, a, b, PAD, random_model.config.max_positions).tolist()
     assert limits == [min(int(a * len(s) + b), 63) for s in sources]
-    greedy = greedy_search(random_model, src, max_len_a=a, max_len_b=b)
-    beams = beam_search(random_model, src, beam_size=3, nbest=3, max_len_a=a, max_len_b=b)
+    greedy = greedy_search(random_model, src, SearchSettings(max_len_a=a, max_len_b=b))
+    beams = beam_search(
+        random_model, src, replace(BEAM_DEFAULTS, max_len_a=a, max_len_b=b), beam_size=3, nbest=3
+    )
     for limit, greedy_hypothesis, beam_hypotheses in zip(limits, greedy, beams, strict=True):
         assert len(greedy_hypothesis.tokens) <= limit
         assert all(len(h.tokens) <= limit for h in beam_hypotheses)
@@ -265,7 +276,9 @@ def test_decode_batch_dispatches_on_beam_size(
     src = pad(sources)
     greedy = decode_batch(random_model, src, DecodeConfig(beam_size=1, length_penalty=0.6))
     assert all(len(hypotheses) == 1 for hypotheses in greedy)
-    assert_same([h[0] for h in greedy], greedy_search(random_model, src, length_penalty=0.6))
+    assert_same(
+        [h[0] for h in greedy], greedy_search(random_model, src, SearchSettings(length_penalty=0.6))
+    )
     beams = decode_batch(random_model, src, DecodeConfig(beam_size=3, nbest=2, length_penalty=0.6))
     assert all(len(hypotheses) == 2 for hypotheses in beams)
 
@@ -300,9 +313,9 @@ def test_sampling_restricted_to_the_best_token_is_greedy(
     model: Transformer, sources: list[Tensor], restriction: dict
 ) -> None:
     src = pad(sources)
-    samples = sample_search(model, src, nbest=2, generator=seeded(0), length_penalty=0.6,
-                            **restriction)  # fmt: skip
-    greedy = greedy_search(model, src, length_penalty=0.6)
+    settings = SearchSettings(length_penalty=0.6)
+    samples = sample_search(model, src, settings, nbest=2, generator=seeded(0), **restriction)
+    greedy = greedy_search(model, src, SearchSettings(length_penalty=0.6))
     for hypotheses, best in zip(samples, greedy, strict=True):
         assert len(hypotheses) == 2
         assert_same(hypotheses, [best, best])
@@ -314,8 +327,17 @@ def test_samples_carry_their_model_log_probabilities(
     """nbest draws per sentence, best score first, each scored with the model's own (untempered)
     log-probabilities, within the length limit, and never PAD, BOS or EOS inside."""
     src = pad(sources)
-    samples = sample_search(random_model, src, nbest=4, generator=seeded(1), temperature=2.0,
-                            top_k=8, top_p=0.9, length_penalty=0.6, max_len_a=0.5, max_len_b=3)  # fmt: skip
+    settings = SearchSettings(length_penalty=0.6, max_len_a=0.5, max_len_b=3)
+    samples = sample_search(
+        random_model,
+        src,
+        settings,
+        nbest=4,
+        generator=seeded(1),
+        temperature=2.0,
+        top_k=8,
+        top_p=0.9,
+    )
     limits = max_output_lengths(src, 0.5, 3, PAD, random_model.config.max_positions).tolist()
     for source, limit, hypotheses in zip(sources, limits, samples, strict=True):
         assert len(hypotheses) == 4
@@ -332,7 +354,8 @@ def test_sampling_draws_from_the_model_distribution(random_model: Transformer) -
     """The first token's empirical frequencies over many draws match the model's probabilities."""
     source = torch.tensor([[5, 6, 7, 8]])
     src = source.expand(400, -1)  # (400, S): one draw each
-    draws = sample_search(random_model, src, generator=seeded(3), max_len_a=0.0, max_len_b=1)
+    settings = SearchSettings(max_len_a=0.0, max_len_b=1)
+    draws = sample_search(random_model, src, settings, generator=seeded(3))
     first = [h[0].tokens[0] if h[0].tokens else EOS for h in draws]  # an empty output drew EOS
     counts = torch.bincount(torch.tensor(first), minlength=VOCAB)
     with torch.no_grad():
@@ -354,7 +377,7 @@ def test_ensemble_of_one_model_and_of_a_model_with_itself_equal_the_model(
 
     def run(models: Transformer | list[Transformer]) -> list[list[Hypothesis]]:
         if search == "greedy":
-            return [[h] for h in greedy_search(models, src, length_penalty=0.6)]
+            return [[h] for h in greedy_search(models, src, SearchSettings(length_penalty=0.6))]
         if search == "beam":
             return beam_search(models, src, beam_size=3, nbest=3)
         return sample_search(models, src, nbest=2, generator=seeded(5), temperature=1.3)
@@ -399,12 +422,21 @@ def test_outputs_start_with_their_prefix_and_are_scored_with_it(
     src, forced = pad(sources), pad(prefixes)
     limits = dict(max_len_a=0.3, max_len_b=1)  # some prefixes are longer than the limit
     if search == "greedy":
-        results = [[h] for h in greedy_search(random_model, src, prefixes=forced, **limits)]
+        results = [
+            [h] for h in greedy_search(random_model, src, SearchSettings(**limits), prefixes=forced)
+        ]
     elif search == "beam":
-        results = beam_search(random_model, src, beam_size=3, nbest=2, prefixes=forced, **limits)
+        settings = replace(BEAM_DEFAULTS, **limits)
+        results = beam_search(random_model, src, settings, beam_size=3, nbest=2, prefixes=forced)
     else:
-        results = sample_search(random_model, src, nbest=2, prefixes=forced, generator=seeded(2),
-                                **limits)  # fmt: skip
+        results = sample_search(
+            random_model,
+            src,
+            SearchSettings(**limits),
+            nbest=2,
+            prefixes=forced,
+            generator=seeded(2),
+        )
     for source, prefix, hypotheses in zip(sources, prefixes, results, strict=True):
         assert hypotheses
         for h in hypotheses:

@@ -13,7 +13,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from transformer.checkpoint import load_model
 from transformer.config import TokenizerConfig
-from transformer.decoding import greedy_search, max_output_lengths
+from transformer.decoding import SearchSettings, greedy_search, max_output_lengths
 from transformer.export import export_ctranslate2, main, write_ctranslate2
 from transformer.model import build_transformer
 from transformer.tokenizer import BOS_ID, EOS_ID, TokenizerPair, train_tokenizers
@@ -87,10 +87,7 @@ def _greedy_both_ways(checkpoint: Path, model_dir: Path) -> tuple[list, list]:
     src = pad_sequence([torch.tensor(ids) for ids in sources], batch_first=True)  # (B, S)
     decode = loaded.config.decode
     project = [
-        h.tokens
-        for h in greedy_search(
-            loaded.model, src, max_len_a=decode.max_len_a, max_len_b=decode.max_len_b
-        )
+        h.tokens for h in greedy_search(loaded.model, src, SearchSettings.from_config(decode))
     ]
     limits = max_output_lengths(
         src, decode.max_len_a, decode.max_len_b, 0, loaded.config.model.max_positions

@@ -44,11 +44,33 @@ from tqdm import tqdm
 from transformer.config import DecodeConfig
 from transformer.model import Transformer
 from transformer.next_token import Scorer, SearchRules, make_scorer
-
-# Default special ids; they equal transformer.tokenizer's PAD_ID, BOS_ID and EOS_ID.
-PAD, BOS, EOS = 0, 2, 3
+from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 Models = Transformer | Sequence[Transformer]  # one model, or an ensemble
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """What every search shares: how long an output may be, how hypotheses are ranked, and the
+    special ids. One object instead of the same six keywords on every search, so a caller sets
+    them once (usually from a `DecodeConfig`, see `from_config`) and no search can forget one.
+
+    max_len_a, max_len_b: at most int(a * source length + b) tokens before the EOS.
+    length_penalty: the GNMT alpha that scores are normalised with (see `gnmt_penalty`)."""
+
+    max_len_a: float = 1.2
+    max_len_b: int = 10
+    length_penalty: float = 0.0
+    bos_id: int = BOS_ID
+    eos_id: int = EOS_ID
+    pad_id: int = PAD_ID
+
+    @classmethod
+    def from_config(cls, config: DecodeConfig) -> SearchSettings:
+        return cls(config.max_len_a, config.max_len_b, config.length_penalty)
+
+
+BEAM_DEFAULTS = SearchSettings(length_penalty=0.6)  # beam search's alpha unless told otherwise
 
 
 @dataclass
@@ -56,21 +78,16 @@ class Hypothesis:
     """One output sentence: ids without BOS and without the final EOS, and how the model rates it."""
 
     tokens: list[int]
-    score: float  # log_prob / length_penalty(len(tokens) + 1, alpha): what the search ranks by
+    score: float  # log_prob / gnmt_penalty(len(tokens) + 1, alpha): what the search ranks by
     log_prob: float  # raw sum of the token log-probabilities, EOS included
 
 
-def length_penalty(length: Tensor | int, alpha: float) -> Tensor | float:
+def gnmt_penalty(length: Tensor | int, alpha: float) -> Tensor | float:
     """GNMT length penalty ((5 + length) / 6) ** alpha; scores are log-probs divided by it.
 
     Summed log-probabilities favour short outputs; dividing by a penalty that grows with length
     (alpha > 0) counteracts that. alpha = 0 gives 1 (no normalisation)."""
     return ((5.0 + length) / 6.0) ** alpha
-
-
-# The searches take an argument named `length_penalty` (alpha, as DecodeConfig calls it), which
-# hides the function inside them; they reach it under this name.
-_length_penalty = length_penalty
 
 
 def max_output_lengths(
@@ -103,23 +120,20 @@ class _Search:
 
 
 def _start_search(
-    models: Models,
-    src: Tensor,
-    prefixes: Tensor | None,
-    max_len_a: float,
-    max_len_b: int,
-    ids: tuple[int, int, int],
+    models: Models, src: Tensor, prefixes: Tensor | None, settings: SearchSettings
 ) -> _Search:
     """Check the sources, compute the length limits (at least each forced prefix), encode the
-    batch. ids = (bos_id, eos_id, pad_id). One host sync."""
-    bos_id, eos_id, pad_id = ids
+    batch. One host sync."""
+    pad_id = settings.pad_id
     first = models if isinstance(models, Transformer) else models[0]
     if src.dim() != 2 or src.size(0) == 0:
         raise ValueError(
             f"src must be a non-empty (batch, length) tensor of ids, not {tuple(src.shape)}"
         )
     max_positions = first.config.max_positions
-    limits = max_output_lengths(src, max_len_a, max_len_b, pad_id, max_positions)  # (B,)
+    limits = max_output_lengths(
+        src, settings.max_len_a, settings.max_len_b, pad_id, max_positions
+    )  # (B,)
     if prefixes is not None:
         if prefixes.size(0) != src.size(0):
             raise ValueError(f"{prefixes.size(0)} prefixes for {src.size(0)} sources")
@@ -134,7 +148,14 @@ def _start_search(
             "every source needs at least one token (an all-padding row makes attention NaN); "
             "translate_ids handles empty sources"
         )
-    rules = SearchRules(limits, shortest, prefixes, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+    rules = SearchRules(
+        limits,
+        shortest,
+        prefixes,
+        bos_id=settings.bos_id,
+        eos_id=settings.eos_id,
+        pad_id=settings.pad_id,
+    )
     return _Search(make_scorer(models, src, longest + 1), rules, limits, longest)
 
 
@@ -153,13 +174,12 @@ def _row_by_row_search(
     src: Tensor,
     rows_per_sentence: int,
     choose: Choose,
-    alpha: float,
-    ids: tuple[int, int, int],
+    settings: SearchSettings,
 ) -> list[list[Hypothesis]]:
     """Greedy search and sampling: each of the r rows of a sentence takes one token per step, as
     `choose` picks it, until it ends; a sentence leaves the batch when all its rows have ended.
     Returns each sentence's r hypotheses, best first."""
-    bos_id, eos_id, pad_id = ids
+    bos_id, eos_id, pad_id = settings.bos_id, settings.eos_id, settings.pad_id
     B, r, device = src.size(0), rows_per_sentence, src.device
     scorer, rules, longest = search.scorer, search.rules, search.longest
 
@@ -194,7 +214,7 @@ def _row_by_row_search(
                 rows, finished, tokens = rows[kept_rows], finished[kept_rows], tokens[kept_rows]
                 scorer.reorder(kept_rows, keep)
 
-    return _best_first(outputs, lengths, log_probs, alpha, r)
+    return _best_first(outputs, lengths, log_probs, settings.length_penalty, r)
 
 
 def _best_first(
@@ -202,7 +222,7 @@ def _best_first(
 ) -> list[list[Hypothesis]]:
     """Group the rows (B * r, ...) by sentence, each group sorted by score. One transfer to the
     host for the whole batch; the EOS is cut off the tokens."""
-    scores = log_probs / _length_penalty(lengths, alpha)  # (B * r,)
+    scores = log_probs / gnmt_penalty(lengths, alpha)  # (B * r,)
     rows = zip(outputs.tolist(), lengths.tolist(), log_probs.tolist(), scores.tolist(), strict=True)
     flat = [
         Hypothesis(tokens=row[: length - 1], score=score, log_prob=log_prob)
@@ -216,25 +236,19 @@ def _best_first(
 def greedy_search(
     model: Models,
     src: Tensor,
+    settings: SearchSettings = SearchSettings(),
     *,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    length_penalty: float = 0.0,
     prefixes: Tensor | None = None,
-    bos_id: int = BOS,
-    eos_id: int = EOS,
-    pad_id: int = PAD,
 ) -> list[Hypothesis]:
     """The most probable next token at every step, for a padded batch of sources src (B, S).
 
     Incremental: each step feeds only the newest token and the decoder cache holds the past
     (cross-attention keys/values are computed once per sentence). Sentences that have finished are
-    dropped from the batch. `length_penalty` (alpha) only affects the reported score, so that
+    dropped from the batch. The length penalty (alpha) only affects the reported score, so that
     greedy scores are comparable with beam search's. prefixes (B, P), padded with pad_id: tokens
     each output must start with. Returns one hypothesis per sentence."""
-    ids = (bos_id, eos_id, pad_id)
-    search = _start_search(model, src, prefixes, max_len_a, max_len_b, ids)
-    results = _row_by_row_search(search, src, 1, _choose_best, length_penalty, ids)
+    search = _start_search(model, src, prefixes, settings)
+    results = _row_by_row_search(search, src, 1, _choose_best, settings)
     return [hypotheses[0] for hypotheses in results]
 
 
@@ -269,19 +283,14 @@ def _sampler(
 def sample_search(
     model: Models,
     src: Tensor,
+    settings: SearchSettings = SearchSettings(),
     *,
     nbest: int = 1,
     temperature: float = 1.0,
     top_k: int = 0,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    length_penalty: float = 0.0,
     prefixes: Tensor | None = None,
-    bos_id: int = BOS,
-    eos_id: int = EOS,
-    pad_id: int = PAD,
 ) -> list[list[Hypothesis]]:
     """`nbest` translations of each source of src (B, S), each drawn token by token from the model
     (see `_sampler` for temperature, top_k and top_p), best score first. The draws come from
@@ -293,10 +302,9 @@ def sample_search(
             f"need temperature > 0 ({temperature}), 0 < top_p <= 1 ({top_p}), top_k >= 0 "
             f"({top_k}) and nbest >= 1 ({nbest})"
         )
-    ids = (bos_id, eos_id, pad_id)
-    search = _start_search(model, src, prefixes, max_len_a, max_len_b, ids)
+    search = _start_search(model, src, prefixes, settings)
     choose = _sampler(temperature, top_k, top_p, generator)
-    return _row_by_row_search(search, src, nbest, choose, length_penalty, ids)
+    return _row_by_row_search(search, src, nbest, choose, settings)
 
 
 # --- beam search --------------------------------------------------------------------------------
@@ -371,16 +379,11 @@ def _best_extensions(
 def beam_search(
     model: Models,
     src: Tensor,
+    settings: SearchSettings = BEAM_DEFAULTS,
     *,
     beam_size: int = 5,
-    length_penalty: float = 0.6,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
     nbest: int = 1,
     prefixes: Tensor | None = None,
-    bos_id: int = BOS,
-    eos_id: int = EOS,
-    pad_id: int = PAD,
 ) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of each sentence of a padded batch src (B, S), best first.
 
@@ -399,20 +402,20 @@ def beam_search(
       once per sentence; the K rows of a sentence are folded into its query axis (model.py).
     Sentences that are complete are dropped from the batch.
     """
-    alpha, K = length_penalty, beam_size
+    alpha, K, eos_id = settings.length_penalty, beam_size, settings.eos_id
     V = (model if isinstance(model, Transformer) else model[0]).config.tgt_vocab_size
     if not 1 <= nbest <= K <= V:
         raise ValueError(f"need 1 <= nbest ({nbest}) <= beam_size ({K}) <= vocabulary size ({V})")
     B, device = src.size(0), src.device
-    search = _start_search(model, src, prefixes, max_len_a, max_len_b, (bos_id, eos_id, pad_id))
+    search = _start_search(model, src, prefixes, settings)
     scorer, rules, limits = search.scorer, search.rules, search.limits
-    finished = _FinishedHypotheses(B, K, search.longest, src, pad_id)
+    finished = _FinishedHypotheses(B, K, search.longest, src, settings.pad_id)
 
     # The active sentences and their live hypotheses (-inf marks a place that is not live).
     sentences = torch.arange(B, device=device)  # (b,)
     beam_log_probs = torch.zeros((B, 1), device=device)  # (b, r): r = 1 before the first step
     history = src.new_empty((B, 1, 0))  # (b, r, t) tokens generated so far
-    tokens = torch.full((B,), bos_id, dtype=torch.long, device=device)  # (b * r,) next input
+    tokens = torch.full((B,), settings.bos_id, dtype=torch.long, device=device)  # (b * r,)
     place_ranks = torch.arange(K, device=device)  # (K,)
     check_every = _steps_between_checks(device)
 
@@ -429,9 +432,7 @@ def beam_search(
         history = torch.cat(
             [history.gather(1, origins[:, :, None].expand(b, K, step)), tokens[:, :, None]], dim=2
         )  # (b, K, t + 1)
-        finished.store(
-            sentences, ends, history, cand_log_probs, 1 / _length_penalty(step + 1, alpha)
-        )
+        finished.store(sentences, ends, history, cand_log_probs, 1 / gnmt_penalty(step + 1, alpha))
         beam_log_probs = cand_log_probs.masked_fill(~(kept & ~ends), float("-inf"))  # (b, K)
 
         # Select: place j of sentence i continues row i * r + origins[i, j]; complete sentences
@@ -467,9 +468,9 @@ def _complete(
     (Stopping when the top beam first emits EOS would be wrong: with the length penalty a longer
     hypothesis can still overtake it.)"""
     if alpha > 0:
-        best_penalty = _length_penalty(limits[sentences] + 1, alpha)  # (b,) longest output
+        best_penalty = gnmt_penalty(limits[sentences] + 1, alpha)  # (b,) longest output
     else:
-        best_penalty = _length_penalty(step + 2, alpha)  # shortest output still possible
+        best_penalty = gnmt_penalty(step + 2, alpha)  # shortest output still possible
     best_possible = beam_log_probs.max(dim=1).values / best_penalty  # (b,)
     return finished.nth_best_score(sentences, nbest) >= best_possible
 
@@ -479,26 +480,23 @@ def _complete(
 
 @torch.inference_mode()
 def naive_greedy_search(
-    model: Transformer,
-    src: Tensor,
-    *,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
-    length_penalty: float = 0.0,
-    bos_id: int = BOS,
-    eos_id: int = EOS,
-    pad_id: int = PAD,
+    model: Transformer, src: Tensor, settings: SearchSettings = SearchSettings()
 ) -> list[Hypothesis]:
     """Greedy search the way the from-scratch tutorial does it: one sentence at a time, re-running
     the decoder over the whole prefix at every step (no cache) and asking the host after every
     token. Quadratic and slow; kept as the reference that `greedy_search` must equal, and as the
     baseline of the benchmarks. Same arguments and results as `greedy_search`."""
-    alpha = length_penalty
+    alpha, bos_id, eos_id, pad_id = (
+        settings.length_penalty,
+        settings.bos_id,
+        settings.eos_id,
+        settings.pad_id,
+    )
     hypotheses = []
     for row in src:
         source = row[row != pad_id][None]  # (1, S) without padding
         limit = max_output_lengths(
-            source, max_len_a, max_len_b, pad_id, model.config.max_positions
+            source, settings.max_len_a, settings.max_len_b, pad_id, model.config.max_positions
         )  # (1,)
         rules = SearchRules(limit, int(limit), None, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
         memory, src_mask = model.encode(source)  # (1, S, D), (1, 1, 1, S)
@@ -517,7 +515,7 @@ def naive_greedy_search(
         hypotheses.append(
             Hypothesis(
                 tokens=target[0, 1:-1].tolist(),
-                score=float(log_prob / _length_penalty(length, alpha)),
+                score=float(log_prob / gnmt_penalty(length, alpha)),
                 log_prob=float(log_prob),
             )
         )
@@ -531,9 +529,6 @@ def decode_batch(
     model: Models,
     src: Tensor,
     decode_config: DecodeConfig,
-    bos_id: int = BOS,
-    eos_id: int = EOS,
-    pad_id: int = PAD,
     *,
     prefixes: Tensor | None = None,
     generator: torch.Generator | None = None,
@@ -542,30 +537,30 @@ def decode_batch(
     (nbest draws per sentence, from `generator`), else greedy for beam size 1 (one hypothesis per
     sentence) or beam search with decode_config.nbest hypotheses; best first. prefixes (B, P),
     padded with pad_id: forced first tokens of each output."""
-    common = dict(
-        max_len_a=decode_config.max_len_a,
-        max_len_b=decode_config.max_len_b,
-        length_penalty=decode_config.length_penalty,
-        prefixes=prefixes,
-        bos_id=bos_id,
-        eos_id=eos_id,
-        pad_id=pad_id,
-    )
+    settings = SearchSettings.from_config(decode_config)
     if decode_config.sample:
         return sample_search(
             model,
             src,
+            settings,
             nbest=decode_config.nbest,
             temperature=decode_config.temperature,
             top_k=decode_config.top_k,
             top_p=decode_config.top_p,
             generator=generator,
-            **common,
+            prefixes=prefixes,
         )
     if decode_config.beam_size == 1:
-        return [[hypothesis] for hypothesis in greedy_search(model, src, **common)]
+        return [
+            [hypothesis] for hypothesis in greedy_search(model, src, settings, prefixes=prefixes)
+        ]
     return beam_search(
-        model, src, beam_size=decode_config.beam_size, nbest=decode_config.nbest, **common
+        model,
+        src,
+        settings,
+        beam_size=decode_config.beam_size,
+        nbest=decode_config.nbest,
+        prefixes=prefixes,
     )
 
 
@@ -592,9 +587,6 @@ def translate_ids(
     device: torch.device,
     *,
     prefixes: list[list[int]] | list[Tensor] | None = None,
-    bos_id: int = BOS,
-    eos_id: int = EOS,
-    pad_id: int = PAD,
     progress: bool = False,
     shard: tuple[int, int] = (0, 1),
 ) -> list[list[Hypothesis]]:
@@ -630,17 +622,16 @@ def translate_ids(
         bar.update(len(sequences) - len(order))  # the empty ones
         for batch in batches:
             src = pad_sequence(
-                [sequences[i] for i in batch], batch_first=True, padding_value=pad_id
+                [sequences[i] for i in batch], batch_first=True, padding_value=PAD_ID
             ).to(device)  # (B, S)
             batch_prefixes = None
             if forced is not None and any(forced[i].numel() for i in batch):
                 batch_prefixes = pad_sequence(
-                    [forced[i] for i in batch], batch_first=True, padding_value=pad_id
+                    [forced[i] for i in batch], batch_first=True, padding_value=PAD_ID
                 ).to(device)  # (B, P)
             decoded = decode_batch(
-                model, src, decode_config, bos_id, eos_id, pad_id,
-                prefixes=batch_prefixes, generator=generator,
-            )  # fmt: skip
+                model, src, decode_config, prefixes=batch_prefixes, generator=generator
+            )
             for i, hypotheses in zip(batch, decoded, strict=True):
                 results[i] = hypotheses
             bar.update(len(batch))
