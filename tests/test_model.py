@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import BOS, EOS, PAD, tiny_model_config
-from torch import nn
+from torch import Tensor, nn
 
 from transformer.config import ConfigError, ModelConfig
 from transformer.model import (
@@ -242,24 +242,41 @@ def test_initialisation_zero_pad_row_and_scaled_embeddings() -> None:
     assert abs(weight[1:].std().item() - 64**-0.5) < 0.02
 
 
+def reverse_batch(generator: torch.Generator, vocab: int, batch: int = 32) -> tuple[Tensor, ...]:
+    """The reverse task: src (B, 6) of random tokens, the decoder input and labels of its reverse."""
+    src = torch.randint(4, vocab, (batch, 6), generator=generator)
+    target = src.flip(1)
+    return src, F.pad(target, (1, 0), value=BOS), F.pad(target, (0, 1), value=EOS)
+
+
 @pytest.mark.parametrize("norm", ["post", "pre"])
-def test_reverse_task_trains_to_near_zero_loss(norm: str) -> None:
+def test_model_learns_the_reverse_task(norm: str) -> None:
+    """The model learns to reverse its input. Judged on a fixed held-out batch, not on the last
+    training batch: one batch's loss at the end of training swings with the CPU's kernels and the
+    thread count (0.03 on one machine, 0.08 on another), while the held-out token accuracy of a
+    model that has learnt the task is ~100% everywhere (seen: 99.6-100% under 1 and 2 threads)
+    and 1/8 by chance."""
     torch.manual_seed(0)
     vocab = 12
     config = tiny_config(src_vocab_size=vocab, tgt_vocab_size=vocab, norm_placement=norm)
     model = build_transformer(config)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
+    data = torch.Generator().manual_seed(1)
     for _ in range(300):
-        src = torch.randint(4, vocab, (32, 6))
-        target = src.flip(1)
-        tgt_in = F.pad(target, (1, 0), value=BOS)
-        labels = F.pad(target, (0, 1), value=EOS)
+        src, tgt_in, labels = reverse_batch(data, vocab)
         logits = model(src, tgt_in)
         loss = F.cross_entropy(logits.reshape(-1, vocab), labels.reshape(-1), ignore_index=PAD)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-    assert loss.item() < 0.05
+    model.eval()
+    src, tgt_in, labels = reverse_batch(torch.Generator().manual_seed(2), vocab, batch=256)
+    with torch.no_grad():
+        logits = model(src, tgt_in)  # (256, 7, V)
+    held_out_loss = F.cross_entropy(logits.reshape(-1, vocab), labels.reshape(-1))
+    accuracy = (logits.argmax(dim=-1) == labels).float().mean()
+    assert accuracy > 0.97, f"token accuracy {accuracy:.3f}"
+    assert held_out_loss < 0.2, f"held-out loss {held_out_loss:.4f}"  # chance: ln 8 = 2.1
 
 
 def test_empty_source_gives_finite_logits_and_leaves_others_unchanged(
