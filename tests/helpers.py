@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from transformer.config import ModelConfig
+from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
-PAD, BOS, EOS = 0, 2, 3
+PAD, BOS, EOS = PAD_ID, BOS_ID, EOS_ID  # short names for the tests, from their one home
 
 
 def tiny_model_config(**changes: object) -> ModelConfig:
