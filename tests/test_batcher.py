@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from transformer.serving.batcher import DecodeOptions, DynamicBatcher
+from transformer.serving.batcher import DynamicBatcher, RequestOptions
 
-GREEDY = DecodeOptions(beam_size=1, nbest=1, length_penalty=0.0)
-BEAM = DecodeOptions(beam_size=4, nbest=1, length_penalty=0.6)
+GREEDY = RequestOptions(beam_size=1, nbest=1, length_penalty=0.0)
+BEAM = RequestOptions(beam_size=4, nbest=1, length_penalty=0.6)
 
 
 class RecordingDecoder:
@@ -21,11 +21,11 @@ class RecordingDecoder:
 
     def __init__(self, fail_on: str | None = None, seconds: float = 0.0) -> None:
         self.seconds = seconds
-        self.batches: list[tuple[list[str], DecodeOptions]] = []
+        self.batches: list[tuple[list[str], RequestOptions]] = []
         self.threads: set[int] = set()
         self.fail_on = fail_on
 
-    def __call__(self, sentences: list[str], options: DecodeOptions) -> list[str]:
+    def __call__(self, sentences: list[str], options: RequestOptions) -> list[str]:
         self.batches.append((list(sentences), options))
         self.threads.add(threading.get_ident())
         time.sleep(self.seconds)

@@ -141,15 +141,58 @@ def test_bad_requests_get_a_4xx_json_error_and_the_server_goes_on(
     assert good.status_code == 200 and isinstance(good.json()["translations"], str)
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "content", "status", "message"),
+    [
+        ("GET", "/nowhere", None, 404, "there is no /nowhere; the API is POST /translate"),
+        ("GET", "/translate", None, 405, "GET /translate is not allowed; the API is"),
+        ("DELETE", "/info", None, 405, "DELETE /info is not allowed"),
+        ("POST", "/translate", b'{"text": "caf\xe9"}', 400, "send JSON encoded as UTF-8"),
+    ],
+)
+def test_every_error_has_the_one_json_shape(
+    client: TestClient, method: str, path: str, content: bytes | None, status: int, message: str
+) -> None:
+    """Errors that FastAPI raises by itself answer as {"error": ...} too, never {"detail": ...}."""
+    headers = {"Content-Type": "application/json"}
+    answer = client.request(method, path, content=content, headers=headers)
+    assert answer.status_code == status
+    assert list(answer.json()) == ["error"] and message in answer.json()["error"]
+
+
+def test_a_chunked_body_over_the_limit_is_refused(
+    loaded: LoadedModel, translator: Translator
+) -> None:
+    """Without a Content-Length the body is read only up to the limit, then refused with 413; a
+    chunked body within the limit is translated as usual."""
+    settings = ServeSettings(max_body_bytes=2_000)
+    chunks_sent = []
+
+    def body(size: int) -> Iterator[bytes]:
+        yield b'{"text": "' + b"one " * (size // 4) + b'"}'
+        chunks_sent.append(1)
+
+    with TestClient(create_app(loaded, translator, settings)) as small:
+        answer = small.post(
+            "/translate", content=body(4_000), headers={"Content-Type": "application/json"}
+        )
+        assert answer.status_code == 413
+        assert "the request body is too large (more than 2000 bytes" in answer.json()["error"]
+        fine = small.post(
+            "/translate", content=body(40), headers={"Content-Type": "application/json"}
+        )
+        assert fine.status_code == 200 and fine.json()["translations"]
+
+
 def test_a_decoding_exception_is_a_500_for_that_request_only(
     client: TestClient, translator: Translator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     real_translate = translator.translate
 
-    def translate_or_fail(sentences: list[str], decode: object = None) -> list:
+    def translate_or_fail(sentences: list[str], decode_config: object = None) -> list:
         if "explode" in sentences:
             raise RuntimeError("a fault inside decoding")
-        return real_translate(sentences, decode=decode)
+        return real_translate(sentences, decode_config=decode_config)
 
     monkeypatch.setattr(translator, "translate", translate_or_fail)
     failed = client.post("/translate", json={"text": "explode"})
@@ -219,6 +262,26 @@ def live_server(loaded: LoadedModel, translator: Translator) -> Iterator[str]:
     server.should_exit = True
     thread.join(timeout=20)
     assert not thread.is_alive()
+
+
+def test_a_large_body_is_refused_before_it_is_sent(live_server: str) -> None:
+    """A client announcing 50 MB gets 413 at once, from the header alone: the server answers
+    while the client has sent only the headers and one byte (if it waited for the body, the
+    read below would time out)."""
+    host, port = live_server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(
+            b"POST /translate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 50000000\r\n\r\n{"
+        )
+        answer = b""
+        while b"}" not in answer:
+            received = connection.recv(4096)
+            if not received:
+                break
+            answer += received
+    assert answer.startswith(b"HTTP/1.1 413")
+    assert b'{"error": "the request body is too large (50000000 bytes; at most 1000000)' in answer
 
 
 def test_concurrent_requests_are_batched_and_match_translate_py(

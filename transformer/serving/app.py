@@ -9,7 +9,8 @@
 Built on FastAPI (validation, OpenAPI) and run by uvicorn. Requests are checked here, on the event
 loop; the sentences of concurrent requests are decoded together by `batcher.DynamicBatcher`, in a
 worker thread, through the same `Translator` that translate.py uses. Every bad request gets a 4xx
-JSON body {"error": "..."} that names the problem, and the server goes on serving.
+JSON body {"error": "..."} that names the problem (unknown paths, wrong methods and oversized bodies
+too: body_limit.py refuses those before reading them), and the server goes on serving.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from transformer.checkpoint import LoadedModel
-from transformer.serving.batcher import BatcherStopped, DecodeOptions, DynamicBatcher
+from transformer.serving.batcher import BatcherStopped, DynamicBatcher, RequestOptions
+from transformer.serving.body_limit import BodyLimit
 from transformer.serving.page import render_page
-from transformer.translator import Translation, Translator
+from transformer.translator import Translation, Translator, choose_beam
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,7 @@ class ServeSettings:
     max_beam: int = 10  # largest beam a request may ask for
     max_batch_tokens: int = 4096  # source tokens x beam gathered into one batched decode
     max_wait_ms: float = 10.0  # how long the oldest request waits for others to join its batch
+    max_body_bytes: int = 1_000_000  # larger request bodies are refused (413) before being read
 
 
 class TranslateRequest(BaseModel):
@@ -106,13 +110,15 @@ def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSetti
         lifespan=lifespan,
     )
     app.state.batcher = batcher
+    app.add_middleware(BodyLimit, max_body_bytes=settings.max_body_bytes)
     app.add_exception_handler(BadRequest, _bad_request)
     app.add_exception_handler(RequestValidationError, _invalid_body)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     page = render_page(
         settings.name,
         loaded.config.data.src_lang,
         loaded.config.data.tgt_lang,
-        translator.decode.beam_size,
+        translator.decode_config.beam_size,
         settings.max_beam,
     )
 
@@ -156,36 +162,40 @@ def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSetti
 
 
 def _decode(
-    translator: Translator, sentences: list[str], options: DecodeOptions
+    translator: Translator, sentences: list[str], options: RequestOptions
 ) -> list[list[Translation]]:
     """One batched decode (runs in the batcher's worker thread)."""
     config = dataclasses.replace(
-        translator.decode,
+        translator.decode_config,
         beam_size=options.beam_size,
         nbest=options.nbest,
         length_penalty=options.length_penalty,
     )
     with torch.inference_mode():  # grad mode is per thread: set it in the thread that decodes
-        return translator.translate(sentences, decode=config)
+        return translator.translate(sentences, decode_config=config)
 
 
 def _options(
     body: TranslateRequest, translator: Translator, settings: ServeSettings
-) -> DecodeOptions:
+) -> RequestOptions:
     """The request's decoding options, defaults filled in (as translate.py does), range-checked."""
     nbest = 1 if body.nbest is None else body.nbest
-    beam = body.beam if body.beam is not None else max(nbest, translator.decode.beam_size)
+    beam = choose_beam(body.beam, nbest, translator.decode_config.beam_size)
     largest_beam = min(settings.max_beam, translator.model.config.tgt_vocab_size)
     if not 1 <= beam <= largest_beam:
         raise BadRequest(422, f"beam must be between 1 and {largest_beam}, not {beam}")
     if not 1 <= nbest <= beam:
         raise BadRequest(422, f"nbest must be between 1 and the beam size ({beam}), not {nbest}")
-    alpha = translator.decode.length_penalty if body.length_penalty is None else body.length_penalty
+    alpha = (
+        translator.decode_config.length_penalty
+        if body.length_penalty is None
+        else body.length_penalty
+    )
     if not (math.isfinite(alpha) and 0.0 <= alpha <= MAX_LENGTH_PENALTY):
         raise BadRequest(
             422, f"length_penalty must be between 0 and {MAX_LENGTH_PENALTY}, not {alpha}"
         )
-    return DecodeOptions(beam_size=beam, nbest=nbest, length_penalty=float(alpha))
+    return RequestOptions(beam_size=beam, nbest=nbest, length_penalty=float(alpha))
 
 
 def _check_sentences(
@@ -243,10 +253,10 @@ def _info(
         "parameters": sum(p.numel() for p in translator.model.parameters()),
         "architecture": dataclasses.asdict(config.model),
         "decoding": {
-            "beam": translator.decode.beam_size,
-            "length_penalty": translator.decode.length_penalty,
-            "max_len_a": translator.decode.max_len_a,
-            "max_len_b": translator.decode.max_len_b,
+            "beam": translator.decode_config.beam_size,
+            "length_penalty": translator.decode_config.length_penalty,
+            "max_len_a": translator.decode_config.max_len_a,
+            "max_len_b": translator.decode_config.max_len_b,
         },
         "device": str(translator.device),
         "limits": {
@@ -266,6 +276,27 @@ def _languages(loaded: LoadedModel) -> str:
 async def _bad_request(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, BadRequest)
     return JSONResponse(status_code=error.status, content={"error": error.message})
+
+
+ROUTES = "POST /translate, GET /health, GET /info, GET / (the page), GET /docs"
+
+
+async def _http_error(request: Request, error: Exception) -> JSONResponse:
+    """The errors FastAPI raises itself (unknown path, wrong method, a body it cannot decode) in
+    this API's one shape, {"error": "..."}, instead of FastAPI's {"detail": ...}."""
+    assert isinstance(error, StarletteHTTPException)
+    where = f"{request.method} {request.url.path}"
+    if error.status_code == 404:
+        message = f"there is no {request.url.path}; the API is {ROUTES}"
+    elif error.status_code == 405:
+        message = f"{where} is not allowed; the API is {ROUTES}"
+    elif error.status_code == 400:
+        message = "the request body could not be read: send JSON encoded as UTF-8"
+    else:
+        message = str(error.detail)
+    return JSONResponse(
+        status_code=error.status_code, content={"error": message}, headers=error.headers
+    )
 
 
 async def _invalid_body(request: Request, error: Exception) -> JSONResponse:

@@ -37,7 +37,7 @@ class BatcherStopped(RuntimeError):
 
 
 @dataclass(frozen=True)
-class DecodeOptions:
+class RequestOptions:
     """The per-request settings that change the search; requests share a batch only if equal."""
 
     beam_size: int
@@ -51,7 +51,7 @@ class _Request(Generic[Result]):
 
     sentences: list[str]
     token_counts: list[int]
-    options: DecodeOptions
+    options: RequestOptions
     future: asyncio.Future
     arrived: float  # event-loop time
     results: list[Result | None] = field(default_factory=list)
@@ -92,7 +92,7 @@ class DynamicBatcher(Generic[Result]):
 
     def __init__(
         self,
-        decode: Callable[[list[str], DecodeOptions], Sequence[Result]],
+        decode: Callable[[list[str], RequestOptions], Sequence[Result]],
         max_batch_tokens: int,
         max_wait_ms: float,
     ) -> None:
@@ -131,7 +131,7 @@ class DynamicBatcher(Generic[Result]):
         self._in_flight.clear()
 
     async def translate(
-        self, sentences: list[str], token_counts: list[int], options: DecodeOptions
+        self, sentences: list[str], token_counts: list[int], options: RequestOptions
     ) -> list[Result]:
         """The results for `sentences` (in their order), decoded together with whatever other
         requests arrive at about the same time. token_counts[i] is sentence i's length in source
@@ -187,7 +187,7 @@ class DynamicBatcher(Generic[Result]):
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
 
-    def _tokens_waiting(self, options: DecodeOptions) -> int:
+    def _tokens_waiting(self, options: RequestOptions) -> int:
         return sum(
             request.cost(i)
             for request in self._waiting
@@ -252,7 +252,7 @@ class DynamicBatcher(Generic[Result]):
                 request.future.set_result(request.results)
                 self.stats.requests += 1
 
-    def _decode_checked(self, sentences: list[str], options: DecodeOptions) -> Sequence[Result]:
+    def _decode_checked(self, sentences: list[str], options: RequestOptions) -> Sequence[Result]:
         results = self.decode(sentences, options)
         if len(results) != len(sentences):
             raise RuntimeError(f"decoding gave {len(results)} results for {len(sentences)} inputs")
