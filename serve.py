@@ -17,10 +17,11 @@ import sys
 from pathlib import Path
 
 from transformer.checkpoint import CheckpointError, load_model
+from transformer.cli import USER_ERROR, add_decoding_arguments, check_positive
 from transformer.config import ConfigError
-from transformer.quantize import QUANTIZATIONS, QuantizationError
+from transformer.quantize import QuantizationError
 
-LIMITS = ("max_sentences", "max_chars", "max_beam", "max_batch_tokens")
+LIMITS = ("max_sentences", "max_chars", "max_beam", "max_batch_tokens", "max_body_bytes")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,22 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-c", "--checkpoint", required=True, help="a .pt file written by train.py")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
-    parser.add_argument("--beam", type=int, help="default beam size; default: the checkpoint's")
-    parser.add_argument("--length-penalty", type=float, help="default GNMT alpha for beam search")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    parser.add_argument(
-        "--quantize",
-        choices=QUANTIZATIONS,
-        help="serve with int8 linear layers (CPU only; faster, slightly different output)",
-    )
+    add_decoding_arguments(parser, for_server=True)
     parser.add_argument("--name", help="model name shown to clients (default: from the path)")
-    parser.add_argument(
-        "--max-batch-tokens",
-        type=int,
-        default=4096,
-        help="source tokens x beam decoded together at most (4096)",
-    )
     parser.add_argument(
         "--max-wait-ms",
         type=float,
@@ -55,11 +42,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-sentences", type=int, default=64, help="per request (64)")
     parser.add_argument("--max-chars", type=int, default=10_000, help="per request (10000)")
     parser.add_argument("--max-beam", type=int, default=10, help="largest beam a request may ask")
+    parser.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1_000_000,
+        help="largest request body; a larger one is refused (413) before it is read (1000000)",
+    )
     args = parser.parse_args(argv)
-    for name in ("beam", "threads", *LIMITS):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    check_positive(parser, args, "beam", "threads", *LIMITS)
     if args.max_wait_ms < 0:
         parser.error("--max-wait-ms cannot be negative")
     if not 0 <= args.port <= 65535:
@@ -89,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "install it with: pip install -e '.[serve]'",
             file=sys.stderr,
         )
-        return 2
+        return USER_ERROR
     try:
         import torch
 
@@ -110,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (CheckpointError, ConfigError, QuantizationError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     settings = ServeSettings(
         name=args.name or model_name(args.checkpoint),
         max_wait_ms=args.max_wait_ms,

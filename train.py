@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from transformer.checkpoint import CheckpointError
+from transformer.cli import FAILED, INTERRUPTED, USER_ERROR
 from transformer.config import ConfigError, load_config
 from transformer.data import DataError
 from transformer.training.divergence import DivergenceError
@@ -49,12 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         result = train(config, resume=args.resume, overwrite=args.overwrite)
     except (ConfigError, DataError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     except (DivergenceError, RanksLostError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return FAILED
     if result.interrupted:
-        return 130
+        return INTERRUPTED
     best = result.state.best_bleu
     print(
         f"Done at step {result.state.step}. Best validation BLEU {best:.2f}; checkpoints in "

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from transformer.checkpoint import CheckpointError, load_model
+from transformer.cli import USER_ERROR, add_decoding_arguments, check_positive, unreadable_input
 from transformer.config import ConfigError
 from transformer.metrics import score_translations
-from transformer.quantize import QUANTIZATIONS, QuantizationError
+from transformer.quantize import QuantizationError
 
 if TYPE_CHECKING:  # imported for real inside main(), after the arguments are checked
     from transformer.translator import Translation, Translator
@@ -45,18 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("sentences", nargs="*", help="sentences to translate (else -i or stdin)")
     parser.add_argument("-i", "--input", help="a file with one sentence per line")
     parser.add_argument("-o", "--output", help="write translations here instead of stdout")
-    parser.add_argument(
-        "--beam", type=int, help="beam size (1 = greedy); default: the checkpoint's"
-    )
-    parser.add_argument("--length-penalty", type=float, help="GNMT alpha for beam search")
+    add_decoding_arguments(parser)
     parser.add_argument("--nbest", type=int, help="translations per sentence (<= beam)")
-    parser.add_argument("--max-tokens", type=int, help="source tokens per decoding batch")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
-    parser.add_argument(
-        "--quantize",
-        choices=QUANTIZATIONS,
-        help="translate with int8 linear layers (CPU only; faster, slightly different output)",
-    )
     parser.add_argument("--ref", help="reference translations: print BLEU and chrF to stderr")
     parser.add_argument(
         "--attention",
@@ -77,16 +68,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check_sampling_and_prefix_arguments(parser, args)
     if args.sentences and args.input:
         parser.error("give sentences as arguments or --input, not both")
-    for name in ("beam", "nbest", "max_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    check_positive(parser, args, "beam", "nbest", "max_batch_tokens", "threads")
     if args.nbest and args.beam and args.nbest > args.beam and not args.sample:
         parser.error("--nbest cannot exceed --beam")
-    if args.input and not Path(args.input).is_file():
-        parser.error(f"input file {args.input!r} not found")
-    if args.ref and not Path(args.ref).is_file():
-        parser.error(f"reference file {args.ref!r} not found")
+    for path, what in ((args.input, "input file"), (args.ref, "reference file")):
+        problem = path and unreadable_input(path, what)
+        if problem:
+            parser.error(problem)
     if args.attention and Path(args.attention).is_file():
         parser.error(
             f"--attention wants a directory for the pictures; {args.attention!r} is a file"
@@ -138,7 +126,8 @@ def decode_lines(lines: Iterable[bytes], name: str, errors: str) -> Iterator[str
 
 def read_input_file(path: str, errors: str) -> list[str]:
     """All lines of `-i FILE`, decoded before the model is loaded."""
-    data = Path(path).read_bytes()
+    with open(path, "rb") as file:  # a pipe or FIFO too: read once, as a stream
+        data = file.read()
     lines = data.split(b"\n")
     if lines[-1] == b"":  # the file ends with a newline (or is empty)
         lines.pop()
@@ -195,8 +184,9 @@ def check_sampling_and_prefix_arguments(
         parser.error("--top-k must be at least 1")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         parser.error("--top-p must be in (0, 1]")
-    if args.prefix_file and not Path(args.prefix_file).is_file():
-        parser.error(f"prefix file {args.prefix_file!r} not found")
+    problem = args.prefix_file and unreadable_input(args.prefix_file, "prefix file")
+    if problem:
+        parser.error(problem)
 
 
 def chunks(lines: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -261,22 +251,26 @@ def draw_attention(
 
 def build_translator(args: argparse.Namespace) -> Translator:
     """Load the checkpoint(s) and apply the command line's decoding options."""
-    from transformer.device import resolve_device
-    from transformer.translator import Translator, check_ensemble
+    import torch
 
+    from transformer.device import resolve_device
+    from transformer.translator import Translator, choose_beam
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device, setting="--device")
     members = [load_model(path, device) for path in args.checkpoint]
-    check_ensemble(members, args.checkpoint)
     nbest = args.nbest or 1
-    # n-best needs at least that many beams; sampling draws nbest times instead.
-    beam = args.beam or max(nbest, members[0].config.decode.beam_size)
+    # Sampling draws nbest times instead of searching with beams.
+    beam = 1 if args.sample else choose_beam(args.beam, nbest, members[0].config.decode.beam_size)
     return Translator.with_options(
         members,
         device,
-        beam_size=1 if args.sample else beam,
+        names=args.checkpoint,
+        beam_size=beam,
         length_penalty=args.length_penalty,
         nbest=nbest,
-        batch_tokens=args.max_tokens,
+        batch_tokens=args.max_batch_tokens,
         sample=args.sample or None,
         temperature=args.temperature,
         top_k=args.top_k,
@@ -311,10 +305,10 @@ def main(argv: list[str] | None = None) -> int:
         prefixes = read_prefixes(args, file_lines)
     except (CheckpointError, ConfigError, InputError, QuantizationError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     hypotheses: list[str] = []
-    nbest = translator.decode.nbest
+    nbest = translator.decode_config.nbest
     try:
         with torch.inference_mode():
             for chunk in input_chunks(args, file_lines):
@@ -326,26 +320,27 @@ def main(argv: list[str] | None = None) -> int:
                             f"error: {args.prefix_file} has fewer lines than the input",
                             file=sys.stderr,
                         )
-                        return 2
+                        return USER_ERROR
                 results = translator.translate(chunk, chunk_prefixes)
                 if args.attention:
                     draw_attention(translator, chunk, results, args.attention, len(hypotheses) + 1)
                 hypotheses += write_translations(results, out, nbest, len(hypotheses))
     except InputError as error:
         print(f"error: {error} ({len(hypotheses)} lines before it translated)", file=sys.stderr)
-        return 2
+        return USER_ERROR
     finally:
         if args.output:
             out.close()
     if args.ref:
-        references = Path(args.ref).read_text(encoding="utf-8").splitlines()
+        with open(args.ref, encoding="utf-8") as file:  # a pipe or FIFO too
+            references = file.read().splitlines()
         if len(references) != len(hypotheses):
             print(
                 f"error: {args.ref} has {len(references)} lines but the input had "
                 f"{len(hypotheses)}; give one reference line per input line",
                 file=sys.stderr,
             )
-            return 2
+            return USER_ERROR
         scores = score_translations(hypotheses, references)
         print(f"BLEU {scores.bleu:.2f}  {scores.bleu_signature}", file=sys.stderr)
         print(f"chrF {scores.chrf:.2f}  {scores.chrf_signature}", file=sys.stderr)

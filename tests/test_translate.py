@@ -150,7 +150,7 @@ def test_averaged_checkpoint_translates(
     assert "averaged 3 checkpoints" in capsys.readouterr().out
     assert translate.main(["-c", str(averaged), "thirty-three"]) == 0
     assert capsys.readouterr().out.strip()
-    assert checkpoint.main(["average", directory, "--last", "9", "-o", str(averaged)]) == 1
+    assert checkpoint.main(["average", directory, "--last", "9", "-o", str(averaged)]) == 2
     assert "holds 3" in capsys.readouterr().err
 
 

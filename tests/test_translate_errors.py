@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
@@ -188,3 +190,76 @@ def test_any_bytes_on_stdin_give_one_line_per_line_or_one_clear_error(
         assert status == 2 and "is not valid UTF-8" in err and "Traceback" not in err
     else:
         assert status == 0 and out.count("\n") == count_lines(data)
+
+
+# --- inputs that are not regular files ---------------------------------------------------------
+
+
+def fifo_with(path: Path, text: str) -> threading.Thread:
+    """A named pipe at `path` that a thread fills with `text` once a reader opens it, as
+    `translate.py -i <(zcat test.en.gz)` gives the script a pipe, not a file."""
+    os.mkfifo(path)
+
+    def write() -> None:
+        with open(path, "w", encoding="utf-8") as pipe:
+            pipe.write(text)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    return writer
+
+
+def test_input_prefix_and_reference_may_be_pipes(
+    model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    writers = [
+        fifo_with(tmp_path / "in.en", "one\n\nthree\n"),
+        fifo_with(tmp_path / "prefixes.de", "ein\n\n\n"),
+        fifo_with(tmp_path / "ref.de", "eins\n\ndrei\n"),
+    ]
+    argv = ["-c", str(model_path), "-i", str(tmp_path / "in.en")]
+    argv += ["--prefix-file", str(tmp_path / "prefixes.de"), "--ref", str(tmp_path / "ref.de")]
+    assert translate.main(argv) == 0
+    for writer in writers:
+        writer.join(timeout=10)
+        assert not writer.is_alive()
+    captured = capsys.readouterr()
+    lines = captured.out.split("\n")[:-1]
+    assert len(lines) == 3 and lines[1] == "" and lines[0].startswith("ein")
+    assert "BLEU" in captured.err and "chrF" in captured.err
+
+
+def test_a_directory_or_unreadable_file_as_input_is_refused(
+    model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    for flag in ("-i", "--ref", "--prefix-file"):
+        with pytest.raises(SystemExit) as exit_info:
+            translate.main(
+                ["-c", str(model_path), flag, str(tmp_path), *(["x"] if flag != "-i" else [])]
+            )
+        assert exit_info.value.code == 2
+        assert "is a directory; give a file" in capsys.readouterr().err
+
+
+def test_threads_and_batch_token_options(
+    model_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--threads sets torch's threads; --max-batch-tokens (serve.py's name) and the earlier
+    --max-tokens both set the decoding batch."""
+    chosen: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", chosen.append)
+    built: list[int] = []
+    real_build = translate.build_translator
+
+    def build(args: object) -> object:
+        translator = real_build(args)
+        built.append(translator.decode_config.batch_tokens)
+        return translator
+
+    monkeypatch.setattr(translate, "build_translator", build)
+    for flag in ("--max-batch-tokens", "--max-tokens"):
+        assert translate.main(["-c", str(model_path), "--threads", "1", flag, "77", "one"]) == 0
+    assert chosen == [1, 1] and built == [77, 77]
+    with pytest.raises(SystemExit) as exit_info:
+        translate.main(["-c", str(model_path), "--threads", "0", "one"])
+    assert exit_info.value.code == 2

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from transformer.cli import USER_ERROR
 from transformer.config import Config, ConfigError, config_from_dict
 from transformer.model import Transformer, build_transformer
 from transformer.tokenizer import TokenizerPair
@@ -263,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return _average_command(args)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 1
+        return USER_ERROR
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from typing import Any
 from torch import Tensor, nn
 
 from transformer.checkpoint import CheckpointError, load_model
+from transformer.cli import USER_ERROR
 from transformer.model import DecoderBlock, EncoderBlock, MultiHeadAttentionBlock, Transformer
 from transformer.tokenizer import BOS, EOS, UNK, TokenizerPair
 
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (CheckpointError, ExportError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     print(f"exported {args.checkpoint} to {output_dir} (CTranslate2, {args.quantization})")
     return 0
 

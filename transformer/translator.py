@@ -25,6 +25,13 @@ class Translation:
     tokens: list[int] = field(default_factory=list)  # output ids (no BOS/EOS), for attention plots
 
 
+def choose_beam(requested: int | None, nbest: int, default: int) -> int:
+    """The beam size of a search that must return `nbest` translations: the one asked for, else
+    the checkpoint's `default`, widened to nbest (n-best needs at least that many beams).
+    translate.py and the server both ask here, so a request means the same in either."""
+    return requested if requested is not None else max(nbest, default)
+
+
 def check_ensemble(members: Sequence[LoadedModel], names: Sequence[str]) -> None:
     """Refuse, in one line, checkpoints that cannot be ensembled: averaging next-token
     distributions needs the same target vocabulary, and one encoding of the input needs the same
@@ -46,21 +53,23 @@ class Translator:
     def __init__(
         self,
         loaded: LoadedModel | Sequence[LoadedModel],
-        decode: DecodeConfig,
+        decode_config: DecodeConfig,
         device: torch.device,
         quantize: str | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
         """quantize="int8" translates with dynamically quantized copies of the models (CPU only;
-        see transformer/quantize.py); None keeps the checkpoints' float weights."""
+        see transformer/quantize.py); None keeps the checkpoints' float weights. `names` (e.g. the
+        file names) say which checkpoints cannot be ensembled, if any."""
         members = [loaded] if isinstance(loaded, LoadedModel) else list(loaded)
-        check_ensemble(members, [f"checkpoint {i + 1}" for i in range(len(members))])
+        check_ensemble(members, names or [f"checkpoint {i + 1}" for i in range(len(members))])
         models = [member.model.to(device).eval() for member in members]
         if quantize is not None:
             models = [quantize_model(model, quantize) for model in models]
         self.models = models
         self.model = self.models[0]
         self.tokenizers = members[0].tokenizers
-        self.decode = decode
+        self.decode_config = decode_config
         self.device = device
         self.max_positions = min(member.config.model.max_positions for member in members)
 
@@ -70,25 +79,26 @@ class Translator:
         loaded: LoadedModel | Sequence[LoadedModel],
         device: torch.device,
         quantize: str | None = None,
+        names: Sequence[str] | None = None,
         **options: object,
     ) -> Translator:
         """The (first) checkpoint's decoding settings, with the non-None `options` replacing
         them."""
         first = loaded if isinstance(loaded, LoadedModel) else loaded[0]
         chosen = {key: value for key, value in options.items() if value is not None}
-        return cls(loaded, replace(first.config.decode, **chosen), device, quantize)
+        return cls(loaded, replace(first.config.decode, **chosen), device, quantize, names)
 
     def translate(
         self,
         sentences: list[str],
         prefixes: list[str] | None = None,
-        decode: DecodeConfig | None = None,
+        decode_config: DecodeConfig | None = None,
     ) -> list[list[Translation]]:
         """n-best translations of each sentence, best first. An empty or whitespace-only line gives
         one empty translation; a source longer than the model's maximum positions is truncated
         with a warning. `prefixes`, one per sentence ("" for none), are the forced beginnings of
         the translations: each translation starts with its prefix and continues from there.
-        `decode` replaces this translator's settings for this call only (the server decodes each
+        `decode_config` replaces this translator's settings for this call only (the server decodes each
         batch with its requests' beam, n-best and length penalty)."""
         if prefixes is not None and len(prefixes) != len(sentences):
             raise ValueError(f"{len(prefixes)} prefixes for {len(sentences)} sentences")
@@ -105,7 +115,11 @@ class Translator:
         sources = [torch.tensor(x[: self.max_positions], dtype=torch.long) for x in ids]
         prefix_ids = None if prefixes is None else self.tokenizers.encode_target(prefixes)
         hypotheses = translate_ids(
-            self.models, sources, decode or self.decode, self.device, prefixes=prefix_ids
+            self.models,
+            sources,
+            decode_config or self.decode_config,
+            self.device,
+            prefixes=prefix_ids,
         )
         results = []
         for sentence, nbest in zip(sentences, hypotheses, strict=True):
