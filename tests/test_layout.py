@@ -1,0 +1,96 @@
+"""The package's map stays true: the layering of the imports, and the module lists of
+transformer/__init__.py and README.md's Layout, which a newcomer reads first."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+import transformer
+from transformer.checkpoint import load_model
+from transformer.tokenizer import BOS_ID, PAD_ID
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT / "tools"))
+import import_graph  # noqa: E402  (tools/ is not a package)
+
+MODULES = sorted(
+    p.relative_to(ROOT / "transformer")
+    for p in (ROOT / "transformer").rglob("*.py")
+    if p.name != "__init__.py"
+)
+
+
+def test_the_core_never_imports_training_or_serving_and_they_never_import_each_other() -> None:
+    graph = import_graph.import_graph()
+    assert "model" in graph and "training.loop" in graph and "serving.app" in graph
+    assert import_graph.upward_imports(graph) == []
+
+
+def test_upward_imports_and_circles_are_found() -> None:
+    """The checks themselves on a made-up graph, so that an empty answer above means something."""
+    graph = {
+        "model": {"training.loop"},
+        "training.loop": {"training.log"},
+        "training.log": {"training.loop"},
+    }
+    assert import_graph.upward_imports(graph) == ["model -> training.loop"]
+    assert import_graph.cycles(graph) == [["training.loop", "training.log", "training.loop"]]
+    assert import_graph.upward_imports({"serving.app": {"training.loss"}}) == [
+        "serving.app -> training.loss"
+    ]
+
+
+def test_every_module_is_on_both_maps() -> None:
+    package_map = transformer.__doc__ or ""
+    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+    for module in MODULES:
+        top = module.parts[0] + "/" if len(module.parts) > 1 else module.name
+        assert top in package_map, f"transformer/__init__.py does not list {top}"
+        assert f" {module.name} " in layout, f"README.md's Layout does not list {module}"
+    for folder in ("training", "serving"):
+        listed = (ROOT / "transformer" / folder / "__init__.py").read_text(encoding="utf-8")
+        for module in MODULES:
+            if module.parts[0] == folder:
+                assert f"`{module.name}`" in listed, f"{folder}/__init__.py does not list {module}"
+
+
+def test_readme_shows_the_current_import_picture() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert import_graph.mermaid(import_graph.import_graph()) in readme, (
+        "README.md's import picture is stale: paste the output of python tools/import_graph.py"
+    )
+
+
+def test_a_checkpoint_written_before_the_move_loads_and_computes_the_same(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    """tests/data/pre_layout.pt was trained (tiny recipe, 60 steps) by commit a0daec7, before the
+    modules moved into training/ and serving/; pre_layout_logits.pt holds the logits that code
+    computed with it on four test pairs. Checkpoints hold no class paths, so the move must not
+    matter: the same logits (to float tolerance, whatever the CPU), and translate.py runs on it."""
+    import translate
+
+    path = ROOT / "tests" / "data" / "pre_layout.pt"
+    reference = torch.load(ROOT / "tests" / "data" / "pre_layout_logits.pt", weights_only=True)
+    loaded = load_model(path)
+    tokenizers = loaded.tokenizers
+    src = pad_sequence(
+        [torch.tensor(ids) for ids in tokenizers.encode_source(reference["sources"])],
+        batch_first=True,
+        padding_value=PAD_ID,
+    )  # (B, S)
+    tgt_in = pad_sequence(
+        [torch.tensor([BOS_ID, *ids]) for ids in tokenizers.encode_target(reference["targets"])],
+        batch_first=True,
+        padding_value=PAD_ID,
+    )  # (B, T)
+    with torch.no_grad():
+        logits = loaded.model.eval()(src, tgt_in)  # (B, T, V)
+    torch.testing.assert_close(logits, reference["logits"], atol=1e-4, rtol=1e-4)
+    assert translate.main(["-c", str(path), "--beam", "2", "twenty-one"]) == 0
+    assert capsys.readouterr().out.strip()
