@@ -4,26 +4,55 @@ pace at the first validation, decays the learning rate to that step, and resumes
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 from test_train import final_parameters, run_train
 
-from transformer.training import loop
-from transformer.training.run import TrainingRun
-from transformer.training.schedule import learning_rate_factor, steps_for_time_budget
+from transformer.training import budget, loop
+from transformer.training.budget import steps_for_time_budget
+from transformer.training.schedule import learning_rate_factor
 
 # 0.5 minutes of budget at 10 s of setup and 2 s per step (validation included) fit 10 steps.
 BUDGET = ("train.schedule=cosine", "train.max_steps=0", "train.max_minutes=0.5")
+REAL_TRAIN_STEP = loop.train_step
 COMMON = (*BUDGET, "train.warmup_steps=2", "train.validate_every=4", "model.dropout=0.1")
 
 
-def pace(monkeypatch: pytest.MonkeyPatch, setup: float, per_step: float) -> None:
-    """A clock that reads `setup + per_step * step`, so the plan does not depend on this machine."""
-    monkeypatch.setattr(
-        TrainingRun, "elapsed_seconds", lambda run: setup + per_step * run.state.step
-    )
+class FakeClock:
+    """The run's clock (`budget.now`), moved on by the test instead of by time: `setup` seconds
+    pass between the first reading (start_run's start) and the second, then each optimizer step
+    takes `seconds_per_step(step)`; validation and saving take no time."""
+
+    def __init__(self, setup: float, seconds_per_step: Callable[[int], float]) -> None:
+        self.time: float | None = None
+        self.setup = setup
+        self.seconds_per_step = seconds_per_step
+
+    def read(self) -> float:
+        if self.time is None:
+            self.time = self.setup
+            return 0.0
+        return self.time
+
+
+def pace(
+    monkeypatch: pytest.MonkeyPatch, setup: float, per_step: float | Callable[[int], float]
+) -> FakeClock:
+    """Run on a FakeClock: `setup` seconds before the first step, then `per_step` seconds a step
+    (a number, or a function of the step)."""
+    seconds = per_step if callable(per_step) else (lambda step: per_step)
+    clock = FakeClock(setup, seconds)
+    monkeypatch.setattr(budget, "now", clock.read)
+
+    def timed_step(run, batches):  # noqa: ANN001, ANN202
+        clock.time += clock.seconds_per_step(run.state.step + 1)
+        return REAL_TRAIN_STEP(run, batches)
+
+    monkeypatch.setattr(loop, "train_step", timed_step)
+    return clock
 
 
 def test_steps_for_time_budget_counts_setup_once() -> None:
@@ -51,7 +80,7 @@ def test_time_budget_fixes_the_steps_and_decays_to_them(
     out = capsys.readouterr().out
     assert f"Time budget: {measured_steps} steps took" in out and "0.5 min fit 10 steps" in out
     saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    assert saved["step"] == 10 and saved["train_state"]["planned_steps"] == 10
+    assert saved["step"] == 10 and saved["time_budget"]["planned_steps"] == 10
     assert saved["scheduler"]["_last_lr"][0] == 0.0  # the cosine ended with the budget
     minutes = [entry["minutes"] for entry in saved["train_state"]["history"]]
     assert minutes == pytest.approx([18 / 60, 26 / 60, 30 / 60])  # validations at steps 4, 8, 10
@@ -63,23 +92,23 @@ def test_a_resumed_run_keeps_its_plan_and_is_exact(
     pace(monkeypatch, setup=10.0, per_step=2.0)
     assert run_train(tmp_path / "straight", *COMMON) == 0
 
-    real_step, calls = loop.train_step, []
+    pace(monkeypatch, setup=10.0, per_step=2.0)
+    clock_step, calls = loop.train_step, []
 
     def step_then_interrupt(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         calls.append(1)
-        stats = real_step(*args, **kwargs)
+        stats = clock_step(*args, **kwargs)
         if len(calls) == 6:
             signal.raise_signal(signal.SIGINT)  # Ctrl-C after the plan was made at step 4
         return stats
 
     monkeypatch.setattr(loop, "train_step", step_then_interrupt)
     assert run_train(tmp_path / "split", *COMMON) == 130
-    monkeypatch.setattr(loop, "train_step", real_step)
-    pace(monkeypatch, setup=10.0, per_step=50.0)  # a slower machine must not change the plan
+    pace(monkeypatch, setup=0.0, per_step=3.0)  # a slower machine must not change the plan
     assert run_train(tmp_path / "split", *COMMON, flags=("--resume",)) == 0
 
     split = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
-    assert split["step"] == 10 and split["train_state"]["planned_steps"] == 10
+    assert split["step"] == 10 and split["time_budget"]["planned_steps"] == 10
     straight = final_parameters(tmp_path / "straight")
     for name, tensor in final_parameters(tmp_path / "split").items():
         assert torch.equal(straight[name], tensor), name

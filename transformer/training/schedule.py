@@ -16,7 +16,7 @@ from transformer.config import TrainConfig
 def learning_rate_factor(
     step: int, warmup_steps: int, schedule: str, max_steps: int = 0, min_ratio: float = 0.0
 ) -> float:
-    """Multiplier of the peak learning rate after `step` optimiser steps (for LambdaLR).
+    """Multiplier of the peak learning rate after `step` optimizer steps (for LambdaLR).
 
     Both schedules warm up linearly over `warmup_steps`. inverse_sqrt then decays as
     sqrt(warmup / step), the paper's schedule up to a constant; cosine decays to `min_ratio` at
@@ -36,9 +36,10 @@ def learning_rate_factor(
 def make_scheduler(
     optimizer: torch.optim.Optimizer, train: TrainConfig, horizon: Callable[[], int]
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """`learning_rate_factor` with the run's settings, stepped once per optimiser step.
-    `horizon()` is the cosine's length: `train.max_steps`, or the step budget that a time-budgeted
-    run fixes at its first validation (a function, so LambdaLR does not pickle the run's state)."""
+    """`learning_rate_factor` with the run's settings, stepped once per optimizer step.
+    `horizon()` is the cosine's length, read from the run at every step (`TrainingRun.last_step`:
+    `train.max_steps`, or the steps a time-budgeted run planned); a function, so LambdaLR does not
+    pickle the run into its state dict."""
 
     def factor(step: int) -> float:
         return learning_rate_factor(
@@ -46,14 +47,3 @@ def make_scheduler(
         )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def steps_for_time_budget(
-    step: int, elapsed_seconds: float, setup_seconds: float, budget_seconds: float
-) -> int:
-    """How many optimiser steps fit into `budget_seconds` at the pace of the first `step` steps.
-
-    The pace includes the validations so far, so the budget keeps room for the later ones; the
-    setup before the first step (data, tokenizers) is paid once, so it is not extrapolated."""
-    seconds_per_step = max(elapsed_seconds - setup_seconds, 1e-9) / step
-    return max(step, int((budget_seconds - setup_seconds) / seconds_per_step))
