@@ -85,7 +85,7 @@ def main() -> None:
         for group in before.optimizer.param_groups
     ]
     before.optimizer = torch.optim.AdamW(groups)
-    before.scheduler = make_scheduler(before.optimizer, before.config.train, before.last_step)
+    before.scheduler = make_scheduler(before.optimizer, before.config.train, before.step_plan)
     steps: dict[str, Callable[[TrainingRun, list], object]] = {
         "before": unguarded_step,
         "fused": unguarded_step,

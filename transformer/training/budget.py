@@ -2,20 +2,23 @@
 
 The clock counts the run's wall time across processes (a resumed run adds the time of the ones
 before it). With a time budget, a cosine run with no `train.max_steps` cannot know its length in
-advance: it measures its own pace and plans how many steps fit, so that the learning rate reaches
-the end of its decay when the time runs out. The plan goes into every checkpoint.
+advance: at every validation it measures its pace since the validation before and plans how many
+steps still fit, so that the learning rate reaches the end of its decay when the time runs out,
+even when the steps slow down or speed up on the way. The plan and the point its next measurement
+starts from go into every checkpoint, so `--resume` follows the same plan.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tqdm import tqdm
 
 from transformer.config import TrainConfig
 from transformer.training import distributed
+from transformer.training.schedule import StepPlan
 
 
 def now() -> float:
@@ -24,15 +27,26 @@ def now() -> float:
     return time.monotonic()
 
 
-def steps_for_time_budget(
-    step: int, elapsed_seconds: float, setup_seconds: float, budget_seconds: float
+def steps_that_fit(
+    step: int,
+    elapsed_seconds: float,
+    paced_from: tuple[int, float],
+    validation_seconds: float,
+    validate_every: int,
+    budget_seconds: float,
 ) -> int:
-    """How many optimizer steps fit into `budget_seconds` at the pace of the first `step` steps.
+    """The last step that `budget_seconds` reach at the pace of the steps since `paced_from`
+    (step, run time then), for a run that has taken `step` steps in `elapsed_seconds`.
 
-    The pace includes the validations so far, so the budget keeps room for the later ones; the
-    setup before the first step (data, tokenizers) is paid once, so it is not extrapolated."""
-    seconds_per_step = max(elapsed_seconds - setup_seconds, 1e-9) / step
-    return max(step, int((budget_seconds - setup_seconds) / seconds_per_step))
+    The pace is the recent one (since the last validation), so a run that slows down or speeds up
+    plans with the speed it has now. A validation costs `validation_seconds` (the one just made):
+    one is kept in hand for the end of the run, and the others are spread over the steps between
+    them. The setup before the first step is not in the window, so it is never extrapolated."""
+    from_step, from_seconds = paced_from
+    train_seconds = max(elapsed_seconds - from_seconds - validation_seconds, 1e-9)
+    seconds_per_step = train_seconds / (step - from_step) + validation_seconds / validate_every
+    seconds_left = budget_seconds - elapsed_seconds - validation_seconds
+    return step + max(0, int(seconds_left / seconds_per_step))
 
 
 @dataclass
@@ -42,8 +56,10 @@ class TimeBudget:
     train: TrainConfig
     started_at: float = field(default_factory=lambda: now())  # when this process began the run
     seconds_before: float = 0.0  # the run's wall time in earlier processes (resumed runs)
-    setup_seconds: float = 0.0  # wall time before the first step (data, tokenizers, model)
-    planned_steps: int = 0  # steps that fit the budget, fixed once (0: not planned yet)
+    setup_seconds: float = 0.0  # wall time before the first step, every process's together
+    plan: StepPlan = field(default_factory=StepPlan)  # last_step 0: not planned yet
+    paced_from_step: int = 0  # the next plan measures the pace from this step...
+    paced_from_seconds: float = 0.0  # ...when the run had taken this long
 
     def elapsed_seconds(self) -> float:
         """Wall time of the whole run so far, setup and validation included."""
@@ -55,35 +71,40 @@ class TimeBudget:
         return minutes > 0 and now() > self.started_at + 60 * minutes
 
     def setup_done(self) -> None:
-        """Note the wall time before the first step of a new run: the plan does not extrapolate it."""
-        self.setup_seconds = self.elapsed_seconds()
+        """Note the wall time this process spent before its first step: the pace leaves it out."""
+        setup = self.elapsed_seconds() - self.seconds_before
+        self.setup_seconds += setup
+        self.paced_from_seconds += setup
 
     def plans_steps(self) -> bool:
         """Only a cosine run with a time budget and no step count plans its own length."""
         train = self.train
         return train.schedule == "cosine" and train.max_minutes > 0 and not train.max_steps
 
-    def plan(self, step: int) -> None:
-        """Fix the run's length once, from the pace measured so far (validation included), so
-        that the learning rate reaches its end when the time does. It measures as long as the
-        warmup allows: at the last validation before the warmup ends (or the first, if the warmup
-        is shorter), since the decay needs the length from then on. The number goes into every
-        checkpoint: a resumed run keeps it and never re-derives it from another clock."""
+    def replan(self, step: int, validation_seconds: float) -> None:
+        """Plan the run's last step again from its pace since the last plan (called after each
+        validation, which took `validation_seconds`). The decay that is left is spread over the
+        new number of steps from where it stands, so the learning rate never jumps
+        (`StepPlan.replanned`)."""
+        if not self.plans_steps() or step <= self.paced_from_step:
+            return
         train = self.train
-        if self.planned_steps or not self.plans_steps():
-            return
-        if step + train.validate_every <= train.warmup_steps:
-            return
-        budget = 60 * train.max_minutes
         elapsed = self.elapsed_seconds()
+        window = (self.paced_from_step, self.paced_from_seconds)
+        budget = 60 * train.max_minutes
         # Rank 0's clock decides for every rank: all must stop at the same step.
-        self.planned_steps = distributed.from_main(
-            lambda: steps_for_time_budget(step, elapsed, self.setup_seconds, budget)
+        last_step = distributed.from_main(
+            lambda: steps_that_fit(
+                step, elapsed, window, validation_seconds, train.validate_every, budget
+            )
         )
+        self.plan = self.plan.replanned(step, last_step, train.warmup_steps)
+        self.paced_from_step, self.paced_from_seconds = step, elapsed
+        minutes = (elapsed - window[1]) / 60
         tqdm.write(
-            f"Time budget: {step} steps took {elapsed / 60:.1f} min with setup and "
-            f"validation, so {train.max_minutes:g} min fit {self.planned_steps} steps; the "
-            "learning rate decays to that step."
+            f"Time budget: steps {window[0]}-{step} took {minutes:.1f} min with validation; "
+            f"{train.max_minutes:g} min fit {last_step} steps in all, and the learning rate "
+            "decays to that step."
         )
 
     # --- checkpoints ---------------------------------------------------------------------------
@@ -92,17 +113,29 @@ class TimeBudget:
         return {
             "elapsed_seconds": self.elapsed_seconds(),
             "setup_seconds": self.setup_seconds,
-            "planned_steps": self.planned_steps,
+            "plan": asdict(self.plan),
+            "paced_from_step": self.paced_from_step,
+            "paced_from_seconds": self.paced_from_seconds,
         }
 
     @classmethod
-    def resumed(cls, train: TrainConfig, started_at: float, saved: dict[str, Any]) -> TimeBudget:
-        """The budget of a run resumed by the process that started at `started_at`: the wall time
-        of the processes before it and its plan, as saved."""
+    def resumed(
+        cls, train: TrainConfig, started_at: float, saved: dict[str, Any], step: int
+    ) -> TimeBudget:
+        """The budget of a run resumed at `step` by the process that started at `started_at`: the
+        wall time of the processes before it and its plan, as saved. Checkpoints from before
+        re-planning hold `planned_steps` only: the plan then goes on from the saved step."""
+        elapsed = float(saved["elapsed_seconds"])
+        if "plan" in saved:
+            plan = StepPlan(**saved["plan"])
+        else:
+            plan = StepPlan(last_step=int(saved["planned_steps"]))
         return cls(
             train,
             started_at,
-            seconds_before=float(saved["elapsed_seconds"]),
+            seconds_before=elapsed,
             setup_seconds=float(saved["setup_seconds"]),
-            planned_steps=int(saved["planned_steps"]),
+            plan=plan,
+            paced_from_step=int(saved.get("paced_from_step", step)),
+            paced_from_seconds=float(saved.get("paced_from_seconds", elapsed)),
         )

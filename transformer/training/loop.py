@@ -27,7 +27,7 @@ from transformer.batching import Batch
 from transformer.config import Config
 from transformer.device import autocast_context
 from transformer.model import count_parameters
-from transformer.training import distributed, run_checkpoint
+from transformer.training import budget, distributed, run_checkpoint
 from transformer.training.divergence import step_unless_bad
 from transformer.training.log import StepStats, StopRequest, TrainingLog, closing_on_error
 from transformer.training.loss import batch_loss_sum
@@ -162,10 +162,11 @@ def run_training(run: TrainingRun) -> TrainResult:
 
 
 def validate_and_save(run: TrainingRun, writer: SummaryWriter | None) -> ValidationResult:
-    """Validate, plan the time budget, record the result, and write the step, last and (if
+    """Validate, plan the time budget again, record the result, and write the step, last and (if
     better) best checkpoints."""
     state = run.state
     run.guard.check(state.step)  # before spending a validation on a diverged run
+    started = budget.now()
     result = validate(
         run.inference_model(),
         run.splits["validation"],
@@ -176,7 +177,7 @@ def validate_and_save(run: TrainingRun, writer: SummaryWriter | None) -> Validat
         writer=writer,
         step=state.step,
     )
-    run.budget.plan(state.step)
+    run.budget.replan(state.step, validation_seconds=budget.now() - started)
     improved = run.record_validation(result)
     names = [f"step_{state.step:07d}.pt", "last.pt"] + (["best.pt"] if improved else [])
     run_checkpoint.save(run, *names)

@@ -23,7 +23,7 @@ from transformer.training.budget import TimeBudget
 from transformer.training.divergence import DivergenceGuard
 from transformer.training.loss import LogitsFunction
 from transformer.training.moving_average import WeightMovingAverage
-from transformer.training.schedule import make_scheduler
+from transformer.training.schedule import StepPlan, make_scheduler
 from transformer.training.validation import ValidationResult
 
 
@@ -63,16 +63,17 @@ class TrainingRun:
     # Where it stands.
     state: TrainState
     budget: TimeBudget
-    # The learning rate; it reads the cosine's length from this run (`last_step`).
+    # The learning rate; it reads the cosine's length from this run (`step_plan`).
     scheduler: torch.optim.lr_scheduler.LambdaLR = field(init=False)
 
     def __post_init__(self) -> None:
-        self.scheduler = make_scheduler(self.optimizer, self.config.train, self.last_step)
+        self.scheduler = make_scheduler(self.optimizer, self.config.train, self.step_plan)
 
-    def last_step(self) -> int:
-        """The step the run ends at and its cosine decays to: `train.max_steps`, or the steps a
-        time-budgeted run planned; 0 = not known (no step limit)."""
-        return self.config.train.max_steps or self.budget.planned_steps
+    def step_plan(self) -> StepPlan:
+        """Where the run ends and its cosine decays to: `train.max_steps`, or what a
+        time-budgeted run planned (a last step of 0: not known, no step limit)."""
+        max_steps = self.config.train.max_steps
+        return StepPlan(last_step=max_steps) if max_steps else self.budget.plan
 
     def inference_model(self) -> Transformer:
         """The weights that are validated and saved as "model": the moving average when there is
@@ -82,7 +83,7 @@ class TrainingRun:
     # --- progress ------------------------------------------------------------------------------
 
     def reached_last_step(self) -> bool:
-        return 0 < self.last_step() <= self.state.step
+        return 0 < self.step_plan().last_step <= self.state.step
 
     def epochs_done(self) -> bool:
         return 0 < self.config.train.max_epochs <= self.state.epoch

@@ -84,7 +84,9 @@ def restore(run: TrainingRun, checkpoint: dict[str, Any]) -> None:
     run.state = TrainState(**{key: saved_state[key] for key in counters if key in saved_state})
     # Checkpoints written before the budget had its own key kept its numbers in train_state.
     saved_budget = checkpoint.get("time_budget", saved_state)
-    run.budget = TimeBudget.resumed(run.config.train, run.budget.started_at, saved_budget)
+    run.budget = TimeBudget.resumed(
+        run.config.train, run.budget.started_at, saved_budget, run.state.step
+    )
     rng_by_rank = checkpoint.get("rng_by_rank", [checkpoint["rng"]])
     if len(rng_by_rank) == distributed.world_size():
         set_rng_state(rng_by_rank[distributed.rank()])

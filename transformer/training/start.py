@@ -280,5 +280,5 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         print(f"Resumed {run_dir} at step {run.state.step} (epoch {run.state.epoch + 1}).")
     else:
         sampler.set_epoch(0)
-        run.budget.setup_done()
+    run.budget.setup_done()
     return run
