@@ -18,7 +18,8 @@ import torch
 
 from transformer.checkpoint import load_model
 from transformer.data import prepare_data
-from transformer.training.validation import tensorboard_writer, validate
+from transformer.training.log import tensorboard_writer
+from transformer.training.validation import validate
 
 
 def main() -> None:

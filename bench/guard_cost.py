@@ -17,6 +17,7 @@ time of each and the median over rounds of the per-round ratios; asserts nothing
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import tempfile
 import time
@@ -84,13 +85,13 @@ def main() -> None:
         for group in before.optimizer.param_groups
     ]
     before.optimizer = torch.optim.AdamW(groups)
-    before.scheduler = make_scheduler(before.optimizer, before.config.train)
+    before.scheduler = make_scheduler(before.optimizer, before.config.train, before.step_plan)
     steps: dict[str, Callable[[TrainingRun, list], object]] = {
         "before": unguarded_step,
         "fused": unguarded_step,
         "guarded": loop.train_step,
     }
-    epoch = list(loop.optimiser_steps(before.loader, 1))  # reused if an epoch is short
+    epoch = list(itertools.islice(loop.optimizer_steps(before), len(before.sampler)))
     batches = [epoch[index % len(epoch)] for index in range(args.block * args.rounds)]
     times: dict[str, list[float]] = {name: [] for name in runs}
     for round_index in range(args.rounds + 1):  # round 0 warms up and is not counted

@@ -54,7 +54,7 @@ def worker(args: argparse.Namespace) -> None:
     """One arm (run as a plain process or under torchrun): time `train_step` on Multi30k."""
     from transformer.config import load_config
     from transformer.training import distributed
-    from transformer.training.loop import optimiser_steps, train_step
+    from transformer.training.loop import optimizer_steps, train_step
     from transformer.training.start import start_run
 
     with tempfile.TemporaryDirectory() as run_dir:
@@ -69,7 +69,7 @@ def worker(args: argparse.Namespace) -> None:
         config = load_config(str(ROOT / "configs" / "multi30k_en_de.yaml"), overrides)
         with distributed.process_group(config.train.device, config.train.dist_timeout_s):
             run = start_run(config, overwrite=True)
-            steps = optimiser_steps(run.loader, args.accumulate)
+            steps = optimizer_steps(run)
             for _ in range(args.warmup):
                 train_step(run, next(steps))
             distributed.sum_across_ranks([0.0])  # start the clock together

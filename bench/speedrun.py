@@ -58,20 +58,22 @@ def train(args: argparse.Namespace) -> tuple[Path, float]:
 def report(run_dir: Path, target: float, wall_seconds: float | None) -> None:
     saved = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True, map_location="cpu")
     state, history = saved["train_state"], saved["train_state"]["history"]
+    budget = saved.get("time_budget", state)  # older checkpoints kept it in train_state
+    planned = budget["plan"]["last_step"] if "plan" in budget else budget["planned_steps"]
     if not history or "minutes" not in history[0]:
         sys.exit(f"{run_dir} has no timed validation history (trained before it was recorded)")
     print(f"\n{'step':>6} {'minutes':>8} {'val BLEU':>9}")
     for entry in history:
         print(f"{entry['step']:>6} {entry['minutes']:>8.1f} {entry['bleu']:>9.2f}")
     reached = next((entry for entry in history if entry["bleu"] >= target), None)
-    print(f"\nrun: {run_dir}   steps: {saved['step']}   planned steps: {state['planned_steps']}")
+    print(f"\nrun: {run_dir}   steps: {saved['step']}   planned steps: {planned}")
     print(f"precision: {saved['config']['train']['precision']}")
     if reached is None:
         print(f"time to {target:g} val BLEU: not reached")
     else:
         print(f"time to {target:g} val BLEU: {reached['minutes']:.1f} min (step {reached['step']})")
     print(f"final val BLEU {history[-1]['bleu']:.2f}, best {state['best_bleu']:.2f}")
-    total = state["elapsed_seconds"] / 60
+    total = budget["elapsed_seconds"] / 60
     print(f"run wall time (train.py's own clock): {total:.1f} min")
     if wall_seconds is not None:
         print(f"command wall time: {wall_seconds / 60:.1f} min (start-up and exit included)")

@@ -16,6 +16,7 @@ from transformer.checkpoint import load_model
 from transformer.config import load_config
 from transformer.training import loop
 from transformer.training.loss import token_loss_sum
+from transformer.training.schedule import learning_rate_factor
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
 NUMBERS = str(Path(__file__).parent / "data" / "numbers")
@@ -174,10 +175,10 @@ def test_override_takes_effect(tmp_path: Path) -> None:
 
 
 def test_learning_rate_schedules() -> None:
-    factors = [loop.learning_rate_factor(s, 10, "inverse_sqrt") for s in range(40)]
+    factors = [learning_rate_factor(s, 10, "inverse_sqrt") for s in range(40)]
     assert factors[9] == 1.0 and factors[0] == 0.1
     assert factors[39] == pytest.approx(math.sqrt(10 / 40))
-    cosine = [loop.learning_rate_factor(s, 10, "cosine", 110, 0.1) for s in range(110)]
+    cosine = [learning_rate_factor(s, 10, "cosine", 110, 0.1) for s in range(110)]
     assert cosine[9] == 1.0 and cosine[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(cosine[9:], cosine[10:], strict=False))
 
@@ -254,3 +255,17 @@ def test_token_loss_sum_in_chunks_of_bf16_logits_equals_float32_cross_entropy() 
     (expected_gradient,) = torch.autograd.grad(expected, reference_logits)
     assert gradient.dtype == torch.bfloat16
     torch.testing.assert_close(gradient.float(), expected_gradient.bfloat16().float())
+
+
+def test_max_epochs_ends_with_one_validation_at_the_end_of_the_epoch(tmp_path: Path) -> None:
+    """An epoch whose batch count does not divide by train.accumulate ends with a short step; the
+    run stops there and validates once (the one validation site of the loop)."""
+    overrides = ("train.max_epochs=1", "train.accumulate=3", "data.max_tokens=8192")
+    assert run_train(tmp_path, *overrides, "train.validate_every=1000") == 0
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    batches = saved["sampler"]["batches_per_epoch"]
+    assert batches % 3 != 0  # the last step of the epoch takes the remainder
+    assert saved["step"] == math.ceil(batches / 3)
+    assert saved["train_state"]["epoch"] == 1
+    assert (saved["sampler"]["epoch"], saved["sampler"]["position"]) == (1, 0)
+    assert [entry["step"] for entry in saved["train_state"]["history"]] == [saved["step"]]

@@ -1,7 +1,8 @@
 """What only training needs: the loop and everything around it.
 
-`loop.py` (the loop, one screen), `start.py` (run directory, data, model, optimiser, resume),
-`run.py` (what a run holds; save, restore), `log.py` (progress bar, TensorBoard, Ctrl-C),
-`validation.py`, `loss.py`, `schedule.py`, `divergence.py`, `moving_average.py` and
-`distributed.py` (torchrun). Nothing in the core package imports from here.
+`loop.py` (the loop, one screen), `start.py` (run directory, data, model, optimizer, resume),
+`run.py` (what a run holds), `run_checkpoint.py` (save, restore), `budget.py` (clock, time
+budget), `log.py` (progress bar, TensorBoard, Ctrl-C), `validation.py`, `loss.py`, `schedule.py`,
+`divergence.py`, `moving_average.py` and `distributed.py` (torchrun). Nothing in the core
+package imports from here.
 """

@@ -5,7 +5,7 @@ sums across ranks, and the few places where one rank acts for all.
 
 Every process (rank) holds a full copy of the model and trains on its own share of the batches
 (`TokenBatchSampler` gives batch k of an epoch to rank k % world_size). DistributedDataParallel
-adds the ranks' gradients in the backward pass, so every rank takes the same optimiser step and the
+adds the ranks' gradients in the backward pass, so every rank takes the same optimizer step and the
 copies never drift apart. Without torchrun (plain `python train.py`) there is no process group:
 every helper here then answers for a world of one and costs nothing.
 

@@ -42,7 +42,7 @@ class DivergenceGuard:
 
     def bad_step_flag(self, loss_sum: Tensor, grad_norm: Tensor) -> Tensor:
         """1.0 when this step's loss or gradient norm is NaN/inf, else 0.0 (float32, on the
-        device: the `found_inf` an optimiser with `_step_supports_amp_scaling` expects)."""
+        device: the `found_inf` an optimizer with `_step_supports_amp_scaling` expects)."""
         bad = ~(torch.isfinite(loss_sum) & torch.isfinite(grad_norm))  # () bool
         if distributed.is_distributed():  # the loss is per rank: every rank must skip alike
             bad = distributed.sum_across_ranks(bad.float()) > 0
@@ -71,10 +71,10 @@ class DivergenceGuard:
 def step_unless_bad(
     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, bad_step: Tensor
 ) -> None:
-    """One optimiser step that changes nothing when `bad_step` is 1.0, decided on the device.
+    """One optimizer step that changes nothing when `bad_step` is 1.0, decided on the device.
 
     With fp16 the GradScaler already finds inf/NaN gradients and hands its own `found_inf` to the
-    optimiser (it sees the same gradients, so it skips the same steps). Otherwise we hand ours,
+    optimizer (it sees the same gradients, so it skips the same steps). Otherwise we hand ours,
     through the same attribute: fused AdamW reads `found_inf` and skips its whole update."""
     if scaler.is_enabled():
         scaler.step(optimizer)

@@ -12,17 +12,39 @@ import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
 from transformer.config import Config, config_to_dict
 from transformer.training import distributed
-from transformer.training.validation import log_hparams, tensorboard_writer
 
-if TYPE_CHECKING:
-    from transformer.training.loop import StepStats
+# The hparams dashboard reads these scalars (their last value) as the run's results.
+HPARAM_METRICS = ("valid/bleu", "valid/chrf", "valid/loss", "valid/perplexity")
+# TensorBoard's Custom Scalars tab: the validation results on one page, the two losses on one chart.
+SCALAR_LAYOUT = {
+    "validation": {
+        "BLEU and chrF": ["Multiline", ["valid/bleu", "valid/chrf"]],
+        "loss: train and validation": ["Multiline", ["train/loss", "valid/loss"]],
+        "perplexity": ["Multiline", ["valid/perplexity"]],
+    }
+}
+
+
+@dataclass
+class StepStats:
+    """What one optimizer step reports to the log."""
+
+    loss_sum: Tensor  # summed loss over the step's target tokens (on the device; no sync)
+    tokens: int  # real target tokens in the step, on all ranks together
+    grad_norm: Tensor
+    learning_rate: float  # the rate this step used
 
 
 class StopRequest:
@@ -88,7 +110,7 @@ class TrainingLog:
         self.window_start = time.perf_counter()
 
     def record_step(self, step: int, stats: StepStats) -> None:
-        """Add one optimiser step to the window; every `log_every` steps show and log it."""
+        """Add one optimizer step to the window; every `log_every` steps show and log it."""
         self.progress.update(1)
         self.window_loss += stats.loss_sum
         self.window_tokens += stats.tokens
@@ -144,3 +166,24 @@ def _flat_hparams(config: Config) -> dict[str, Any]:
             if isinstance(value, (int, float, str, bool)):
                 flat[f"{section}.{key}"] = value
     return flat
+
+
+def tensorboard_writer(run_dir: str | Path, purge_step: int | None = None) -> SummaryWriter:
+    """The run's SummaryWriter, with the Custom Scalars layout that gathers the validation charts
+    (the Scalars and Time Series tabs list them after the train/* charts, in a group per prefix).
+    `purge_step` hides events an earlier process wrote at or after that step."""
+    writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+    writer.add_custom_scalars(SCALAR_LAYOUT)
+    return writer
+
+
+def log_hparams(writer: SummaryWriter, flat_hparams: dict[str, int | float | str | bool]) -> None:
+    """The run's settings for TensorBoard's hparams dashboard, its metrics the valid/* scalars.
+
+    Written into the run's own event file. SummaryWriter.add_hparams would instead open a second
+    writer and log every metric again as a scalar: one-point charts at step 0 beside the real ones.
+    """
+    # hparams() uses the metric dict's keys only (as names of existing scalar tags).
+    for summary in hparams(flat_hparams, dict.fromkeys(HPARAM_METRICS, 0.0)):
+        writer.file_writer.add_summary(summary)
+    writer.flush()

@@ -1,12 +1,13 @@
-"""The training loop: plain functions you can read top to bottom, counting optimiser steps.
+"""The training loop: plain functions you can read top to bottom, counting optimizer steps.
 
-    train(config)  ->  start_run (data, model, optimiser, resume)  ->  for each optimiser step:
+    train(config)  ->  start_run (data, model, optimizer, resume)  ->  for each optimizer step:
         train_step (forward, loss, backward, clip, AdamW, schedule)  ->  log  ->  validate + save
 
-The jobs around the loop live in their own files: `start.py` builds a run, `run.py`
-holds it (checkpoints, validation), `log.py` shows it (progress bar, TensorBoard, Ctrl-C),
-`schedule.py` is the learning rate, `device.py` the device and precision, and `divergence.py`
-the guard that skips non-finite steps and stops a diverged run. Under torchrun, `distributed.py`
+The jobs around the loop live in their own files: `start.py` builds a run, `run.py` holds it,
+`run_checkpoint.py` saves and restores it, `budget.py` is its clock and time budget, `log.py` shows
+it (progress bar, TensorBoard, Ctrl-C), `validation.py` scores it, `schedule.py` is the learning
+rate, `device.py` the device and precision, and `divergence.py` the guard that skips non-finite
+steps and stops a diverged run. Under torchrun, `distributed.py`
 joins the processes; the loop is the same on every rank (see that file).
 """
 
@@ -14,30 +15,25 @@ from __future__ import annotations
 
 import math
 import sys
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from transformer.batching import Batch
 from transformer.config import Config
 from transformer.device import autocast_context
 from transformer.model import count_parameters
-from transformer.training import distributed
+from transformer.training import budget, distributed, run_checkpoint
 from transformer.training.divergence import step_unless_bad
-from transformer.training.log import StopRequest, TrainingLog, closing_on_error
-from transformer.training.loss import batch_loss_sum, token_loss_sum
+from transformer.training.log import StepStats, StopRequest, TrainingLog, closing_on_error
+from transformer.training.loss import batch_loss_sum
 from transformer.training.run import TrainingRun, TrainState
-from transformer.training.schedule import learning_rate_factor
 from transformer.training.start import RunDirLock, start_run
-from transformer.training.validation import ValidationResult
-
-# Re-exported: tests and older callers reach them through `transformer.training.loop`.
-__all__ = ["learning_rate_factor", "token_loss_sum"]
+from transformer.training.validation import ValidationResult, validate
 
 
 @dataclass
@@ -48,15 +44,7 @@ class TrainResult:
     interrupted: bool = False
 
 
-# --- one optimiser step ------------------------------------------------------------------------------
-
-
-@dataclass
-class StepStats:
-    loss_sum: Tensor  # summed loss over the step's target tokens (on the device; no sync)
-    tokens: int  # real target tokens in the step, on all ranks together
-    grad_norm: Tensor
-    learning_rate: float  # the rate this step used
+# --- one optimizer step ------------------------------------------------------------------------------
 
 
 def train_step(run: TrainingRun, batches: list[Batch]) -> StepStats:
@@ -94,16 +82,25 @@ def train_step(run: TrainingRun, batches: list[Batch]) -> StepStats:
     return StepStats(loss_total, tokens, grad_norm.detach(), learning_rate)
 
 
-def optimiser_steps(loader: Iterable[Batch], accumulate: int) -> Iterator[list[Batch]]:
-    """Group the batches of one epoch into lists of `accumulate`, one list per optimiser step."""
-    group: list[Batch] = []
-    for batch in loader:
-        group.append(batch)
-        if len(group) == accumulate:
-            yield group
-            group = []
-    if group:
-        yield group
+def optimizer_steps(run: TrainingRun) -> Iterator[list[Batch]]:
+    """The batches of each optimizer step (`train.accumulate` of them), epoch after epoch until
+    `train.max_epochs`. The step that ends an epoch moves the run to the next epoch before it is
+    handed out, so the loop can tell at that step that the last epoch is done."""
+    accumulate = run.config.train.accumulate
+    while not run.epochs_done():
+        group: list[Batch] = []
+        for batch in run.loader:
+            group.append(batch)
+            ends_epoch = run.sampler.position == len(run.sampler)
+            if ends_epoch:
+                run.end_epoch()  # the sampler's next pass is the next epoch
+            if len(group) == accumulate or ends_epoch:
+                yield group
+                group = []
+            if ends_epoch:
+                break  # a fresh pass over the loader starts the next epoch
+        else:  # resumed at the very end of an epoch: nothing was left in it
+            run.end_epoch()
 
 
 # --- the loop ----------------------------------------------------------------------------------------
@@ -128,57 +125,73 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
 
 
 def run_training(run: TrainingRun) -> TrainResult:
-    """The loop: optimiser steps until a limit, validating and saving on the way."""
+    """The loop: optimizer steps until a limit, validating and saving on the way."""
     config, state, train_config = run.config, run.state, run.config.train
     print(
         f"Model: {count_parameters(run.model):,} parameters on {run.device}, "
         f"{train_config.precision}; {len(run.sampler)} batches per epoch of "
         f"<= {config.data.max_tokens} tokens."
     )
-    # train.max_minutes counts from the start of this process's run, data preparation included.
-    minutes = train_config.max_minutes
-    deadline = run.started_at + 60 * minutes if minutes else math.inf
     log = TrainingLog(
         str(run.run_dir), train_config.max_steps, state.step, train_config.log_every, run.device
     )
     last_validation: ValidationResult | None = None
-    finished = stopping = False
+    stopping = False
     with StopRequest() as stop, closing_on_error(log):
-        while not finished:
-            for batches in optimiser_steps(run.loader, train_config.accumulate):
-                stats = train_step(run, batches)
-                state.step += 1
-                if run.moving_average:
-                    run.moving_average.update(state.step)
-                log.record_step(state.step, stats)
-                if state.step % train_config.log_every == 0:
-                    run.guard.check(state.step)  # stops a diverged run (DivergenceError)
-                # Every rank must leave the loop at the same step, or the others wait forever.
-                out_of_time, stopping = distributed.any_rank(
-                    time.monotonic() > deadline, stop.requested
-                )
-                finished = run.reached_max_steps() or out_of_time
-                if finished or state.step % train_config.validate_every == 0:
-                    with log.paused():
-                        last_validation = run.validate_and_save(log.writer)
-                    finished = finished or run.should_stop_early()
-                if finished or stopping:
-                    break
-            else:  # the epoch ran to its end
-                finished = run.end_epoch()
-                if finished and state.step % train_config.validate_every != 0:
-                    last_validation = run.validate_and_save(log.writer)
-            finished = finished or stopping
+        for batches in optimizer_steps(run):
+            stats = train_step(run, batches)
+            state.step += 1
+            if run.moving_average:
+                run.moving_average.update(state.step)
+            log.record_step(state.step, stats)
+            if state.step % train_config.log_every == 0:
+                run.guard.check(state.step)  # stops a diverged run (DivergenceError)
+            # Every rank must leave the loop at the same step, or the others wait forever.
+            out_of_time, stopping = distributed.any_rank(run.budget.out_of_time(), stop.requested)
+            finished = run.reached_last_step() or run.epochs_done() or out_of_time
+            if finished or state.step % train_config.validate_every == 0:
+                with log.paused():
+                    last_validation = validate_and_save(run, log.writer)
+                finished = finished or run.should_stop_early()
+            if finished or stopping:
+                break
         if stopping:
             save_interrupted(run)
     log.close(config, validated=last_validation is not None)
     return TrainResult(state, run.run_dir, last_validation, interrupted=stopping)
 
 
+def validate_and_save(run: TrainingRun, writer: SummaryWriter | None) -> ValidationResult:
+    """Validate, plan the time budget again, record the result, and write the step, last and (if
+    better) best checkpoints."""
+    state = run.state
+    run.guard.check(state.step)  # before spending a validation on a diverged run
+    started = budget.now()
+    result = validate(
+        run.inference_model(),
+        run.splits["validation"],
+        run.validation_references,
+        run.tokenizers,
+        run.config,
+        run.device,
+        writer=writer,
+        step=state.step,
+    )
+    run.budget.replan(state.step, validation_seconds=budget.now() - started)
+    improved = run.record_validation(result)
+    names = [f"step_{state.step:07d}.pt", "last.pt"] + (["best.pt"] if improved else [])
+    run_checkpoint.save(run, *names)
+    tqdm.write(
+        f"step {state.step:>7}  valid loss {result.loss:.3f}  ppl {result.perplexity:.2f}  "
+        f"{result.scores.summary()}{'  *best*' if improved else ''}"
+    )
+    return result
+
+
 def save_interrupted(run: TrainingRun) -> None:
     """After Ctrl-C: save `last.pt` once (every rank stops at the same step) and say how to
     continue."""
-    run.save("last.pt")
+    run_checkpoint.save(run, "last.pt")
     if not distributed.is_main():
         return
     launcher = "torchrun ... train.py" if distributed.world_size() > 1 else "python train.py"

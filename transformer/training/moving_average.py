@@ -1,14 +1,14 @@
 """An exponential moving average (EMA) of the model's weights: the weights validation and inference use.
 
 The weights after any one step carry that step's noise; an average over the last few hundred steps
-sits nearer the middle of the valley the optimiser is bouncing around in, and usually translates
+sits nearer the middle of the valley the optimizer is bouncing around in, and usually translates
 better, most of all while the learning rate is still high. Checkpoint averaging
 (`python -m transformer.checkpoint average`) does the same from a handful of saved points; the
 moving average does it at every step, during training, so validation, `best.pt` and early stopping
 all see the averaged weights.
 
 With `train.ema_decay` set, every checkpoint's "model" holds the averaged weights (so translate.py,
-averaging and export need nothing new), and "training_weights" holds the weights the optimiser is
+averaging and export need nothing new), and "training_weights" holds the weights the optimizer is
 moving, which only a resumed run reads.
 """
 
@@ -25,13 +25,13 @@ WARMUP_OFFSET = 10
 
 
 def decay_at(step: int, decay: float) -> float:
-    """The decay of the update after optimiser step `step` (counted from 1)."""
+    """The decay of the update after optimizer step `step` (counted from 1)."""
     return min(decay, (1 + step) / (WARMUP_OFFSET + step))
 
 
 class WeightMovingAverage:
     """A copy of `model` whose floating-point parameters follow the live ones as
-    `average = decay * average + (1 - decay) * live` after every optimiser step.
+    `average = decay * average + (1 - decay) * live` after every optimizer step.
 
     The update is one fused `torch._foreach_lerp_` over all parameters (no Python loop per
     tensor), and the decay is a function of the step, which every checkpoint already records, so a
@@ -46,5 +46,5 @@ class WeightMovingAverage:
 
     @torch.no_grad()
     def update(self, step: int) -> None:
-        """Move the average towards the live weights, after optimiser step `step`."""
+        """Move the average towards the live weights, after optimizer step `step`."""
         torch._foreach_lerp_(self._averaged, self._live, 1.0 - decay_at(step, self.decay))

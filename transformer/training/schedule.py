@@ -7,53 +7,81 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from transformer.config import TrainConfig
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """Where a run ends and how its cosine gets there.
+
+    Normally the decay runs evenly from the end of the warmup to `last_step`. A time-budgeted run
+    plans its length again at every validation; a new length then takes over from where the decay
+    stands (`from_step`, `from_progress`) and spreads the rest evenly up to the new `last_step`,
+    so the learning rate never jumps: it only falls faster or slower from there. The progress is
+    linear in the step between plans and the cosine is taken of it, so the rate stays on one
+    smooth curve however often the plan changes."""
+
+    last_step: int = 0  # the step the run ends at and the cosine reaches its end; 0: not known
+    from_step: int = 0  # the step from which the rest of the decay is spread (0: the warmup's end)
+    from_progress: float = 0.0  # how far the decay had come at `from_step` (0 to 1)
+
+    def replanned(self, step: int, last_step: int, warmup_steps: int) -> StepPlan:
+        """The plan that ends at `last_step` instead, made after `step` steps. The rate of step
+        `step + 1` is already set (LambdaLR computes it as step `step` ends), so the new plan
+        takes the decay on from there."""
+        from_step = max(step + 1, warmup_steps)
+        progress = cosine_progress(from_step, warmup_steps, self) if self.last_step else 0.0
+        return StepPlan(max(last_step, step), from_step, progress)
+
+
+def cosine_progress(step: int, warmup_steps: int, plan: StepPlan) -> float:
+    """How far (0 to 1) the cosine has decayed at optimizer step `step` (counted from 1)."""
+    start = max(warmup_steps, plan.from_step)
+    done = plan.from_progress
+    return min(1.0, done + (1.0 - done) * (step - start) / max(1, plan.last_step - start))
+
+
 def learning_rate_factor(
-    step: int, warmup_steps: int, schedule: str, max_steps: int = 0, min_ratio: float = 0.0
+    step: int,
+    warmup_steps: int,
+    schedule: str,
+    max_steps: int | StepPlan = 0,
+    min_ratio: float = 0.0,
 ) -> float:
-    """Multiplier of the peak learning rate after `step` optimiser steps (for LambdaLR).
+    """Multiplier of the peak learning rate after `step` optimizer steps (for LambdaLR).
 
     Both schedules warm up linearly over `warmup_steps`. inverse_sqrt then decays as
     sqrt(warmup / step), the paper's schedule up to a constant; cosine decays to `min_ratio` at
-    `max_steps`; while a time-budgeted cosine run does not know its length yet (`max_steps` 0), the
-    rate stays at its peak after warmup."""
+    `max_steps` (a number, or the `StepPlan` of a run that re-plans its length); while a
+    time-budgeted cosine run does not know its length yet, the rate stays at its peak after
+    warmup."""
+    plan = max_steps if isinstance(max_steps, StepPlan) else StepPlan(last_step=max_steps)
     step = step + 1  # LambdaLR asks for step 0 before the first update
     if step <= warmup_steps:
         return step / max(1, warmup_steps)
     if schedule == "inverse_sqrt":
         return math.sqrt(warmup_steps / step)
-    if max_steps <= 0:
+    if plan.last_step <= 0:
         return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+    progress = cosine_progress(step, warmup_steps, plan)
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, train: TrainConfig, horizon: Callable[[], int]
+    optimizer: torch.optim.Optimizer, train: TrainConfig, plan: Callable[[], StepPlan]
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """`learning_rate_factor` with the run's settings, stepped once per optimiser step.
-    `horizon()` is the cosine's length: `train.max_steps`, or the step budget that a time-budgeted
-    run fixes at its first validation (a function, so LambdaLR does not pickle the run's state)."""
+    """`learning_rate_factor` with the run's settings, stepped once per optimizer step.
+    `plan()` is the cosine's length, read from the run at every step (`TrainingRun.step_plan`:
+    `train.max_steps`, or the plan of a time-budgeted run); a function, so LambdaLR does not
+    pickle the run into its state dict."""
 
     def factor(step: int) -> float:
         return learning_rate_factor(
-            step, train.warmup_steps, train.schedule, horizon(), train.min_lr_ratio
+            step, train.warmup_steps, train.schedule, plan(), train.min_lr_ratio
         )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def steps_for_time_budget(
-    step: int, elapsed_seconds: float, setup_seconds: float, budget_seconds: float
-) -> int:
-    """How many optimiser steps fit into `budget_seconds` at the pace of the first `step` steps.
-
-    The pace includes the validations so far, so the budget keeps room for the later ones; the
-    setup before the first step (data, tokenizers) is paid once, so it is not extrapolated."""
-    seconds_per_step = max(elapsed_seconds - setup_seconds, 1e-9) / step
-    return max(step, int((budget_seconds - setup_seconds) / seconds_per_step))

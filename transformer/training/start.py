@@ -1,4 +1,4 @@
-"""Setting a training run up: the run directory, the data, the model and its optimiser, and the
+"""Setting a training run up: the run directory, the data, the model and its optimizer, and the
 state of a resumed run. `start_run` returns a `TrainingRun` ready for the loop in `loop.py`."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -29,10 +28,11 @@ from transformer.device import check_precision, resolve_device, resolve_precisio
 from transformer.model import Transformer, build_transformer
 from transformer.tokenizer import PAD_ID, TokenizerPair, train_tokenizers
 from transformer.training import distributed
+from transformer.training.budget import TimeBudget
 from transformer.training.divergence import DivergenceGuard
 from transformer.training.moving_average import WeightMovingAverage
-from transformer.training.run import TrainingRun, TrainState, seed_everything
-from transformer.training.schedule import make_scheduler
+from transformer.training.run import TrainingRun, TrainState
+from transformer.training.run_checkpoint import restore, seed_everything
 
 LOCK_FILE = "train.lock"  # held by the one train.py process that owns the run directory
 
@@ -188,7 +188,7 @@ def warn_if_world_size_changed(checkpoint: dict[str, Any], config: Config) -> No
         warnings.warn(
             f"--resume: the run was saved with {saved} processes and continues with {now}; it goes "
             "on from the same place in its epoch, but from here the data order differs from the "
-            f"uninterrupted run and each optimiser step takes {now} x train.accumulate batches "
+            f"uninterrupted run and each optimizer step takes {now} x train.accumulate batches "
             f"(was {saved} x). To keep the batch size, set train.accumulate so that processes x "
             "accumulate stays the same.",
             stacklevel=2,
@@ -223,9 +223,9 @@ def make_sampler(train: EncodedSplit, config: Config) -> TokenBatchSampler:
 
 
 def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainingRun:
-    """Everything before the first step: checks, data and tokenizers, model, optimiser, schedule,
+    """Everything before the first step: checks, data and tokenizers, model, optimizer, schedule,
     sampler, and (with `resume`) the saved state of all of them."""
-    started_at = time.monotonic()
+    budget = TimeBudget(config.train)  # the run's clock starts now: setup counts
     resume, overwrite = after_restart(config, resume, overwrite)
     # Rank 0 checks the directory and reads the checkpoint; the others receive it (no shared
     # file system needed, and an error stops every rank with the same message).
@@ -253,7 +253,6 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     optimizer = make_optimizer(model, config)
     sampler = make_sampler(splits["train"], config)
     token_logits = ddp if ddp is not None else model.token_logits
-    state = TrainState()
     run = TrainingRun(
         config=config,
         run_dir=run_dir,
@@ -261,28 +260,25 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         model=model,
         token_logits=torch.compile(token_logits) if config.train.compile else token_logits,
         ddp=ddp,
-        optimizer=optimizer,
-        scheduler=make_scheduler(
-            optimizer, config.train, lambda: config.train.max_steps or state.planned_steps
-        ),
-        scaler=torch.amp.GradScaler(device.type, enabled=config.train.precision == "fp16"),
-        sampler=sampler,
-        loader=make_loader(splits["train"], sampler),
-        tokenizers=tokenizers,
-        splits=splits,
-        texts=texts,
-        guard=DivergenceGuard(config.train.max_bad_steps, device),
-        state=state,
-        started_at=started_at,
         moving_average=(
             WeightMovingAverage(model, config.train.ema_decay) if config.train.ema_decay else None
         ),
+        optimizer=optimizer,
+        scaler=torch.amp.GradScaler(device.type, enabled=config.train.precision == "fp16"),
+        guard=DivergenceGuard(config.train.max_bad_steps, device),
+        tokenizers=tokenizers,
+        splits=splits,
+        validation_references=texts["validation"].target,
+        sampler=sampler,
+        loader=make_loader(splits["train"], sampler),
+        state=TrainState(),
+        budget=budget,
     )
     if checkpoint is not None:
-        run.restore(checkpoint)
+        restore(run, checkpoint)
         warn_if_world_size_changed(checkpoint, config)
         print(f"Resumed {run_dir} at step {run.state.step} (epoch {run.state.epoch + 1}).")
     else:
         sampler.set_epoch(0)
-        state.setup_seconds = run.elapsed_seconds()
+    run.budget.setup_done()
     return run

@@ -8,11 +8,9 @@ summed, the translations gathered in order), so the scores equal a single proces
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
 from transformer.attention_plot import attention_figure, last_layer_cross_attention, token_labels
@@ -25,17 +23,6 @@ from transformer.model import Transformer
 from transformer.tokenizer import TokenizerPair
 from transformer.training import distributed
 from transformer.training.loss import batch_loss_sum
-
-# The hparams dashboard reads these scalars (their last value) as the run's results.
-HPARAM_METRICS = ("valid/bleu", "valid/chrf", "valid/loss", "valid/perplexity")
-# TensorBoard's Custom Scalars tab: the validation results on one page, the two losses on one chart.
-SCALAR_LAYOUT = {
-    "validation": {
-        "BLEU and chrF": ["Multiline", ["valid/bleu", "valid/chrf"]],
-        "loss: train and validation": ["Multiline", ["train/loss", "valid/loss"]],
-        "perplexity": ["Multiline", ["valid/perplexity"]],
-    }
-}
 
 
 @dataclass
@@ -132,24 +119,3 @@ def validate(
         )
         writer.flush()
     return result
-
-
-def tensorboard_writer(run_dir: str | Path, purge_step: int | None = None) -> SummaryWriter:
-    """The run's SummaryWriter, with the Custom Scalars layout that gathers the validation charts
-    (the Scalars and Time Series tabs list them after the train/* charts, in a group per prefix).
-    `purge_step` hides events an earlier process wrote at or after that step."""
-    writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
-    writer.add_custom_scalars(SCALAR_LAYOUT)
-    return writer
-
-
-def log_hparams(writer: SummaryWriter, flat_hparams: dict[str, int | float | str | bool]) -> None:
-    """The run's settings for TensorBoard's hparams dashboard, its metrics the valid/* scalars.
-
-    Written into the run's own event file. SummaryWriter.add_hparams would instead open a second
-    writer and log every metric again as a scalar: one-point charts at step 0 beside the real ones.
-    """
-    # hparams() uses the metric dict's keys only (as names of existing scalar tags).
-    for summary in hparams(flat_hparams, dict.fromkeys(HPARAM_METRICS, 0.0)):
-        writer.file_writer.add_summary(summary)
-    writer.flush()
