@@ -324,6 +324,31 @@ def test_translate_py_and_ctranslate2_export_agree_with_hf(
     assert ct2_texts == ours
 
 
+def test_the_server_int8_and_averaging_take_the_converted_checkpoint(converted: Converted) -> None:
+    if not converted.hf.config.share_encoder_decoder_embeddings:
+        pytest.skip("one vocabulary layout is enough for the server")
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from transformer.checkpoint import average_checkpoints
+    from transformer.serving.app import ServeSettings, create_app
+
+    texts = SENTENCES[:3]
+    hf_texts = converted.tokenizer.batch_decode(
+        hf_greedy(converted, texts), skip_special_tokens=True
+    )
+    loaded = load_model(converted.checkpoint)
+    translator = Translator(loaded, DecodeConfig(max_len_a=0.0, max_len_b=LENGTH), "cpu")
+    with TestClient(create_app(loaded, translator, ServeSettings(name="opus"))) as client:
+        served = client.post("/translate", json={"text": texts}).json()["translations"]
+    assert [text.strip() for text in served] == hf_texts  # the server appends </s> too
+    int8 = Translator(loaded, translator.decode, "cpu", quantize="int8")
+    assert len(int8.translate(texts)) == len(texts)
+    averaged = average_checkpoints([converted.checkpoint, converted.checkpoint])
+    for name, tensor in loaded.model.state_dict().items():
+        assert torch.equal(averaged["model"][name], tensor), name
+
+
 def write_npz(converted: Converted, path: Path) -> tuple[list[str], list[str]]:
     """The HF model's weights under native Marian names (what HF's converter reads), and Marian
     vocabularies (no <pad>: the importer adds it, as HF's converter does)."""
@@ -404,6 +429,31 @@ def test_npz_imports_to_the_same_weights_as_the_hf_path(
     assert payload["tokenizers"] == reference["tokenizers"]
 
 
+def test_a_hub_name_is_read_from_the_huggingface_hub_cache(
+    converted: Converted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real hub path (snapshot_download), offline, on a cache laid out as huggingface_hub
+    lays it out; and one line when the model is not there."""
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--tiny-org--opus-mt-tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for path in converted.directory.iterdir():
+        (snapshot / path.name).write_bytes(path.read_bytes())
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    payload = convert_hf("tiny-org/opus-mt-tiny", tmp_path / "hub.pt")
+    reference = torch.load(converted.checkpoint, weights_only=True)
+    for name, tensor in reference["model"].items():
+        assert torch.equal(payload["model"][name], tensor), name
+    with pytest.raises(ConversionError, match="HF_HUB_OFFLINE=1 is set"):
+        convert_hf("tiny-org/not-downloaded", tmp_path / "missing.pt")
+
+
 def test_unsupported_models_are_refused_in_one_line(
     converted: Converted, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -463,6 +513,8 @@ def test_init_from_starts_at_hf_loss_learns_and_resumes_exactly(
     run = start_run(config)
     assert run.config.model.activation == "swish" and run.config.model.source_eos
     batch = next(iter(run.loader))
+    last_real = (batch.src != PAD_ID).sum(dim=1) - 1  # (B,): collate pads after the </s>
+    assert (batch.src[torch.arange(batch.src.size(0)), last_real] == EOS_ID).all()
     with torch.no_grad():
         ours = batch_loss_sum(run.model.token_logits, batch.src, batch.tgt_in, batch.labels, 0.0)
     ours = ours.item() / batch.n_tgt_tokens

@@ -113,6 +113,11 @@ def _hub_snapshot(name: str) -> Path:
         if not (directory / WEIGHT_FILES[0]).is_file():
             directory = Path(snapshot_download(name, allow_patterns=["*.json", "*.spm", "*.bin"]))
     except Exception as error:  # huggingface_hub raises many types: not found, offline, network
+        if offline:
+            raise ConversionError(
+                f"HF_HUB_OFFLINE=1 is set and {name!r} is not in the huggingface_hub cache; "
+                "unset HF_HUB_OFFLINE to download it, or give a local save_pretrained directory"
+            ) from None
         first_line = (str(error).strip().splitlines() or [""])[0]
         raise ConversionError(
             f"cannot download {name!r} from the Hugging Face Hub ({type(error).__name__}: "
