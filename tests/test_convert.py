@@ -225,7 +225,7 @@ def test_teacher_forced_logits_match(converted: Converted) -> None:
 
 
 def loaded_rows(converted: Converted) -> list[int]:
-    from transformer.convert import read_hf_model
+    from transformer.marian_hf import read_hf_model
 
     marian, _ = read_hf_model(converted.directory)
     return marian.target_vocabulary.our_rows
@@ -469,7 +469,7 @@ def test_unsupported_models_are_refused_in_one_line(
     assert not (tmp_path / "out.pt").exists()
     assert main(["marian", str(tmp_path / "missing" / "dir"), str(tmp_path / "out.pt")]) == 2
     with pytest.raises(ConversionError, match="right-to-left"):
-        from transformer.convert import check_npz_options
+        from transformer.marian_npz import check_npz_options
 
         check_npz_options({"type": "transformer", "right-left": True})
 

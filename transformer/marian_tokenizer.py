@@ -29,9 +29,11 @@ with spm models of 4,000 pieces that lack the digits and some capitals).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from transformer.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, UNK
@@ -44,8 +46,15 @@ UNKNOWN_PENALTY = (
 )
 
 
-class MarianTokenizerError(ValueError):
-    """A vocabulary or SentencePiece model that cannot be converted; the message says why."""
+class ConversionError(ValueError):
+    """A model (or its vocabulary or SentencePiece model) that cannot be read or converted
+    faithfully; the message says what to do. python -m transformer.convert exits 2 with it."""
+
+
+def refuse_unless(condition: bool, message: str) -> None:
+    """Raise `message` as a ConversionError unless `condition` holds."""
+    if not condition:
+        raise ConversionError(message)
 
 
 @dataclass
@@ -69,12 +78,12 @@ class MarianVocabulary:
         found[UNK] = self.tokens[self.unk_id]
         for expected, token in found.items():
             if token != expected:
-                raise MarianTokenizerError(
+                raise ConversionError(
                     f"the vocabulary's special ids do not match its tokens ({expected} is "
                     f"{token!r}); this model's vocabulary is not Marian's, it cannot be converted"
                 )
         if BOS in self.tokens:
-            raise MarianTokenizerError(
+            raise ConversionError(
                 f"the vocabulary has a {BOS} token; Marian models start decoding from {PAD}, and "
                 f"a vocabulary with its own {BOS} is not supported"
             )
@@ -85,7 +94,7 @@ class MarianVocabulary:
         index = {token: i for i, token in enumerate(tokens)}
         missing = [token for token in (PAD, EOS, UNK) if token not in index]
         if missing:
-            raise MarianTokenizerError(f"the vocabulary lacks {', '.join(missing)}")
+            raise ConversionError(f"the vocabulary lacks {', '.join(missing)}")
         return cls(tokens, pad_id=index[PAD], eos_id=index[EOS], unk_id=index[UNK])
 
     @property
@@ -110,24 +119,58 @@ class MarianVocabulary:
         return [*SPECIAL_TOKENS, *(self.tokens[i] for i in self.our_rows[len(SPECIAL_TOKENS) :])]
 
 
+def read_vocabulary(path: Path) -> MarianVocabulary:
+    """A Hugging Face vocab.json ({token: id}, <pad> included)."""
+    try:
+        return MarianVocabulary.from_tokens(read_tokens(path))
+    except ConversionError as error:
+        raise ConversionError(f"{str(path)!r}: {error}") from None
+
+
+def read_tokens(path: Path) -> list[str]:
+    """A vocab.json ({token: id}) or Marian .yml vocabulary, as tokens in id order."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConversionError(f"cannot read vocabulary {str(path)!r}: {error.strerror}") from None
+    try:
+        if path.suffix == ".json":
+            mapping = json.loads(text)
+        else:  # BaseLoader keeps every key a string: tokens such as "null" or "yes" stay tokens
+            mapping = yaml.load(text, Loader=yaml.BaseLoader)
+        ids = {str(token): int(i) for token, i in mapping.items()}
+    except (ValueError, AttributeError, yaml.YAMLError) as error:
+        raise ConversionError(
+            f"{str(path)!r} is not a vocabulary of token: id lines ({type(error).__name__})"
+        ) from None
+    refuse_unless(
+        sorted(ids.values()) == list(range(len(ids))),
+        f"the ids in {str(path)!r} are not 0..V-1 without gaps or repeats",
+    )
+    tokens = [""] * len(ids)
+    for token, i in ids.items():
+        tokens[i] = token
+    return tokens
+
+
 def _load_spm_proto(path: Path) -> object:
     try:
         from sentencepiece import sentencepiece_model_pb2
     except ImportError:
-        raise MarianTokenizerError(
+        raise ConversionError(
             'reading SentencePiece models needs the convert extra: pip install -e ".[convert]"'
         ) from None
     proto = sentencepiece_model_pb2.ModelProto()
     try:
         proto.ParseFromString(Path(path).read_bytes())
     except OSError as error:
-        raise MarianTokenizerError(f"cannot read {str(path)!r}: {error.strerror}") from None
+        raise ConversionError(f"cannot read {str(path)!r}: {error.strerror}") from None
     except Exception as error:  # protobuf's DecodeError and friends
-        raise MarianTokenizerError(
+        raise ConversionError(
             f"{str(path)!r} is not a SentencePiece model ({type(error).__name__})"
         ) from None
     if not proto.pieces:
-        raise MarianTokenizerError(f"{str(path)!r} is not a SentencePiece model (no pieces)")
+        raise ConversionError(f"{str(path)!r} is not a SentencePiece model (no pieces)")
     return proto
 
 
@@ -138,12 +181,12 @@ def marian_tokenizer(spm_path: str | Path, vocabulary: MarianVocabulary) -> Toke
     model_types = type(proto.trainer_spec).ModelType
     if proto.trainer_spec.model_type != model_types.Value("UNIGRAM"):
         kind = model_types.Name(proto.trainer_spec.model_type)
-        raise MarianTokenizerError(
+        raise ConversionError(
             f"{str(spm_path)!r} is a SentencePiece {kind} model; only unigram models (those of "
             "OPUS-MT) are supported, BPE-vocabulary models are not"
         )
     if proto.trainer_spec.byte_fallback:
-        raise MarianTokenizerError(f"{str(spm_path)!r} uses byte fallback, which is not supported")
+        raise ConversionError(f"{str(spm_path)!r} uses byte fallback, which is not supported")
     piece_types = type(proto.pieces[0]).Type
     kept_types = {piece_types.Value("NORMAL"), piece_types.Value("USER_DEFINED")}
     scores = {piece.piece: piece.score for piece in proto.pieces if piece.type in kept_types}

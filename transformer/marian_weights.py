@@ -32,14 +32,10 @@ import torch
 from torch import Tensor
 
 from transformer.config import ModelConfig
-from transformer.marian_tokenizer import MarianVocabulary
+from transformer.marian_tokenizer import ConversionError, MarianVocabulary
 from transformer.tokenizer import BOS_ID
 
 BOS_LOGIT_OFFSET = 100.0  # our <s>'s output logit sits this far below <pad>'s (see below)
-
-
-class MarianConversionError(ValueError):
-    """A model this importer cannot convert faithfully; the message says why."""
 
 
 @dataclass
@@ -64,7 +60,7 @@ class MarianModel:
     def model_config(self) -> ModelConfig:
         """This project's model config for it (vocabularies one larger: our added <s>)."""
         if self.d_model % 2:
-            raise MarianConversionError(f"d_model {self.d_model} is odd; sinusoids need it even")
+            raise ConversionError(f"d_model {self.d_model} is odd; sinusoids need it even")
         config = ModelConfig(
             src_vocab_size=len(self.source_vocabulary.tokens) + 1,
             tgt_vocab_size=len(self.target_vocabulary.tokens) + 1,
