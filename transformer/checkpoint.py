@@ -150,7 +150,7 @@ def model_from_payload(
         raise CheckpointError(
             f"the weights in {str(path)!r} do not fit the model its config describes ({first_line})"
         ) from None
-    tokenizers = TokenizerPair.from_json(payload["tokenizers"])
+    tokenizers = TokenizerPair.from_json(payload["tokenizers"], config.model.source_eos)
     return LoadedModel(model.to(device).eval(), config, tokenizers, int(payload.get("step", 0)))
 
 

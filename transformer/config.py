@@ -56,6 +56,9 @@ def _check_fraction(
         _require(inside, f"{prefix}.{name} must be in {interval}, not {value}")
 
 
+ACTIVATIONS = ("relu", "gelu", "swish")  # of the feed-forward block
+
+
 @dataclass
 class ModelConfig:
     """Sizes and choices of the encoder-decoder Transformer (defaults: the paper's base model)."""
@@ -69,7 +72,7 @@ class ModelConfig:
     d_ff: int = 2048  # hidden width of the position-wise feed-forward block
     dropout: float = 0.1  # on embeddings, sub-layer outputs and the feed-forward hidden layer
     attention_dropout: float = 0.0  # on attention probabilities
-    activation: str = "relu"  # relu | gelu
+    activation: str = "relu"  # relu | gelu | swish (SiLU, x * sigmoid(x): OPUS-MT / Marian models)
     norm_placement: str = (
         "post"  # post (the paper) | pre (most modern toolkits; trains more stably)
     )
@@ -77,6 +80,9 @@ class ModelConfig:
     tie_output_embedding: bool = True  # decoder input embedding and output projection share weights
     share_embeddings: bool = False  # source and target embeddings are one tensor (joint vocabulary)
     pad_id: int = 0  # id of the padding token, for both sides; set from the tokenizer
+    source_eos: bool = (
+        False  # every source sentence ends with </s> (as Marian / OPUS-MT models expect)
+    )
 
     def validate(self) -> None:
         _check_at_least(self, "model", 1, "d_model", "n_heads", "d_ff", "max_positions")
@@ -87,8 +93,10 @@ class ModelConfig:
             raise ConfigError(
                 f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
             )
-        if self.activation not in ("relu", "gelu"):
-            raise ConfigError(f"model.activation must be relu or gelu, not {self.activation!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"model.activation must be {', '.join(ACTIVATIONS)}, not {self.activation!r}"
+            )
         if self.norm_placement not in ("pre", "post"):
             raise ConfigError(
                 f"model.norm_placement must be pre or post, not {self.norm_placement!r}"
@@ -204,6 +212,7 @@ class TrainConfig:
     num_samples: int = 3  # sentences shown at each validation: translations and attention maps
     max_bad_steps: int = 20  # stop after this many steps in a row with a non-finite loss/gradient
     dist_timeout_s: float = 600.0  # torchrun: seconds a rank waits for the others before it stops
+    init_from: str = ""  # a checkpoint (.pt) whose weights, model config and tokenizers start a new run; "" = none
 
     def validate(self) -> None:
         _require(

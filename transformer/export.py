@@ -19,7 +19,9 @@ The model is described to CTranslate2 through its own Transformer specification
 - pre-norm puts a final layer norm after each stack, post-norm none; layer norm epsilon as trained;
 - the vocabularies are the tokenizers' tokens in id order, so ids mean the same thing on both sides,
   and the special tokens are the tokenizers': decoding starts from BOS (<s>) and stops at EOS (</s>);
-  sources carry neither, as in this project. Shared and tied embeddings are exported as the same
+  sources carry neither, as in this project, unless `model.source_eos` (imported OPUS-MT models):
+  then the engine's `add_source_eos` appends </s> to each source, as `encode_source` does;
+- the activation: relu, exact GELU or swish (SiLU). Shared and tied embeddings are exported as the same
   matrices, which CTranslate2 stores once.
 """
 
@@ -133,7 +135,11 @@ def ctranslate2_spec(model: Transformer, tokenizers: TokenizerPair) -> Any:
     ctranslate2 = _import_ctranslate2()
     specs = ctranslate2.specs
     config = model.config
-    activations = {"relu": specs.Activation.RELU, "gelu": specs.Activation.GELU}  # exact GELU
+    activations = {
+        "relu": specs.Activation.RELU,
+        "gelu": specs.Activation.GELU,  # exact (erf) GELU
+        "swish": specs.Activation.SWISH,  # x * sigmoid(x), OPUS-MT's
+    }
     pre_norm = config.norm_placement == "pre"
     spec = specs.TransformerSpec.from_config(
         (config.n_encoder_layers, config.n_decoder_layers),
@@ -169,7 +175,8 @@ def ctranslate2_spec(model: Transformer, tokenizers: TokenizerPair) -> Any:
     spec.register_target_vocabulary(_vocabulary(tokenizers.target))
     spec.config.unk_token, spec.config.bos_token, spec.config.eos_token = UNK, BOS, EOS
     spec.config.decoder_start_token = BOS
-    spec.config.add_source_bos = spec.config.add_source_eos = False
+    spec.config.add_source_bos = False
+    spec.config.add_source_eos = config.source_eos  # the engine appends </s>, as encode_source does
     spec.config.layer_norm_epsilon = model.decoder.layers[0].feed_forward_residual.norm.eps
     return spec
 

@@ -333,7 +333,7 @@ class FeedForwardBlock(nn.Module):
     def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str) -> None:
         super().__init__()
         self.linear_in = nn.Linear(d_model, d_ff)
-        self.activation = nn.GELU() if activation == "gelu" else nn.ReLU()
+        self.activation = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU}[activation]()
         self.dropout = Dropout(dropout)
         self.linear_out = nn.Linear(d_ff, d_model)
 

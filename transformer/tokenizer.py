@@ -47,7 +47,9 @@ class TokenizerPair:
     One object so that training, checkpoints and translate.py always handle the two together.
     """
 
-    def __init__(self, source: Tokenizer, target: Tokenizer) -> None:
+    def __init__(self, source: Tokenizer, target: Tokenizer, source_eos: bool = False) -> None:
+        """source_eos: end every encoded source sentence with EOS (model.source_eos, which Marian /
+        OPUS-MT models were trained with); it comes from the model's config, not from the JSON."""
         for side, tokenizer in (("source", source), ("target", target)):
             _check_special_tokens(tokenizer, side)
             # Text that happens to contain "<pad>" or "</s>" is ordinary text, never a control token.
@@ -55,6 +57,7 @@ class TokenizerPair:
             tokenizer.encode_special_tokens = True
         self.source = source
         self.target = target
+        self.source_eos = source_eos
 
     @property
     def joint(self) -> bool:
@@ -70,8 +73,11 @@ class TokenizerPair:
         return self.target.get_vocab_size()
 
     def encode_source(self, texts: list[str]) -> list[list[int]]:
-        """Subword ids of each source sentence, without BOS/EOS (batched, multi-threaded)."""
-        return _encode(self.source, texts)
+        """Subword ids of each source sentence (batched, multi-threaded): no BOS, and EOS at the
+        end only with `source_eos`. Training, validation, translate.py, the server and the
+        attention plots all encode sources here, so they all agree on it."""
+        ids = _encode(self.source, texts)
+        return [sentence + [EOS_ID] for sentence in ids] if self.source_eos else ids
 
     def encode_target(self, texts: list[str]) -> list[list[int]]:
         """Subword ids of each target sentence, without BOS/EOS (collate adds them)."""
@@ -92,13 +98,14 @@ class TokenizerPair:
         return {"source": self.source.to_str(), "target": self.target.to_str()}
 
     @classmethod
-    def from_json(cls, d: dict[str, str]) -> TokenizerPair:
-        """Inverse of `to_json`."""
+    def from_json(cls, d: dict[str, str], source_eos: bool = False) -> TokenizerPair:
+        """Inverse of `to_json`; source_eos as in the constructor."""
         if "joint" in d:
             joint = Tokenizer.from_str(d["joint"])
-            return cls(joint, joint)
+            return cls(joint, joint, source_eos)
         if "source" in d and "target" in d:
-            return cls(Tokenizer.from_str(d["source"]), Tokenizer.from_str(d["target"]))
+            source, target = Tokenizer.from_str(d["source"]), Tokenizer.from_str(d["target"])
+            return cls(source, target, source_eos)
         raise ValueError(
             f"tokenizer JSON must have the key 'joint' or the keys 'source' and 'target', "
             f"not {sorted(d)}"

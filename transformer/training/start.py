@@ -30,6 +30,7 @@ from transformer.tokenizer import PAD_ID, TokenizerPair, train_tokenizers
 from transformer.training import distributed
 from transformer.training.budget import TimeBudget
 from transformer.training.divergence import DivergenceGuard
+from transformer.training.init_from import initial_model_config, load_initial_checkpoint
 from transformer.training.moving_average import WeightMovingAverage
 from transformer.training.run import TrainingRun, TrainState
 from transformer.training.run_checkpoint import restore, seed_everything
@@ -199,12 +200,13 @@ def load_and_encode(
     config: Config, checkpoint: dict[str, Any] | None
 ) -> tuple[TokenizerPair, dict[str, EncodedSplit], dict[str, ParallelText]]:
     """The corpus, its tokenizers (trained on the training split only, by rank 0, or taken from
-    the checkpoint being resumed) and every split encoded to ids."""
+    the checkpoint being resumed or started from) and every split encoded to ids."""
     texts = load_corpus(config.data)
     if checkpoint is not None:
         tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"])
     else:
         tokenizers = shared_tokenizers(config.data, texts)
+    tokenizers.source_eos = config.model.source_eos
     splits = encode_splits(texts, tokenizers, config.data, config.model.max_positions)
     return tokenizers, splits, texts
 
@@ -230,6 +232,10 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     # Rank 0 checks the directory and reads the checkpoint; the others receive it (no shared
     # file system needed, and an error stops every rank with the same message).
     run_dir, checkpoint = distributed.from_main(lambda: prepare_run_dir(config, resume, overwrite))
+    initial = None  # train.init_from: a new run from a checkpoint's weights (init_from.py)
+    if config.train.init_from:
+        initial = checkpoint or distributed.from_main(lambda: load_initial_checkpoint(config))
+        config = initial_model_config(config, initial)
     if checkpoint is not None:
         check_resumable(config, checkpoint["config"])
     seed_everything(config.train.seed)
@@ -241,13 +247,15 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     print(f"Precision: {precision} ({reason}).")
     config = replace(config, train=replace(config.train, precision=precision))
 
-    tokenizers, splits, texts = load_and_encode(config, checkpoint)
+    tokenizers, splits, texts = load_and_encode(config, checkpoint or initial)
     config = fit_model_to_tokenizers(config, tokenizers)
     if distributed.is_main():
         tokenizers.save(run_dir / "tokenizer")
         save_config(config, run_dir / "config.yaml")
 
     model = build_transformer(config.model).to(device)
+    if checkpoint is None and initial is not None:
+        model.load_state_dict(initial["model"])
     distributed.seed_per_rank(config.train.seed)
     ddp = distributed.data_parallel(model, device)
     optimizer = make_optimizer(model, config)
