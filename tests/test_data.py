@@ -17,7 +17,8 @@ from datasets.exceptions import DatasetNotFoundError
 from transformer import data
 from transformer.batching import Batch, TokenBatchSampler, collate_batch, make_loader
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig
-from transformer.data import DataError, ParallelText, encode_split, load_corpus, prepare_data
+from transformer.data import DataError, ParallelText, encode_split, load_corpus
+from transformer.prepare import prepare_data
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizers
 
 EN = ["A dog runs.", "Two cats sleep.", "A man\u2028reads.", "", "Children play outside."]
@@ -119,10 +120,13 @@ def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[
     served: dict[str, dict[str, Path]] = {}
     real_load = datasets.load_dataset
 
-    def load_dataset(name: str, subset: str | None = None) -> datasets.DatasetDict:
+    def load_dataset(
+        name: str, subset: str | None = None, streaming: bool = False
+    ) -> datasets.DatasetDict | datasets.IterableDatasetDict:
         if name not in served:
             raise DatasetNotFoundError(f"Dataset '{name}' doesn't exist on the Hub")
-        return real_load("json", data_files={k: str(p) for k, p in served[name].items()})
+        files = {k: str(p) for k, p in served[name].items()}
+        return real_load("json", data_files=files, streaming=streaming)
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     monkeypatch.setattr(data, "hub_unreachable", lambda endpoint: None)  # "the hub answers"
@@ -345,10 +349,11 @@ def test_prepare_data_trains_the_tokenizer_on_train_only(tmp_path: Path) -> None
     write_lines(tmp_path / "test.en", ["Zebras"] * 5)
     write_lines(tmp_path / "test.de", ["Zebras"] * 5)
     config = config_for(tmp_path, tokenizer=TokenizerConfig(kind="wordlevel", min_frequency=1))
-    tokenizers, splits, texts = prepare_data(config, max_positions=64)
-    assert tokenizers.source.token_to_id("▁Zebras") is None
+    prepared = prepare_data(config, max_positions=64, root=tmp_path / "prepared")
+    assert prepared.tokenizers.source.token_to_id("▁Zebras") is None
+    splits = prepared.splits
     assert [len(splits[r]) for r in ("train", "validation", "test")] == [4, 5, 5]  # empty dropped
-    assert texts["validation"].source[3] == "val: "
+    assert prepared.texts["validation"].source[3] == "val: "
 
 
 # --- collate and loader -------------------------------------------------------------------------

@@ -212,6 +212,27 @@ def from_main(make: Callable[[], T]) -> T:
     return value
 
 
+def first_on_each_node(make: Callable[[], T]) -> T:
+    """Run `make` on the first process of each node (LOCAL_RANK 0), then, once every node's first
+    process is done, on the others: the first one prepares what the others then find ready on the
+    node's disk (prepared data). They wait at most train.dist_timeout_s. An error in a first
+    process is raised on every rank, so all stop with the same message."""
+    if not is_distributed():
+        return make()
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    result: Any = None
+    outcome: tuple[str, Any] | None = None
+    if first:
+        try:
+            result, outcome = make(), ("ok", None)
+        except Exception as error:  # sent on, then raised everywhere
+            outcome = ("error", error)
+    for other in gather_objects(outcome):  # the wait: every rank takes part
+        if other is not None and other[0] == "error":
+            raise other[1]
+    return result if first else make()
+
+
 # --- the model -------------------------------------------------------------------------------------
 
 
