@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -159,6 +160,28 @@ def test_hub_flat_schema_with_three_splits(tmp_path: Path, fake_hub) -> None:
     corpus = load_corpus(DataConfig())
     assert corpus["validation"].source == [f"validation: {e}" for e in EN]
     assert corpus["test"].target == [f"test: {d}" for d in DE]
+
+
+@pytest.mark.parametrize("schema", ["translation", "flat"])
+def test_hub_streaming_prepares_the_same_ids_as_the_downloaded_split(
+    tmp_path: Path, fake_hub, schema: str
+) -> None:
+    def row(split: str, e: str, d: str) -> dict:
+        pair = {"en": f"{split}: {e}", "de": f"{split}: {d}"}
+        return {"translation": pair} if schema == "translation" else pair
+
+    files = {split: tmp_path / f"{split}.jsonl" for split in ("train", "validation", "test")}
+    for split, path in files.items():
+        write_jsonl(path, [row(split, e, d) for e, d in PAIRS * 3])
+    fake_hub["wmt14"] = files
+    config = DataConfig(dataset="wmt14", tokenizer=TokenizerConfig(vocab_size=300))
+    downloaded = prepare_data(config, 64, tmp_path / "a")
+    streamed = prepare_data(replace(config, streaming=True), 64, tmp_path / "b")
+    train, streamed_train = downloaded.splits["train"], streamed.splits["train"]
+    assert len(train) == len(streamed_train) == 15
+    for i in range(15):
+        assert all(map(torch.equal, train[i], streamed_train[i]))
+    assert streamed.texts["test"] == downloaded.texts["test"]
 
 
 # --- bad input: one clear message -------------------------------------------------------------------

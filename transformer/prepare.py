@@ -61,7 +61,7 @@ from transformer.data import (
     encode_split,
     open_corpus,
 )
-from transformer.pairs import PairSource
+from transformer.pairs import CHUNK_PAIRS, PairSource
 from transformer.tokenizer import SAMPLE_SEED, TokenizerPair, reservoir_sample, train_tokenizers
 
 FORMAT_VERSION = 1  # bump when the files or the way ids are made change: old caches are then unused
@@ -273,7 +273,7 @@ def _sample_and_train(
 ) -> tuple[TokenizerPair, dict[str, Any]]:
     """Tokenizers trained on a seeded sample of the training split, drawn in one streamed pass."""
     size = config.tokenizer.sample_size
-    chunks = _progress(train.chunks(), train.count(), "sampling for the tokenizer")
+    chunks = _progress(train.chunks(CHUNK_PAIRS), train.count(), "sampling for the tokenizer")
     sample = reservoir_sample(((chunk.source, chunk.target) for chunk in chunks), size)
     print(
         f"Tokenizer: training on {len(sample.source):,} of {sample.seen:,} pairs "
@@ -299,7 +299,7 @@ def _encode_into(
     try:
         if total is None:
             total = train.count()
-        for chunk in _progress(train.chunks(), total, "encoding"):
+        for chunk in _progress(train.chunks(CHUNK_PAIRS), total, "encoding"):
             source = tokenizers.encode_source(chunk.source)
             target = tokenizers.encode_target(chunk.target)
             kept = pair_filter.usable(chunk, source, target)
