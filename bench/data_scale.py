@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--code", default=str(ROOT), help="checkout whose train.py is measured")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--skip-torchrun", action="store_true")
+    parser.add_argument(
+        "--skip-cold", action="store_true", help="no cold start (about prep + warm start)"
+    )
     parser.add_argument("--probe", help=argparse.SUPPRESS)  # internal: one measured train.py
     return parser.parse_known_args(argv)[0]
 
@@ -98,14 +101,16 @@ def make_corpus(data: Path, pairs: int, directory: Path, seed: int) -> Path:
 # --- measuring processes ----------------------------------------------------------------------------
 
 
-def run_measured(command: list[str], cwd: Path, log: Path) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in GB, exit status) of one process (os.wait4 gives its own maxrss)."""
+def run_measured(command: list[str], cwd: Path, log: Path) -> tuple[float, float, float, int]:
+    """(wall seconds, CPU seconds, peak RSS in GB, exit status) of one process (os.wait4 gives
+    its own maxrss and CPU time, user + system, over all its threads)."""
     env = {**os.environ, "PYTHONPATH": str(cwd)}
     start = time.monotonic()
     with open(log, "w") as out:
         process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(process.pid, 0)
-    return time.monotonic() - start, usage.ru_maxrss / 1e6, os.waitstatus_to_exitcode(status)
+    wall, cpu = time.monotonic() - start, usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss / 1e6, os.waitstatus_to_exitcode(status)
 
 
 def train_args(corpus: Path, run_dir: Path, cache: Path | None, threads: int) -> list[str]:
@@ -136,7 +141,7 @@ def probe(
         launcher += ["-m", "torch.distributed.run", "--nproc-per-node", "2"]
     command = [*launcher, str(Path(__file__).resolve()), f"--probe={out}", *args, "--overwrite"]
     started = time.time()
-    wall, peak, status = run_measured(command, code, log)
+    _, _, peak, status = run_measured(command, code, log)
     reports = sorted(out.parent.glob(out.name + ".*"))
     if status != 0 or not reports:
         print(f"  (failed with status {status}; see {log})")
@@ -196,20 +201,25 @@ def measure_size(args: argparse.Namespace, pairs: int) -> dict[str, object]:
         shutil.rmtree(cache, ignore_errors=True)
         command = [sys.executable, "-m", "transformer.prepare"]
         command += train_args(corpus, run_dir, cache, 0)
-        wall, peak, status = run_measured(command, code, logs / f"prepare-{tag}-{pairs}.log")
+        wall, cpu, peak, status = run_measured(command, code, logs / f"prepare-{tag}-{pairs}.log")
         meta = json.loads(next(cache.glob("train-*/meta.json")).read_text()) if not status else {}
         size = sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
         row.update(
             prep_s=wall,
             prep_pairs_per_s=meta.get("seen", 0) / wall,
+            prep_cpu_s=cpu,
             prep_peak_gb=peak,
             cache_mb=size / 1e6,
             kept=meta.get("pairs"),
         )
-        print(f"  prepare: {wall:.0f} s, peak {peak:.2f} GB, {size / 1e6:.0f} MB", flush=True)
-        shutil.rmtree(cache)  # the cold start prepares again
+        print(f"  prepare: {wall:.0f} s ({cpu:.0f} s CPU), peak {peak:.2f} GB", flush=True)
     out = work / "probe"
-    cold = probe(code, train_args(corpus, run_dir, cache, 0), out, logs / f"cold-{tag}-{pairs}.log")
+    cold = None
+    if not (args.skip_cold and has_prepare):
+        if cache is not None:
+            shutil.rmtree(cache)  # the cold start prepares again
+        log = logs / f"cold-{tag}-{pairs}.log"
+        cold = probe(code, train_args(corpus, run_dir, cache, 0), out, log)
     if cold:
         row.update(cold_first_step_s=cold[0]["first_step_s"], cold_peak_gb=cold[0]["peak_gb"])
         print(f"  cold start: {cold[0]['first_step_s']:.0f} s", flush=True)
@@ -240,15 +250,18 @@ def show(rows: list[dict[str, object]]) -> None:
         return format(value, form)
 
     print(
-        "\n| code | pairs | prep s | prep pairs/s | prep peak RSS GB | cache MB | cold start s "
+        "\n| code | pairs | prep s | prep CPU s | prep pairs/s | prep peak RSS GB | cache MB "
+        "| cold start s | cold start peak RSS GB "
         "| warm start s | RSS @50 steps GB | RSS @50, 2 ranks GB |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['code']} | {row['pairs']:,} | {cell(row, 'prep_s', '.0f')} "
+            f"| {cell(row, 'prep_cpu_s', '.0f')} "
             f"| {cell(row, 'prep_pairs_per_s', ',.0f')} | {cell(row, 'prep_peak_gb', '.2f')} "
             f"| {cell(row, 'cache_mb', '.0f')} | {cell(row, 'cold_first_step_s', '.0f')} "
+            f"| {cell(row, 'cold_peak_gb', '.2f')} "
             f"| {cell(row, 'warm_first_step_s', '.1f')} | {cell(row, 'rss_50_gb', '.3f')} "
             f"| {cell(row, 'rank_rss_50_gb', '.3f')} |"
         )

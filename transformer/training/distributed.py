@@ -87,7 +87,7 @@ def process_group(device_name: str, timeout_s: float) -> Iterator[None]:
 
     `timeout_s` bounds every wait for the other ranks: when one dies or hangs, the others stop with
     a `RanksLostError` within that time instead of waiting forever. It must exceed the longest
-    thing one rank does while the others wait (rank 0 training the tokenizers, writing a
+    thing one rank does while the others wait (rank 0 preparing the data, writing a
     checkpoint). The other ranks print nothing on stdout from here on (the bar, samples and scores
     come from rank 0); their errors and warnings still reach stderr."""
     global _collective_device
