@@ -13,11 +13,12 @@ import argparse
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from transformer.checkpoint import load_model
-from transformer.data import prepare_data
+from transformer.prepare import prepare_data
 from transformer.training.log import tensorboard_writer
 from transformer.training.validation import validate
 
@@ -30,10 +31,9 @@ def main() -> None:
     device = torch.device("cpu")
     loaded = load_model(args.checkpoint, device)
     config = loaded.config
-    _, splits, texts = prepare_data(
-        config.data, config.model.max_positions, tokenizers=loaded.tokenizers
-    )
-    split, references = splits["validation"], texts["validation"].target
+    root = Path(tempfile.gettempdir()) / "transformer-bench-prepared"  # reused by later runs
+    prepared = prepare_data(config.data, config.model.max_positions, root, loaded.tokenizers)
+    split, references = prepared.splits["validation"], prepared.texts["validation"].target
     times: dict[str, list[float]] = {"without figures": [], "with figures": []}
     with tempfile.TemporaryDirectory() as logdir:
         writer = tensorboard_writer(logdir)

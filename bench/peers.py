@@ -4,13 +4,18 @@ the implementations they compare (this project's model and MarianMTModel), built
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
 import torch
 
 from transformer.config import DataConfig, ModelConfig, SplitsConfig
-from transformer.data import EncodedSplit, prepare_data
+from transformer.data import EncodedSplit
 from transformer.model import Transformer, build_transformer
+from transformer.prepare import prepare_data
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair
+
+BENCH_CACHE = Path(tempfile.gettempdir()) / "transformer-bench-prepared"  # reused by later runs
 
 
 def add_size_and_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,8 +36,8 @@ def prepare_corpus(args: argparse.Namespace) -> tuple[TokenizerPair, dict[str, E
     """The encoded splits, with a joint BPE trained on the training split as train.py does."""
     config = DataConfig(dataset=args.data, splits=SplitsConfig(*args.splits), max_length=100)
     config.tokenizer.vocab_size = args.vocab_size
-    tokenizers, splits, _ = prepare_data(config, args.max_positions)
-    return tokenizers, splits
+    prepared = prepare_data(config, args.max_positions, BENCH_CACHE)
+    return prepared.tokenizers, prepared.splits
 
 
 def project_model(args: argparse.Namespace, vocab_size: int, dropout: float = 0.1) -> Transformer:

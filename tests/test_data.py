@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -17,7 +18,8 @@ from datasets.exceptions import DatasetNotFoundError
 from transformer import data
 from transformer.batching import Batch, TokenBatchSampler, collate_batch, make_loader
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig
-from transformer.data import DataError, ParallelText, encode_split, load_corpus, prepare_data
+from transformer.data import DataError, ParallelText, encode_split, load_corpus
+from transformer.prepare import prepare_data
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizers
 
 EN = ["A dog runs.", "Two cats sleep.", "A man\u2028reads.", "", "Children play outside."]
@@ -119,10 +121,13 @@ def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, dict[
     served: dict[str, dict[str, Path]] = {}
     real_load = datasets.load_dataset
 
-    def load_dataset(name: str, subset: str | None = None) -> datasets.DatasetDict:
+    def load_dataset(
+        name: str, subset: str | None = None, streaming: bool = False
+    ) -> datasets.DatasetDict | datasets.IterableDatasetDict:
         if name not in served:
             raise DatasetNotFoundError(f"Dataset '{name}' doesn't exist on the Hub")
-        return real_load("json", data_files={k: str(p) for k, p in served[name].items()})
+        files = {k: str(p) for k, p in served[name].items()}
+        return real_load("json", data_files=files, streaming=streaming)
 
     monkeypatch.setattr(datasets, "load_dataset", load_dataset)
     monkeypatch.setattr(data, "hub_unreachable", lambda endpoint: None)  # "the hub answers"
@@ -155,6 +160,28 @@ def test_hub_flat_schema_with_three_splits(tmp_path: Path, fake_hub) -> None:
     corpus = load_corpus(DataConfig())
     assert corpus["validation"].source == [f"validation: {e}" for e in EN]
     assert corpus["test"].target == [f"test: {d}" for d in DE]
+
+
+@pytest.mark.parametrize("schema", ["translation", "flat"])
+def test_hub_streaming_prepares_the_same_ids_as_the_downloaded_split(
+    tmp_path: Path, fake_hub, schema: str
+) -> None:
+    def row(split: str, e: str, d: str) -> dict:
+        pair = {"en": f"{split}: {e}", "de": f"{split}: {d}"}
+        return {"translation": pair} if schema == "translation" else pair
+
+    files = {split: tmp_path / f"{split}.jsonl" for split in ("train", "validation", "test")}
+    for split, path in files.items():
+        write_jsonl(path, [row(split, e, d) for e, d in PAIRS * 3])
+    fake_hub["wmt14"] = files
+    config = DataConfig(dataset="wmt14", tokenizer=TokenizerConfig(vocab_size=300))
+    downloaded = prepare_data(config, 64, tmp_path / "a")
+    streamed = prepare_data(replace(config, streaming=True), 64, tmp_path / "b")
+    train, streamed_train = downloaded.splits["train"], streamed.splits["train"]
+    assert len(train) == len(streamed_train) == 15
+    for i in range(15):
+        assert all(map(torch.equal, train[i], streamed_train[i]))
+    assert streamed.texts["test"] == downloaded.texts["test"]
 
 
 # --- bad input: one clear message -------------------------------------------------------------------
@@ -345,10 +372,11 @@ def test_prepare_data_trains_the_tokenizer_on_train_only(tmp_path: Path) -> None
     write_lines(tmp_path / "test.en", ["Zebras"] * 5)
     write_lines(tmp_path / "test.de", ["Zebras"] * 5)
     config = config_for(tmp_path, tokenizer=TokenizerConfig(kind="wordlevel", min_frequency=1))
-    tokenizers, splits, texts = prepare_data(config, max_positions=64)
-    assert tokenizers.source.token_to_id("▁Zebras") is None
+    prepared = prepare_data(config, max_positions=64, root=tmp_path / "prepared")
+    assert prepared.tokenizers.source.token_to_id("▁Zebras") is None
+    splits = prepared.splits
     assert [len(splits[r]) for r in ("train", "validation", "test")] == [4, 5, 5]  # empty dropped
-    assert texts["validation"].source[3] == "val: "
+    assert prepared.texts["validation"].source[3] == "val: "
 
 
 # --- collate and loader -------------------------------------------------------------------------

@@ -28,8 +28,8 @@ import translate
 from transformer.batching import TokenBatchSampler
 from transformer.checkpoint import load_model
 from transformer.config import load_config
-from transformer.data import encode_splits, load_corpus
-from transformer.training import loop
+from transformer.prepare import prepare_data
+from transformer.training import loop, start
 from transformer.training.validation import validate
 
 ROOT = Path(__file__).parent.parent
@@ -60,9 +60,19 @@ def _rank_main(rank: int, world_size: int, port: int, overrides: list[str], resu
     """One rank, as torchrun would start it; reports what it saw to <run_dir>/rank<r>.json."""
     _as_rank(rank, world_size, port)
     config = load_config(TINY, overrides)
+    prepared = []  # what start_run got from prepare_data: (directory, prepared here or reused)
+    real_prepare = start.prepare_data
+
+    def noted_prepare(*args: object) -> object:
+        result = real_prepare(*args)
+        prepared.append((str(result.directory), result.prepared_now))
+        return result
+
+    start.prepare_data = noted_prepare
     result = loop.train(config, resume=resume)
     validation = result.last_validation
     report = {
+        "prepared": prepared,
         "pid": os.getpid(),
         "step": result.state.step,
         "hypotheses": validation.hypotheses if validation else None,
@@ -170,13 +180,27 @@ def test_rank_zero_alone_writes_one_set_of_files_that_translate(
     assert len(capsys.readouterr().out.splitlines()) == 1
 
 
+def test_the_first_rank_prepares_the_data_and_both_map_the_same_files(
+    two_ranks: tuple[Path, list[dict]],
+) -> None:
+    run_dir, reports = two_ranks
+    (directory, prepared_now), (other_directory, other_prepared_now) = (
+        report["prepared"][0] for report in reports
+    )
+    assert (prepared_now, other_prepared_now) == (True, False)  # rank 1 waited, then reused it
+    assert directory == other_directory and Path(directory).parent == run_dir / "prepared"
+    assert [p.name for p in (run_dir / "prepared").iterdir()] == [Path(directory).name]
+
+
 def test_validation_on_two_ranks_equals_one_process(two_ranks: tuple[Path, list[dict]]) -> None:
     run_dir, reports = two_ranks
     assert reports[0]["hypotheses"] == reports[1]["hypotheses"]  # gathered on every rank
     loaded = load_model(run_dir / "checkpoints" / "last.pt")
     config = loaded.config
-    texts = load_corpus(config.data)
-    splits = encode_splits(texts, loaded.tokenizers, config.data, config.model.max_positions)
+    prepared = prepare_data(
+        config.data, config.model.max_positions, run_dir / "prepared", loaded.tokenizers
+    )
+    splits, texts = prepared.splits, prepared.texts
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in each rank: the same kernels, the same rounding
     try:
@@ -202,7 +226,8 @@ def test_resumed_two_rank_run_is_bitwise_identical_to_an_uninterrupted_one(
     common = ("train.validate_every=3", "model.dropout=0.1")  # each rank's dropout stream resumes
     run_ranks(tmp_path / "straight", "train.max_steps=6", *common)
     run_ranks(tmp_path / "split", "train.max_steps=3", *common)
-    run_ranks(tmp_path / "split", "train.max_steps=6", *common, resume=True)
+    resumed = run_ranks(tmp_path / "split", "train.max_steps=6", *common, resume=True)
+    assert [report["prepared"][0][1] for report in resumed] == [False, False]  # nothing encoded
     straight, split = last_weights(tmp_path / "straight"), last_weights(tmp_path / "split")
     for name in straight:
         assert torch.equal(straight[name], split[name]), name

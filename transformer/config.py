@@ -124,6 +124,7 @@ class TokenizerConfig:
     joint: bool = True  # one vocabulary for source and target, so embeddings can be shared
     min_frequency: int = 2  # bpe, wordlevel: ignore merges / words seen fewer times than this
     lowercase: bool = False  # lowercase during normalisation (output is then lowercased too)
+    sample_size: int = 2_000_000  # train on a seeded sample of this many pairs; corpus smaller: all
 
     def validate(self) -> None:
         """A vocabulary must hold the 4 special tokens and, for byte-level BPE, all 256 bytes;
@@ -143,6 +144,7 @@ class TokenizerConfig:
             f"({holds}), not {self.vocab_size}",
         )
         _check_at_least(self, "data.tokenizer", 0, "min_frequency")
+        _check_at_least(self, "data.tokenizer", 1, "sample_size")
 
 
 @dataclass
@@ -166,10 +168,19 @@ class DataConfig:
     carve_size: int = 1000  # sentences carved for each of validation/test when missing
     max_tokens: int = 4096  # batch budget: padded source + padded target tokens per batch
     max_length: int = 128  # training pairs longer than this (subword tokens) are dropped
+    max_length_ratio: float = (
+        0.0  # drop training pairs whose longer side has > this x tokens; 0 = off
+    )
+    cache_dir: str = ""  # prepared (encoded, memory-mapped) training data; "" = <run_dir>/prepared
+    streaming: bool = False  # hub datasets: stream the train split instead of downloading it whole
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def validate(self) -> None:
         _check_at_least(self, "data", 1, "carve_size", "max_tokens", "max_length")
+        _require(
+            self.max_length_ratio == 0.0 or 1.0 <= self.max_length_ratio < math.inf,
+            f"data.max_length_ratio must be 0 (off) or at least 1, not {self.max_length_ratio}",
+        )
         for name in ("src_lang", "tgt_lang"):
             _require(bool(getattr(self, name).strip()), f"data.{name} must not be empty")
         self.tokenizer.validate()

@@ -1,10 +1,11 @@
-"""Parallel corpora: load from the hub or local files, check, train tokenizers, encode once.
+"""Parallel corpora: find them on the hub or in local files, check them, clean and encode pairs.
 
-    tokenizers, splits, texts = prepare_data(config.data, config.model.max_positions)
-    # splits["train"] is an EncodedSplit; `batching` turns it into padded batches.
+    corpus = open_corpus(config.data)  # corpus.train: a PairSource, read in chunks (pairs.py)
+    corpus.validation, corpus.test     # ParallelText, in memory
+    # prepare.py streams corpus.train through the tokenizer and `PairFilter` into mapped files.
 
-Where `data.dataset` may point (everything ends up as a Hugging Face `datasets.Dataset` and goes through
-one column reader, so every source is checked the same way):
+Where `data.dataset` may point (every source gives the same `PairSource` interface, and hub and JSON
+lines data go through one column reader, so every source is checked the same way):
 - a hub name (`bentrevett/multi30k`, `Helsinki-NLP/opus_books` with `data.subset=en-it`, `wmt14`) with
   either a `translation` column of {lang: sentence} dicts or one column per language;
 - a directory of `{split}.jsonl` files in either of those two schemas (read by `datasets`' json builder);
@@ -18,22 +19,20 @@ Split names come from `data.splits`. When the corpus has only its train split (o
 name is set to "" (empty), validation and test are carved from train: `data.carve_size` sentences each,
 drawn with a fixed seed, so the carve is the same on every run and on resume, whatever `train.seed` is.
 
-Bad input raises one `DataError` saying what is wrong and what to do. Empty pairs and pairs too long
-for `data.max_length` / `model.max_positions` are dropped from training (with counts printed) at load
-time, never mid-epoch; validation and test keep every sentence.
+Bad input raises one `DataError` saying what is wrong and what to do. Empty pairs, pairs too long for
+`data.max_length` / `model.max_positions` and pairs over `data.max_length_ratio` are dropped from
+training (with counts printed) when it is prepared, never mid-epoch; validation and test keep every
+sentence.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
 import ssl
 import urllib.error
 import urllib.request
 import warnings
-import zlib
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -45,7 +44,18 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from transformer.config import DataConfig
-from transformer.tokenizer import TokenizerPair, train_tokenizers
+from transformer.pairs import (
+    ArrowSource,
+    DataError,
+    PairSource,
+    ParallelText,
+    StreamedSource,
+    TextFilesSource,
+    TsvSource,
+    WithoutPairs,
+    iter_lines,
+)
+from transformer.tokenizer import TokenizerPair
 
 ROLES = ("train", "validation", "test")  # keys of every corpus dict; data.splits maps them to names
 HUB_TIMEOUT_SECONDS = 5.0  # how long the one reachability check of the hub waits
@@ -70,35 +80,21 @@ _NOT_LANGUAGES = {
 }
 
 
-class DataError(ValueError):
-    """A problem with the corpus the user can fix; the message says what and how."""
-
-
 @dataclass
-class ParallelText:
-    """Raw sentence pairs of one split: source[i] translates to target[i]."""
+class Corpus:
+    """The training split as a source read in chunks (it may be millions of pairs); validation and
+    test in memory (they are small, and validation decodes and scores every sentence)."""
 
-    source: list[str]
-    target: list[str]
-
-    def __post_init__(self) -> None:
-        if len(self.source) != len(self.target):
-            raise DataError(
-                f"{len(self.source)} source sentences but {len(self.target)} target sentences"
-            )
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def select(self, indices: Sequence[int]) -> ParallelText:
-        return ParallelText([self.source[i] for i in indices], [self.target[i] for i in indices])
+    train: PairSource
+    validation: ParallelText
+    test: ParallelText
 
 
 # --- loading --------------------------------------------------------------------------------------
 
 
-def load_corpus(config: DataConfig) -> dict[str, ParallelText]:
-    """Raw text of the train, validation and test splits (keys: "train", "validation", "test")."""
+def open_corpus(config: DataConfig) -> Corpus:
+    """Find the corpus `data.dataset` points to; read validation and test, not yet train."""
     if config.src_lang == config.tgt_lang:
         raise DataError(f"data.src_lang and data.tgt_lang are both {config.src_lang!r}")
     path = Path(config.dataset).expanduser()
@@ -114,6 +110,13 @@ def load_corpus(config: DataConfig) -> dict[str, ParallelText]:
         splits = _load_hub(config)
         available = list(splits)
     return _select_splits(splits, available, config)
+
+
+def load_corpus(config: DataConfig) -> dict[str, ParallelText]:
+    """Raw text of the train, validation and test splits (keys: "train", "validation", "test"),
+    all in memory: for small corpora and tools; training streams the train split instead."""
+    corpus = open_corpus(config)
+    return {"train": corpus.train.read_all(), "validation": corpus.validation, "test": corpus.test}
 
 
 def _nearest(path: Path) -> str:
@@ -136,9 +139,10 @@ def _looks_like_path(name: str) -> bool:
     )
 
 
-def _load_hub(config: DataConfig) -> dict[str, datasets.Dataset]:
+def _load_hub(config: DataConfig) -> dict[str, PairSource]:
     """Load a hub dataset; fail within seconds, with a message naming this dataset's splits,
-    when the hub cannot be reached (datasets itself retries for ~25 s before giving up)."""
+    when the hub cannot be reached (datasets itself retries for ~25 s before giving up).
+    With data.streaming, splits are read over the network as they are used, never downloaded."""
     name, subset = config.dataset, config.subset
     # HF_HUB_OFFLINE=1 (or the older HF_DATASETS_OFFLINE=1): datasets reads its cache only.
     offline = getattr(datasets.config, "HF_HUB_OFFLINE", False) or getattr(
@@ -152,7 +156,7 @@ def _load_hub(config: DataConfig) -> dict[str, datasets.Dataset]:
             f"connect to the network, or {_local_files_hint(config)}"
         )
     try:
-        loaded = datasets.load_dataset(name, subset)
+        loaded = datasets.load_dataset(name, subset, streaming=config.streaming)
     except (ConnectionError, TimeoutError) as error:
         if offline:
             problem = (
@@ -172,7 +176,7 @@ def _load_hub(config: DataConfig) -> dict[str, datasets.Dataset]:
         ) from error
     except ValueError as error:  # e.g. an unknown subset: datasets lists the valid ones
         raise DataError(f"cannot load {name!r} (data.subset={subset!r}): {error}") from error
-    return dict(loaded)
+    return {split: _dataset_source(loaded[split], config, f"{name} [{split}]") for split in loaded}
 
 
 def hub_unreachable(endpoint: str, timeout: float = HUB_TIMEOUT_SECONDS) -> str | None:
@@ -208,22 +212,20 @@ def _local_files_hint(config: DataConfig) -> str:
     )
 
 
-def _load_file(path: Path, config: DataConfig) -> dict[str, datasets.Dataset]:
+def _load_file(path: Path, config: DataConfig) -> dict[str, PairSource]:
     """A single file holds the train split; validation and test are then carved from it."""
     if path.suffix == ".tsv":
-        return {config.splits.train: _read_tsv(path, config)}
+        return {config.splits.train: TsvSource(path)}
     if path.suffix == ".jsonl":
-        return _read_jsonl({config.splits.train: path})
+        return _read_jsonl({config.splits.train: path}, config)
     raise DataError(
         f"data.dataset={str(path)!r}: a single file must be .tsv (source<TAB>target) or .jsonl; "
         "parallel plain-text files go in a directory as {split}.{lang} or {split}.{lang}.gz"
     )
 
 
-def _load_directory(
-    directory: Path, config: DataConfig
-) -> tuple[dict[str, datasets.Dataset], list[str]]:
-    """Read the splits named in data.splits; the format is that of the train split's file(s)."""
+def _load_directory(directory: Path, config: DataConfig) -> tuple[dict[str, PairSource], list[str]]:
+    """Find the splits named in data.splits; the format is that of the train split's file(s)."""
     files = sorted(p for p in directory.iterdir() if p.is_file())
     jsonl = {p.stem: p for p in files if p.suffix == ".jsonl"}
     tsv = {p.stem: p for p in files if p.suffix == ".tsv"}
@@ -235,18 +237,17 @@ def _load_directory(
 
     train = config.splits.train
     wanted = [name for name in (train, config.splits.validation, config.splits.test) if name]
+    splits: dict[str, PairSource]
     if train in jsonl:
         available = sorted(jsonl)
-        splits = _read_jsonl({name: jsonl[name] for name in wanted if name in jsonl})
+        splits = _read_jsonl({name: jsonl[name] for name in wanted if name in jsonl}, config)
     elif train in tsv:
         available = sorted(tsv)
-        splits = {name: _read_tsv(tsv[name], config) for name in wanted if name in tsv}
+        splits = {name: TsvSource(tsv[name]) for name in wanted if name in tsv}
     elif train in text:
         available = sorted(text)
         splits = {
-            name: _read_text_pair(directory, name, text[name], config)
-            for name in wanted
-            if name in text
+            name: _text_pair(directory, name, text[name], config) for name in wanted if name in text
         }
     else:
         found = sorted(set(jsonl) | set(tsv) | set(text))
@@ -258,9 +259,9 @@ def _load_directory(
     return splits, available
 
 
-def _read_text_pair(
+def _text_pair(
     directory: Path, split: str, by_lang: dict[str, list[Path]], config: DataConfig
-) -> datasets.Dataset:
+) -> TextFilesSource:
     paths = []
     for lang, key in ((config.src_lang, "src_lang"), (config.tgt_lang, "tgt_lang")):
         if lang not in by_lang:
@@ -274,33 +275,12 @@ def _read_text_pair(
                 f"both {' and '.join(str(p) for p in by_lang[lang])} exist; remove one of them"
             )
         paths.append(by_lang[lang][0])
-    source, target = _read_lines(paths[0]), _read_lines(paths[1])
-    if len(source) != len(target):
-        raise DataError(
-            f"parallel files differ in length: {paths[0]} has {len(source)} lines but "
-            f"{paths[1]} has {len(target)}; line i of one must translate line i of the other"
-        )
-    return datasets.Dataset.from_dict({config.src_lang: source, config.tgt_lang: target})
+    return TextFilesSource(paths[0], paths[1])
 
 
-def _read_tsv(path: Path, config: DataConfig) -> datasets.Dataset:
-    """source<TAB>target per line, by position (the language codes only name the columns)."""
-    source, target = [], []
-    for number, line in enumerate(_iter_lines(path), start=1):
-        fields = line.split("\t") if line else ["", ""]  # a blank line is an empty pair
-        if len(fields) != 2:
-            raise DataError(
-                f"{path}: line {number} has {len(fields)} tab-separated fields, expected 2 "
-                "(source<TAB>target, no tabs inside sentences)"
-            )
-        source.append(fields[0])
-        target.append(fields[1])
-    return datasets.Dataset.from_dict({config.src_lang: source, config.tgt_lang: target})
-
-
-def _read_jsonl(files: dict[str, Path]) -> dict[str, datasets.Dataset]:
+def _read_jsonl(files: dict[str, Path], config: DataConfig) -> dict[str, PairSource]:
     for path in files.values():
-        for _ in _iter_lines(path):  # checks UTF-8 with line numbers, which datasets does not give
+        for _ in iter_lines(path):  # checks UTF-8 with line numbers, which datasets does not give
             pass
     # datasets accepts only \w+ split names, so the files are loaded under stand-in names.
     keys = {f"split{i}": name for i, name in enumerate(files)}
@@ -312,63 +292,36 @@ def _read_jsonl(files: dict[str, Path]) -> dict[str, datasets.Dataset]:
             f"cannot read {', '.join(data_files.values())} as JSON lines "
             f"({error.__cause__ or error}); each line must be one JSON object"
         ) from error
-    return {name: loaded[key] for key, name in keys.items()}
-
-
-def _read_lines(path: Path) -> list[str]:
-    return list(_iter_lines(path))
-
-
-def _iter_lines(path: Path) -> Iterator[str]:
-    """Lines of a UTF-8 file (.gz decompressed) without their line ends.
-
-    Splits on "\\n" only: str.splitlines would also split on U+2028 or a form feed inside a
-    sentence and silently misalign parallel files.
-    """
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as file:
-            for number, raw in enumerate(file, start=1):
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    raise DataError(
-                        f"{path}: line {number} is not valid UTF-8 (byte {error.start} of the "
-                        f"line: {raw[error.start : error.start + 4]!r}); convert the file to "
-                        "UTF-8, e.g. iconv -f latin1 -t utf-8 FILE > FILE.utf8"
-                    ) from None
-                if number == 1:
-                    line = line.removeprefix("\ufeff")  # byte-order mark
-                yield line.removesuffix("\n").removesuffix("\r")
-    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
-        raise DataError(
-            f"{path}: not a complete gzip file ({error}); decompress it again"
-        ) from None
+    return {
+        name: _dataset_source(loaded[key], config, f"{files[name]}") for key, name in keys.items()
+    }
 
 
 # --- choosing and carving splits ------------------------------------------------------------------
 
 
 def _select_splits(
-    splits: dict[str, datasets.Dataset], available: list[str], config: DataConfig
-) -> dict[str, ParallelText]:
+    splits: dict[str, PairSource], available: list[str], config: DataConfig
+) -> Corpus:
     names = config.splits
     where = config.dataset
     if names.train not in splits:
         raise DataError(_missing_split(where, "train", names.train, available))
-    corpus = {"train": _parallel_text(splits[names.train], config, f"{where} [{names.train}]")}
+    train = splits[names.train]
+    small: dict[str, ParallelText] = {}
     to_carve = []
     for role in ("validation", "test"):
         name = getattr(names, role)
         if name and name in splits:
-            corpus[role] = _parallel_text(splits[name], config, f"{where} [{name}]")
+            small[role] = splits[name].read_all()
         elif not name or available == [names.train]:
             to_carve.append(role)
         else:
             raise DataError(_missing_split(where, role, name, available))
     if to_carve:
-        corpus.update(_carve(corpus, to_carve, config.carve_size))
-    return {role: corpus[role] for role in ROLES}
+        train, carved = _carve(train, to_carve, config.carve_size)
+        small.update(carved)
+    return Corpus(train, small["validation"], small["test"])
 
 
 def _missing_split(where: str, role: str, name: str, available: list[str]) -> str:
@@ -379,32 +332,58 @@ def _missing_split(where: str, role: str, name: str, available: list[str]) -> st
     )
 
 
-def _carve(corpus: dict[str, ParallelText], roles: list[str], size: int) -> dict[str, ParallelText]:
+def _carve(
+    train: PairSource, roles: list[str], size: int
+) -> tuple[PairSource, dict[str, ParallelText]]:
     """Take `size` random pairs from train for each role; the rest stays train, in order."""
-    train = corpus["train"]
-    if size < 1 or len(train) <= size * len(roles):
+    total = train.count()
+    if total is None:
+        raise DataError(
+            f"cannot carve {' and '.join(roles)} from a streamed train split ({train.where}); "
+            "name its validation and test splits in data.splits, or set data.streaming=false"
+        )
+    if size < 1 or total <= size * len(roles):
         raise DataError(
             f"cannot carve {' and '.join(roles)} of data.carve_size={size} sentences each from a "
-            f"train split of {len(train)} pairs; lower data.carve_size"
+            f"train split of {total} pairs; lower data.carve_size"
         )
-    print(f"carving {' and '.join(roles)} ({size} pairs each) from {len(train)} training pairs")
-    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(CARVE_SEED))
-    carved = {}
-    for k, role in enumerate(roles):
-        carved[role] = train.select(order[k * size : (k + 1) * size].tolist())
-    rest = order[len(roles) * size :].sort().values
-    carved["train"] = train.select(rest.tolist())
-    return carved
+    print(f"carving {' and '.join(roles)} ({size} pairs each) from {total} training pairs")
+    order = torch.randperm(total, generator=torch.Generator().manual_seed(CARVE_SEED))
+    wanted = order[: len(roles) * size].tolist()
+    found = _pairs_at(train, set(wanted))
+    carved = {
+        role: ParallelText(
+            [found[i][0] for i in wanted[k * size : (k + 1) * size]],
+            [found[i][1] for i in wanted[k * size : (k + 1) * size]],
+        )
+        for k, role in enumerate(roles)
+    }
+    return WithoutPairs(train, set(wanted)), carved
 
 
-def _parallel_text(dataset: datasets.Dataset, config: DataConfig, where: str) -> ParallelText:
+def _pairs_at(source: PairSource, indices: set[int]) -> dict[int, tuple[str, str]]:
+    """The pairs at these corpus positions, read in one pass."""
+    found, start = {}, 0
+    for chunk in source.chunks():
+        for k in range(len(chunk)):
+            if start + k in indices:
+                found[start + k] = (chunk.source[k], chunk.target[k])
+        start += len(chunk)
+    return found
+
+
+def _dataset_source(
+    dataset: datasets.Dataset | datasets.IterableDataset, config: DataConfig, where: str
+) -> PairSource:
     """Source and target columns of either hub schema: `translation` dicts or one column per lang."""
-    if "translation" in dataset.column_names:
-        feature = dataset.features["translation"]
+    features = dataset.features
+    if features is None:  # a streamed dataset that does not declare its columns: trust the config
+        languages = [config.src_lang, config.tgt_lang]
+    elif "translation" in features:
+        feature = features["translation"]
         languages = list(getattr(feature, "languages", None) or feature)
-        dataset, prefix = dataset.flatten(), "translation."  # columns translation.en, ...
     else:
-        languages, prefix = dataset.column_names, ""
+        languages = list(features)
     for lang, key in ((config.src_lang, "src_lang"), (config.tgt_lang, "tgt_lang")):
         if lang not in languages:
             raise DataError(
@@ -412,20 +391,24 @@ def _parallel_text(dataset: datasets.Dataset, config: DataConfig, where: str) ->
                 f"{', '.join(languages)} (expected a 'translation' column of "
                 "{lang: sentence} dicts, or one column per language)"
             )
-    table = dataset.with_format("arrow")
-    columns = [table[prefix + lang].to_pylist() for lang in (config.src_lang, config.tgt_lang)]
-    source, target = ([text if text is not None else "" for text in col] for col in columns)
-    return ParallelText(source, target)
+    pair = (config.src_lang, config.tgt_lang)
+    if isinstance(dataset, datasets.IterableDataset):
+        return StreamedSource(dataset, pair, where)
+    if features is not None and "translation" in features:
+        return ArrowSource(dataset.flatten(), tuple(f"translation.{lang}" for lang in pair), where)
+    return ArrowSource(dataset, pair, where)
 
 
 # --- encoding -------------------------------------------------------------------------------------
 
 
 class EncodedSplit(Dataset):
-    """Subword ids of one split, without BOS/EOS: one flat int32 tensor per side plus offsets.
+    """Subword ids of one split, without BOS/EOS: one flat id tensor per side plus offsets.
 
-    About 4 bytes per token, instead of a Python list of ints per sentence (~36 bytes per token).
-    Item i is (source ids, target ids) as 1-D long tensors.
+    About 2-4 bytes per token, instead of a Python list of ints per sentence (~36 bytes per token).
+    Validation and test are built from lists in memory; the prepared training split (prepare.py)
+    wraps tensors memory-mapped from its files (`from_tensors`), so reading item i touches only
+    the pages that hold it. Item i is (source ids, target ids) as 1-D long tensors.
     """
 
     def __init__(self, source: list[list[int]], target: list[list[int]]) -> None:
@@ -433,6 +416,20 @@ class EncodedSplit(Dataset):
             raise ValueError(f"{len(source)} source but {len(target)} target sentences")
         self.src_ids, self.src_offsets, self.src_lengths = _flatten(source)
         self.tgt_ids, self.tgt_offsets, self.tgt_lengths = _flatten(target)
+
+    @classmethod
+    def from_tensors(
+        cls, source: tuple[Tensor, Tensor, Tensor], target: tuple[Tensor, Tensor, Tensor]
+    ) -> EncodedSplit:
+        """From (flat ids (N,), offsets (n + 1,), lengths (n,)) per side, e.g. memory-mapped."""
+        split = cls.__new__(cls)
+        split.src_ids, split.src_offsets, split.src_lengths = source
+        split.tgt_ids, split.tgt_offsets, split.tgt_lengths = target
+        if len(split.src_lengths) != len(split.tgt_lengths):
+            raise ValueError(
+                f"{len(split.src_lengths)} source but {len(split.tgt_lengths)} target sentences"
+            )
+        return split
 
     def __len__(self) -> int:
         return len(self.src_lengths)
@@ -450,12 +447,75 @@ BilingualDataset = EncodedSplit  # the tutorial's name for the same thing
 
 
 def _flatten(sequences: list[list[int]]) -> tuple[Tensor, Tensor, Tensor]:
-    """(flat ids (N,) int32, offsets (n + 1,) int64, lengths (n,) int64)."""
-    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.long)
+    """(flat ids (N,) int32, offsets (n + 1,) int64, lengths (n,) int32)."""
+    lengths = torch.tensor([len(s) for s in sequences], dtype=torch.int32)
     offsets = torch.zeros(len(sequences) + 1, dtype=torch.long)
     torch.cumsum(lengths, dim=0, out=offsets[1:])
     flat = torch.tensor(list(chain.from_iterable(sequences)), dtype=torch.int32)
     return flat, offsets, lengths
+
+
+# --- cleaning -------------------------------------------------------------------------------------
+
+
+@dataclass
+class PairFilter:
+    """Which training pairs to drop, as Moses' clean-corpus-n does, counting each reason:
+    empty pairs (either side blank or without tokens), pairs with a side longer than `max_length`
+    tokens, pairs whose longer side has more than `max_length_ratio` times the tokens of the
+    shorter (0 = off), and pairs that do not fit the model (source > max_positions, or target +
+    BOS/EOS > max_positions). Applied chunk by chunk while a corpus is prepared."""
+
+    max_length: int | None
+    max_positions: int
+    max_length_ratio: float = 0.0
+    seen: int = 0
+    kept: int = 0
+    empty: int = 0
+    too_long: int = 0
+    bad_ratio: int = 0
+    too_many_positions: int = 0
+
+    def usable(
+        self, text: ParallelText, source: list[list[int]], target: list[list[int]]
+    ) -> list[int]:
+        """Indices of the pairs of `text` (encoded as `source`, `target`) to train on."""
+        limit = math.inf if self.max_length is None else self.max_length
+        ratio = self.max_length_ratio or math.inf
+        kept = []
+        for i, (src_text, tgt_text, src, tgt) in enumerate(
+            zip(text.source, text.target, source, target, strict=True)
+        ):
+            if not src_text.strip() or not tgt_text.strip() or not src or not tgt:
+                self.empty += 1
+            elif len(src) > limit or len(tgt) > limit:
+                self.too_long += 1
+            elif max(len(src), len(tgt)) > ratio * min(len(src), len(tgt)):
+                self.bad_ratio += 1
+            elif len(src) > self.max_positions or len(tgt) + 1 > self.max_positions:
+                self.too_many_positions += 1
+            else:
+                kept.append(i)
+        self.seen += len(text)
+        self.kept += len(kept)
+        return kept
+
+    def summary(self, name: str) -> str:
+        ratio = f"{self.max_length_ratio:g}" if self.max_length_ratio else "0 (off)"
+        return (
+            f"{name}: kept {self.kept} of {self.seen} pairs; dropped {self.empty} empty, "
+            f"{self.too_long} longer than data.max_length={self.max_length} tokens, "
+            f"{self.bad_ratio} over data.max_length_ratio={ratio}, {self.too_many_positions} "
+            f"longer than model.max_positions={self.max_positions}"
+        )
+
+    def counts(self) -> dict[str, int]:
+        """For the record a prepared corpus keeps of itself."""
+        names = ("seen", "kept", "empty", "too_long", "bad_ratio", "too_many_positions")
+        return {name: getattr(self, name) for name in names}
+
+
+# --- encoding in memory ---------------------------------------------------------------------------
 
 
 def encode_split(
@@ -466,18 +526,26 @@ def encode_split(
     max_positions: int,
     drop: bool,
     name: str = "train",
+    max_length_ratio: float = 0.0,
 ) -> EncodedSplit:
-    """Encode a split once.
+    """Encode a split in memory, at once (validation, test and small tools; the training split of
+    a run is prepared on disk by prepare.py with the same `PairFilter`).
 
-    drop=True (training): drop empty pairs, pairs with a side longer than `max_length`, and pairs
-    that do not fit the model (source > max_positions, or target + BOS/EOS > max_positions), and print
-    the counts. drop=False (validation/test): keep every pair, in order, so index i still matches
-    the raw text; cut sources to max_positions and targets to max_positions - 1 with a warning.
+    drop=True: drop what `PairFilter` drops and print the counts. drop=False (validation/test):
+    keep every pair, in order, so index i still matches the raw text; cut sources to max_positions
+    and targets to max_positions - 1 with a warning.
     """
     source = tokenizers.encode_source(text.source)
     target = tokenizers.encode_target(text.target)
     if drop:
-        return _drop_unusable(text, source, target, max_length, max_positions, name)
+        pair_filter = PairFilter(max_length, max_positions, max_length_ratio)
+        kept = pair_filter.usable(text, source, target)
+        print(pair_filter.summary(name))
+        if not kept:
+            raise DataError(
+                f"{name}: no usable sentence pairs left; check the corpus and data.max_length"
+            )
+        return EncodedSplit([source[i] for i in kept], [target[i] for i in kept])
     long_src = sum(len(ids) > max_positions for ids in source)
     long_tgt = sum(len(ids) > max_positions - 1 for ids in target)
     if long_src or long_tgt:
@@ -490,68 +558,3 @@ def encode_split(
     source = [ids[:max_positions] for ids in source]
     target = [ids[: max_positions - 1] for ids in target]
     return EncodedSplit(source, target)
-
-
-def _drop_unusable(
-    text: ParallelText,
-    source: list[list[int]],
-    target: list[list[int]],
-    max_length: int | None,
-    max_positions: int,
-    name: str,
-) -> EncodedSplit:
-    limit = math.inf if max_length is None else max_length
-    kept_src, kept_tgt = [], []
-    empty = too_long = too_many_positions = 0
-    for src_text, tgt_text, src, tgt in zip(text.source, text.target, source, target, strict=True):
-        if not src_text.strip() or not tgt_text.strip() or not src or not tgt:
-            empty += 1
-        elif len(src) > limit or len(tgt) > limit:
-            too_long += 1
-        elif len(src) > max_positions or len(tgt) + 1 > max_positions:
-            too_many_positions += 1
-        else:
-            kept_src.append(src)
-            kept_tgt.append(tgt)
-    print(
-        f"{name}: kept {len(kept_src)} of {len(text)} pairs; dropped {empty} empty, {too_long} "
-        f"longer than data.max_length={max_length} tokens, {too_many_positions} longer than "
-        f"model.max_positions={max_positions}"
-    )
-    if not kept_src:
-        raise DataError(
-            f"{name}: no usable sentence pairs left; check the corpus and data.max_length"
-        )
-    return EncodedSplit(kept_src, kept_tgt)
-
-
-def prepare_data(
-    config: DataConfig, max_positions: int, tokenizers: TokenizerPair | None = None
-) -> tuple[TokenizerPair, dict[str, EncodedSplit], dict[str, ParallelText]]:
-    """Load the corpus, train tokenizers on train (unless given, e.g. from a checkpoint), encode."""
-    texts = load_corpus(config)
-    if tokenizers is None:
-        tokenizers = train_tokenizers(
-            texts["train"].source, texts["train"].target, config.tokenizer
-        )
-    return tokenizers, encode_splits(texts, tokenizers, config, max_positions), texts
-
-
-def encode_splits(
-    texts: dict[str, ParallelText],
-    tokenizers: TokenizerPair,
-    config: DataConfig,
-    max_positions: int,
-) -> dict[str, EncodedSplit]:
-    """Encode every split; training pairs too long for data.max_length are dropped."""
-    return {
-        role: encode_split(
-            texts[role],
-            tokenizers,
-            max_length=config.max_length if role == "train" else None,
-            max_positions=max_positions,
-            drop=role == "train",
-            name=role,
-        )
-        for role in ROLES
-    }

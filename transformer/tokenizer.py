@@ -26,9 +26,11 @@ or loaded (the tutorial took them from the wrong tokenizer): PAD 0, UNK 1, BOS 2
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from transformer.config import TokenizerConfig
@@ -146,6 +148,51 @@ def train_tokenizers(
     source = _train_one(iter(src_texts), len(src_texts), config)
     target = _train_one(iter(tgt_texts), len(tgt_texts), config)
     return TokenizerPair(source, target)
+
+
+SAMPLE_SEED = 20240521  # fixed, so the tokenizer (and every id) is the same on every run
+
+
+@dataclass
+class PairSample:
+    """A uniform random sample of a corpus's pairs, in corpus order, and the corpus size seen."""
+
+    source: list[str]
+    target: list[str]
+    seen: int  # pairs in the corpus; the sample holds min(seen, size) of them
+
+
+def reservoir_sample(
+    chunks: Iterable[tuple[list[str], list[str]]], size: int, seed: int = SAMPLE_SEED
+) -> PairSample:
+    """Draw `size` pairs uniformly from a stream of (sources, targets) chunks in one pass, holding
+    only the sample (reservoir sampling, Algorithm R: pair i replaces a random slot with probability
+    size / (i + 1)). A corpus of at most `size` pairs is returned whole, in order, so small corpora
+    train exactly the tokenizer they trained before sampling existed.
+
+    SentencePiece's `input_sentence_size` does the same, for the same reason: a few million
+    sentences give the same subword vocabulary as the whole of a much larger corpus."""
+    rng = np.random.default_rng(seed)
+    slots: list[int] = []  # corpus index of the pair in each reservoir slot
+    source: list[str] = []
+    target: list[str] = []
+    seen = 0
+    for chunk_source, chunk_target in chunks:
+        fill = min(len(chunk_source), max(size - seen, 0))  # while the reservoir is not yet full
+        slots.extend(range(seen, seen + fill))
+        source.extend(chunk_source[:fill])
+        target.extend(chunk_target[:fill])
+        positions = np.arange(seen + fill, seen + len(chunk_source))  # (n,) corpus indices
+        if len(positions):
+            draws = rng.integers(0, positions + 1)  # (n,) slot candidates, each in [0, i]
+            for k in np.flatnonzero(draws < size).tolist():  # later draws overwrite earlier ones
+                slot, i = int(draws[k]), int(positions[k])
+                slots[slot] = i
+                source[slot] = chunk_source[i - seen]
+                target[slot] = chunk_target[i - seen]
+        seen += len(chunk_source)
+    order = sorted(range(len(slots)), key=slots.__getitem__)  # back to corpus order
+    return PairSample([source[k] for k in order], [target[k] for k in order], seen)
 
 
 def _chain(first: list[str], second: list[str]) -> Iterator[str]:

@@ -87,7 +87,7 @@ def process_group(device_name: str, timeout_s: float) -> Iterator[None]:
 
     `timeout_s` bounds every wait for the other ranks: when one dies or hangs, the others stop with
     a `RanksLostError` within that time instead of waiting forever. It must exceed the longest
-    thing one rank does while the others wait (rank 0 training the tokenizers, writing a
+    thing one rank does while the others wait (rank 0 preparing the data, writing a
     checkpoint). The other ranks print nothing on stdout from here on (the bar, samples and scores
     come from rank 0); their errors and warnings still reach stderr."""
     global _collective_device
@@ -210,6 +210,27 @@ def from_main(make: Callable[[], T]) -> T:
     if outcome == "error":
         raise value
     return value
+
+
+def first_on_each_node(make: Callable[[], T]) -> T:
+    """Run `make` on the first process of each node (LOCAL_RANK 0), then, once every node's first
+    process is done, on the others: the first one prepares what the others then find ready on the
+    node's disk (prepared data). They wait at most train.dist_timeout_s. An error in a first
+    process is raised on every rank, so all stop with the same message."""
+    if not is_distributed():
+        return make()
+    first = int(os.environ.get("LOCAL_RANK", "0")) == 0
+    result: Any = None
+    outcome: tuple[str, Any] | None = None
+    if first:
+        try:
+            result, outcome = make(), ("ok", None)
+        except Exception as error:  # sent on, then raised everywhere
+            outcome = ("error", error)
+    for other in gather_objects(outcome):  # the wait: every rank takes part
+        if other is not None and other[0] == "error":
+            raise other[1]
+    return result if first else make()
 
 
 # --- the model -------------------------------------------------------------------------------------

@@ -18,15 +18,15 @@ from transformer.checkpoint import CheckpointError, load_checkpoint, step_checkp
 from transformer.config import (
     Config,
     ConfigError,
-    DataConfig,
     config_from_dict,
     config_to_dict,
     save_config,
 )
-from transformer.data import EncodedSplit, ParallelText, encode_splits, load_corpus
+from transformer.data import EncodedSplit
 from transformer.device import check_precision, resolve_device, resolve_precision
 from transformer.model import Transformer, build_transformer
-from transformer.tokenizer import PAD_ID, TokenizerPair, train_tokenizers
+from transformer.prepare import PREPARED_DIR, PreparedData, cache_root, prepare_data
+from transformer.tokenizer import PAD_ID, TokenizerPair
 from transformer.training import distributed
 from transformer.training.budget import TimeBudget
 from transformer.training.divergence import DivergenceGuard
@@ -94,13 +94,16 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> tuple[Path
         for stale in last.parent.glob(".*.tmp"):  # half-written by a process that was killed
             stale.unlink()  # (safe: we hold the run directory's lock, nobody else writes here)
         return run_dir, load_checkpoint(last)
-    contents = [p for p in run_dir.iterdir() if p.name != LOCK_FILE] if run_dir.is_dir() else []
+    # The lock file stays (this process holds it), and so does prepared data: it is named by what
+    # it was made from, so a new run over the same corpus reuses it (python -m transformer.prepare).
+    keep = (LOCK_FILE, PREPARED_DIR)
+    contents = [p for p in run_dir.iterdir() if p.name not in keep] if run_dir.is_dir() else []
     if contents and not overwrite:
         raise ConfigError(
             f"run directory {str(run_dir)!r} already holds a run: add --resume to continue it, "
             "--overwrite to delete it and start again, or set train.run_dir=runs/<new name>"
         )
-    for path in contents:  # the lock file stays: this process holds it
+    for path in contents:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
@@ -119,6 +122,8 @@ def check_resumable(config: Config, saved_config: dict[str, Any]) -> None:
         if section == "model":  # filled in from the tokenizers, not by the user
             for key in ("src_vocab_size", "tgt_vocab_size", "pad_id"):
                 ours.pop(key), theirs.pop(key)
+        if section == "data":  # where prepared data is kept does not change it
+            ours.pop("cache_dir"), theirs.pop("cache_dir")
         changed = sorted(key for key in ours if ours[key] != theirs[key])
         if changed:
             names = ", ".join(f"{section}.{key}" for key in changed)
@@ -169,16 +174,6 @@ def after_restart(config: Config, resume: bool, overwrite: bool) -> tuple[bool, 
     return resume, overwrite or not (checkpoints.is_dir() and step_checkpoints(checkpoints))
 
 
-def shared_tokenizers(config: DataConfig, texts: dict[str, ParallelText]) -> TokenizerPair:
-    """Tokenizers trained on the training split by rank 0 alone and sent to the other ranks, so
-    that every rank encodes with the very same vocabulary."""
-    train = texts["train"]
-    as_json = distributed.from_main(
-        lambda: train_tokenizers(train.source, train.target, config.tokenizer).to_json()
-    )
-    return TokenizerPair.from_json(as_json)
-
-
 def warn_if_world_size_changed(checkpoint: dict[str, Any], config: Config) -> None:
     """Resuming with another number of processes is allowed (an elastic job may come back with
     fewer or more nodes): the epoch continues from the same place, but the batches of a step
@@ -196,19 +191,22 @@ def warn_if_world_size_changed(checkpoint: dict[str, Any], config: Config) -> No
         )
 
 
-def load_and_encode(
-    config: Config, checkpoint: dict[str, Any] | None
-) -> tuple[TokenizerPair, dict[str, EncodedSplit], dict[str, ParallelText]]:
-    """The corpus, its tokenizers (trained on the training split only, by rank 0, or taken from
-    the checkpoint being resumed or started from) and every split encoded to ids."""
-    texts = load_corpus(config.data)
+def prepared_data(config: Config, checkpoint: dict[str, Any] | None) -> PreparedData:
+    """The corpus prepared once (prepare.py) with its tokenizers (trained on a sample of the
+    training split, or taken from the checkpoint being resumed or started from). Under torchrun the first process
+    of each node prepares while the others wait, then they all map the same files."""
+    tokenizers = None
     if checkpoint is not None:
         tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"])
-    else:
-        tokenizers = shared_tokenizers(config.data, texts)
-    tokenizers.source_eos = config.model.source_eos
-    splits = encode_splits(texts, tokenizers, config.data, config.model.max_positions)
-    return tokenizers, splits, texts
+    return distributed.first_on_each_node(
+        lambda: prepare_data(
+            config.data,
+            config.model.max_positions,
+            cache_root(config),
+            tokenizers,
+            source_eos=config.model.source_eos,
+        )
+    )
 
 
 def make_sampler(train: EncodedSplit, config: Config) -> TokenBatchSampler:
@@ -247,7 +245,8 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     print(f"Precision: {precision} ({reason}).")
     config = replace(config, train=replace(config.train, precision=precision))
 
-    tokenizers, splits, texts = load_and_encode(config, checkpoint or initial)
+    prepared = prepared_data(config, checkpoint or initial)
+    tokenizers, splits = prepared.tokenizers, prepared.splits
     config = fit_model_to_tokenizers(config, tokenizers)
     if distributed.is_main():
         tokenizers.save(run_dir / "tokenizer")
@@ -276,7 +275,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         guard=DivergenceGuard(config.train.max_bad_steps, device),
         tokenizers=tokenizers,
         splits=splits,
-        validation_references=texts["validation"].target,
+        validation_references=prepared.texts["validation"].target,
         sampler=sampler,
         loader=make_loader(splits["train"], sampler),
         state=TrainState(),

@@ -1,0 +1,420 @@
+"""The training split encoded once into memory-mapped files, reused by every run, resume and rank.
+
+    python -m transformer.prepare --config configs/multi30k_en_de.yaml [key=value ...]
+
+    prepared = prepare_data(config.data, config.model.max_positions, cache_root(config))
+    prepared.splits["train"]  # an EncodedSplit over memory-mapped files: a few bytes of RAM per pair
+
+Preparation streams the training split in chunks of 100k pairs (never the whole corpus in memory):
+one pass draws a seeded reservoir sample to train the tokenizers on (`data.tokenizer.sample_size`),
+a second encodes (the `tokenizers` library's batch encoding, on every core), drops what `PairFilter`
+drops, and appends the ids to flat files. A prepared corpus is a directory named by a fingerprint of
+everything its ids depend on: the input files (path, size, modification time) or the hub dataset's
+fingerprint, the tokenizer settings (or the tokenizer itself, when a checkpoint brings one), and the
+settings that change which pairs are kept (max_length, max_length_ratio, model.max_positions,
+splits, carve size). Change any of them and the next run prepares a new directory; change anything
+else (train.lr) and it maps the same one.
+
+Files, per side (src, tgt), all little-endian and read with `torch.from_file` (lazily mapped):
+    {side}.ids       (N,)     token ids: uint16 when the vocabulary has <= 65,536 entries, else int32
+    {side}.offsets   (n + 1,) int64: pair i's ids are ids[offsets[i]:offsets[i + 1]]
+    {side}.lengths   (n,)     int32 tokens per pair (what the batch sampler sorts on)
+    tokenizer/       the tokenizers the ids come from
+    meta.json        counts, dtype, sizes, what was dropped, the sample size, the fingerprint's inputs
+
+Why flat files and not Arrow through `datasets`: a training step reads ~100 random pairs, which here
+is two slices of a mapped array each, with no per-row decoding and no Python objects; Arrow's
+list<int> columns would add a second offsets array per side and `datasets.map` pickles every batch
+between processes, where the `tokenizers` library already encodes on every core (fairseq's
+`.bin/.idx` files are the same design).
+
+A preparation writes into a temporary directory and renames it into place when complete, so a crash
+or a full disk never leaves a directory that a later run trusts; a directory whose files do not
+match their meta.json (a truncated .ids file) is prepared again with a message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from itertools import chain
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from transformer.checkpoint import CheckpointError, load_checkpoint
+from transformer.config import Config, ConfigError, DataConfig, config_from_dict, load_config
+from transformer.data import (
+    DataError,
+    EncodedSplit,
+    PairFilter,
+    ParallelText,
+    encode_split,
+    open_corpus,
+)
+from transformer.pairs import CHUNK_PAIRS, PairSource
+from transformer.tokenizer import SAMPLE_SEED, TokenizerPair, reservoir_sample, train_tokenizers
+
+FORMAT_VERSION = 1  # bump when the files or the way ids are made change: old caches are then unused
+PREPARED_DIR = "prepared"  # under train.run_dir, unless data.cache_dir is set
+SIDES = ("src", "tgt")
+META_FILE = "meta.json"
+TOKENIZER_DIR = "tokenizer"
+DTYPES = {"uint16": (np.uint16, torch.uint16), "int32": (np.int32, torch.int32)}
+
+
+@dataclass
+class PreparedData:
+    """What training needs from the corpus."""
+
+    tokenizers: TokenizerPair
+    splits: dict[str, EncodedSplit]  # train (memory-mapped), validation, test (in memory)
+    texts: dict[str, ParallelText]  # validation and test text, for scoring translations
+    directory: Path  # where the prepared training split lives
+    prepared_now: bool  # False when an earlier preparation was reused
+
+
+def cache_root(config: Config) -> Path:
+    """data.cache_dir (shared by runs), else <train.run_dir>/prepared."""
+    return Path(config.data.cache_dir or Path(config.train.run_dir) / PREPARED_DIR).expanduser()
+
+
+def prepare_data(
+    config: DataConfig,
+    max_positions: int,
+    root: Path,
+    tokenizers: TokenizerPair | None = None,
+    source_eos: bool = False,
+) -> PreparedData:
+    """The one way the project turns a corpus into training data: reuse the prepared training split
+    that matches (prepare it if there is none), and encode validation and test in memory.
+
+    `tokenizers` (e.g. from a checkpoint being resumed) are used instead of training new ones; a
+    prepared split made with other tokenizers is then not reused. `source_eos` (model.source_eos)
+    ends every source with EOS, so it is part of the fingerprint too."""
+    corpus = open_corpus(config)
+    key = fingerprint(config, max_positions, corpus.train, None, source_eos)
+    if tokenizers is not None and _saved_tokenizers(root / key) != tokenizers.to_json():
+        key = fingerprint(config, max_positions, corpus.train, tokenizers, source_eos)
+    directory = root / key
+    train = open_prepared(directory)
+    prepared_now = train is None
+    if train is None:
+        write_prepared(corpus.train, config, max_positions, directory, tokenizers, source_eos)
+        train = open_prepared(directory)
+        if train is None:  # only if the disk changed under us; not worth a second try
+            raise DataError(f"{directory}: prepared data unreadable right after writing it")
+    else:
+        print(f"Prepared training data: {directory} ({len(train)} pairs, reused)")
+    tokenizers = TokenizerPair.load(directory / TOKENIZER_DIR)
+    tokenizers.source_eos = source_eos
+    texts = {"validation": corpus.validation, "test": corpus.test}
+    splits = {"train": train}
+    for role, text in texts.items():
+        splits[role] = encode_split(
+            text, tokenizers, max_length=None, max_positions=max_positions, drop=False, name=role
+        )
+    return PreparedData(tokenizers, splits, texts, directory, prepared_now)
+
+
+# --- the fingerprint ------------------------------------------------------------------------------
+
+
+def fingerprint(
+    config: DataConfig,
+    max_positions: int,
+    train: PairSource,
+    tokenizers: TokenizerPair | None,
+    source_eos: bool = False,
+) -> str:
+    """A name for the prepared split that changes whenever its ids would."""
+    inputs = fingerprint_inputs(config, max_positions, train, tokenizers, source_eos)
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+    return f"train-{digest[:16]}"
+
+
+def fingerprint_inputs(
+    config: DataConfig,
+    max_positions: int,
+    train: PairSource,
+    tokenizers: TokenizerPair | None,
+    source_eos: bool = False,
+) -> dict[str, Any]:
+    """Everything the prepared ids depend on (recorded in meta.json, to see why a cache moved)."""
+    tokenizer = (
+        {"trained": asdict(config.tokenizer), "sample_seed": SAMPLE_SEED}
+        if tokenizers is None
+        else {"given_sha256": hashlib.sha256(json.dumps(tokenizers.to_json()).encode()).hexdigest()}
+    )
+    return {
+        "format": FORMAT_VERSION,
+        "train": train.identity(),
+        "dataset": config.dataset,
+        "subset": config.subset,
+        "languages": [config.src_lang, config.tgt_lang],
+        "splits": asdict(config.splits),
+        "carve_size": config.carve_size,
+        "max_length": config.max_length,
+        "max_length_ratio": config.max_length_ratio,
+        "max_positions": max_positions,
+        "tokenizer": tokenizer,
+        "source_eos": source_eos,
+    }
+
+
+def _saved_tokenizers(directory: Path) -> dict[str, str] | None:
+    try:
+        return TokenizerPair.load(directory / TOKENIZER_DIR).to_json()
+    except (OSError, ValueError):
+        return None
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+
+def open_prepared(directory: Path) -> EncodedSplit | None:
+    """The prepared training split, mapped; None when there is none or its files are damaged
+    (then a message says so, and the caller prepares it again)."""
+    if not directory.is_dir():
+        return None
+    try:
+        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
+        if meta.get("format") != FORMAT_VERSION:
+            raise ValueError(f"format {meta.get('format')}, this code reads {FORMAT_VERSION}")
+        split = EncodedSplit.from_tensors(*(_map_side(directory, side, meta) for side in SIDES))
+    except (OSError, ValueError, KeyError, RuntimeError) as error:
+        print(f"Prepared data in {directory} is incomplete or damaged ({error}); preparing again")
+        return None
+    return split
+
+
+def _map_side(directory: Path, side: str, meta: dict[str, Any]) -> tuple[Any, ...]:
+    """(ids (N,), offsets (n + 1,), lengths (n,)) of one side, memory-mapped after checking that
+    every file has the size meta.json promises and that the index agrees with the ids."""
+    pairs, tokens = int(meta["pairs"]), int(meta[side]["tokens"])
+    np_dtype, torch_dtype = DTYPES[meta["dtype"]]
+    expected = {
+        f"{side}.ids": (tokens, torch_dtype, np.dtype(np_dtype).itemsize),
+        f"{side}.offsets": (pairs + 1, torch.int64, 8),
+        f"{side}.lengths": (pairs, torch.int32, 4),
+    }
+    arrays = []
+    for name, (count, dtype, itemsize) in expected.items():
+        size = (directory / name).stat().st_size
+        if size != count * itemsize:
+            raise ValueError(f"{name} has {size} bytes, meta.json says {count * itemsize}")
+        arrays.append(torch.from_file(str(directory / name), shared=False, size=count, dtype=dtype))
+    ids, offsets, lengths = arrays
+    if int(offsets[0]) != 0 or int(offsets[-1]) != tokens or int(lengths.sum()) != tokens:
+        raise ValueError(f"the {side} index does not add up to its {tokens} ids")
+    return ids, offsets, lengths
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+
+def write_prepared(
+    train: PairSource,
+    config: DataConfig,
+    max_positions: int,
+    directory: Path,
+    tokenizers: TokenizerPair | None,
+    source_eos: bool = False,
+) -> None:
+    """Sample, train the tokenizers (unless given), encode, clean and write `directory`, atomically:
+    everything goes to a temporary directory that is renamed into place once complete."""
+    started = time.monotonic()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(directory)
+    temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    try:
+        inputs = fingerprint_inputs(config, max_positions, train, tokenizers, source_eos)
+        sample_record: dict[str, Any] = {"used": None, "of": None}  # given tokenizers: no sample
+        total = None
+        if tokenizers is None:
+            tokenizers, sample_record = _sample_and_train(train, config)
+            total = sample_record["of"]
+        tokenizers.save(temporary / TOKENIZER_DIR)
+        tokenizers.source_eos = source_eos
+        meta = _encode_into(temporary, train, config, max_positions, tokenizers, total)
+        meta.update(
+            tokenizer_sample=sample_record,
+            seconds=round(time.monotonic() - started, 1),
+            fingerprint_inputs=inputs,
+        )
+        (temporary / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        shutil.rmtree(directory, ignore_errors=True)  # a damaged earlier copy
+        os.replace(temporary, directory)
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    size = sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
+    seconds = time.monotonic() - started
+    print(
+        f"Prepared training data: {directory} ({meta['pairs']} pairs, {size / 1e6:.1f} MB, "
+        f"{seconds:.0f} s, {meta['seen'] / max(seconds, 1e-9):,.0f} pairs/s)"
+    )
+
+
+def _remove_abandoned(directory: Path) -> None:
+    """Temporary directories left by preparations that died (their process is gone)."""
+    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
+        pid = stale.name.rpartition("-")[2]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sample_and_train(
+    train: PairSource, config: DataConfig
+) -> tuple[TokenizerPair, dict[str, Any]]:
+    """Tokenizers trained on a seeded sample of the training split, drawn in one streamed pass."""
+    size = config.tokenizer.sample_size
+    chunks = _progress(train.chunks(CHUNK_PAIRS), train.count(), "sampling for the tokenizer")
+    sample = reservoir_sample(((chunk.source, chunk.target) for chunk in chunks), size)
+    print(
+        f"Tokenizer: training on {len(sample.source):,} of {sample.seen:,} pairs "
+        f"(data.tokenizer.sample_size={size:,})"
+    )
+    tokenizers = train_tokenizers(sample.source, sample.target, config.tokenizer)
+    return tokenizers, {"used": len(sample.source), "of": sample.seen, "seed": SAMPLE_SEED}
+
+
+def _encode_into(
+    directory: Path,
+    train: PairSource,
+    config: DataConfig,
+    max_positions: int,
+    tokenizers: TokenizerPair,
+    total: int | None,
+) -> dict[str, Any]:
+    """Encode and clean the training split chunk by chunk, appending to the files; its meta."""
+    vocab = max(tokenizers.src_vocab_size, tokenizers.tgt_vocab_size)
+    dtype = "uint16" if vocab <= 2**16 else "int32"
+    pair_filter = PairFilter(config.max_length, max_positions, config.max_length_ratio)
+    writers = {side: _SideWriter(directory, side, DTYPES[dtype][0]) for side in SIDES}
+    try:
+        if total is None:
+            total = train.count()
+        for chunk in _progress(train.chunks(CHUNK_PAIRS), total, "encoding"):
+            source = tokenizers.encode_source(chunk.source)
+            target = tokenizers.encode_target(chunk.target)
+            kept = pair_filter.usable(chunk, source, target)
+            writers["src"].append([source[i] for i in kept])
+            writers["tgt"].append([target[i] for i in kept])
+    finally:
+        for writer in writers.values():
+            writer.close()
+    print(pair_filter.summary(f"train ({train.where})"))
+    if not pair_filter.kept:
+        raise DataError(
+            "train: no usable sentence pairs left; check the corpus and data.max_length"
+        )
+    return {
+        "format": FORMAT_VERSION,
+        "dtype": dtype,
+        "pairs": pair_filter.kept,
+        **{side: {"tokens": writers[side].tokens} for side in SIDES},
+        **pair_filter.counts(),
+    }
+
+
+class _SideWriter:
+    """Appends one side's ids, offsets and lengths to its three files."""
+
+    def __init__(self, directory: Path, side: str, dtype: type) -> None:
+        self.dtype = dtype
+        self.tokens = 0
+        self.files: dict[str, IO[bytes]] = {
+            kind: open(directory / f"{side}.{kind}", "wb")  # noqa: SIM115 (closed in close())
+            for kind in ("ids", "offsets", "lengths")
+        }
+        self.files["offsets"].write(np.zeros(1, dtype=np.int64).tobytes())
+
+    def append(self, sequences: list[list[int]]) -> None:
+        lengths = np.fromiter(map(len, sequences), dtype=np.int32, count=len(sequences))  # (n,)
+        count = int(lengths.sum())
+        ids = np.fromiter(chain.from_iterable(sequences), dtype=self.dtype, count=count)  # (N,)
+        offsets = self.tokens + np.cumsum(lengths, dtype=np.int64)  # (n,) ends of the pairs
+        self.files["ids"].write(ids.tobytes())
+        self.files["offsets"].write(offsets.tobytes())
+        self.files["lengths"].write(lengths.tobytes())
+        self.tokens += count
+
+    def close(self) -> None:
+        for file in self.files.values():
+            file.flush()
+            os.fsync(file.fileno())  # on disk before the rename makes the directory trusted
+            file.close()
+
+
+def _progress(
+    chunks: Iterator[ParallelText], total: int | None, what: str
+) -> Iterator[ParallelText]:
+    """Chunks, counted on a bar with pairs/s and (when the size is known) an ETA."""
+    with tqdm(total=total, desc=what, unit=" pairs", unit_scale=True, file=sys.stderr) as bar:
+        for chunk in chunks:
+            yield chunk
+            bar.update(len(chunk))
+
+
+# --- python -m transformer.prepare ------------------------------------------------------------------
+
+
+def _starting_tokenizers(config: Config) -> tuple[TokenizerPair | None, bool]:
+    """What train.py will encode with: with train.init_from, the checkpoint's tokenizers and its
+    model.source_eos; else new tokenizers and this config's source_eos."""
+    if not config.train.init_from:
+        return None, config.model.source_eos
+    checkpoint = load_checkpoint(config.train.init_from)
+    source_eos = config_from_dict(checkpoint["config"]).model.source_eos
+    return TokenizerPair.from_json(checkpoint["tokenizers"]), source_eos
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Prepare the training data of a config ahead of training (e.g. on a CPU machine before a GPU
+    job); train.py with the same config (and run_dir or data.cache_dir) then maps it."""
+    parser = argparse.ArgumentParser(
+        description="Encode a config's training split once into memory-mapped files.",
+        epilog="Overrides use dotted keys, e.g. data.dataset=wmt14 data.subset=de-en",
+    )
+    parser.add_argument("--config", required=True, help="a YAML recipe, e.g. configs/tiny.yaml")
+    parser.add_argument("overrides", nargs="*", help="section.key=value settings")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        tokenizers, source_eos = _starting_tokenizers(config)
+        prepared = prepare_data(
+            config.data, config.model.max_positions, cache_root(config), tokenizers, source_eos
+        )
+    except (CheckpointError, ConfigError, DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    size = sum(p.stat().st_size for p in prepared.directory.rglob("*") if p.is_file())
+    print(f"{prepared.directory} ({size / 1e6:.1f} MB); train.py with this config maps it")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
