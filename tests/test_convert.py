@@ -342,7 +342,7 @@ def test_the_server_int8_and_averaging_take_the_converted_checkpoint(converted: 
     with TestClient(create_app(loaded, translator, ServeSettings(name="opus"))) as client:
         served = client.post("/translate", json={"text": texts}).json()["translations"]
     assert [text.strip() for text in served] == hf_texts  # the server appends </s> too
-    int8 = Translator(loaded, translator.decode, "cpu", quantize="int8")
+    int8 = Translator(loaded, translator.decode_config, "cpu", quantize="int8")
     assert len(int8.translate(texts)) == len(texts)
     averaged = average_checkpoints([converted.checkpoint, converted.checkpoint])
     for name, tensor in loaded.model.state_dict().items():

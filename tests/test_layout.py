@@ -25,10 +25,11 @@ MODULES = sorted(
 )
 
 
-def test_the_core_never_imports_training_or_serving_and_they_never_import_each_other() -> None:
+def test_no_upward_import_and_no_circle() -> None:
     graph = import_graph.import_graph()
     assert "model" in graph and "training.loop" in graph and "serving.app" in graph
     assert import_graph.upward_imports(graph) == []
+    assert import_graph.cycles(graph) == []
 
 
 def test_upward_imports_and_circles_are_found() -> None:

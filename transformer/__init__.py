@@ -5,7 +5,9 @@ use of a model needs; `training/` and `serving/` are the two outer layers. The c
 them, and they never import each other (tests/test_layout.py checks it).
 
     config.py          one object per run: model, data, training and decoding settings; YAML
-    data.py            corpora from the hub or local files, checked, cleaned, encoded to ids
+    data.py            corpora from the hub or local files: which files and splits, checks, cleaning
+    pairs.py           sentence pairs read in chunks (text files, TSV, Arrow, a hub stream)
+    prepare.py         the training split encoded once into memory-mapped files, reused by runs
     tokenizer.py       subword tokenizers (BPE, unigram, word level) trained on the training split
     batching.py        the length-bucketed token-budget sampler and collate (no fixed padding)
     model.py           the paper's Transformer: InputEmbeddings ... ProjectionLayer, the KV cache
@@ -20,6 +22,9 @@ them, and they never import each other (tests/test_layout.py checks it).
     quantize.py        int8 linear layers for CPU inference
     export.py          export to CTranslate2 (python -m transformer.export)
     attention_plot.py  labelled cross-attention heatmaps
+    convert.py         import OPUS-MT / Marian models (python -m transformer.convert), reading them
+                       with marian_hf.py (Hugging Face) or marian_npz.py (native .npz), mapping
+                       weights with marian_weights.py and tokenizers with marian_tokenizer.py
     cli.py             what the command lines share: exit codes, decoding options, input checks
     training/          the loop and what only training needs (see training/__init__.py)
     serving/           the HTTP app and what only the server needs (see serving/__init__.py)
