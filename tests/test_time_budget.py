@@ -66,16 +66,15 @@ def test_steps_that_fit_take_the_recent_pace_and_keep_a_validation_in_hand() -> 
     # Steps 100-200 took 130 s, 10 of them a validation: 1.2 s a step, 1.3 s with the
     # validations; 340 s are left after keeping 10 s for the last validation: 261 more steps.
     assert steps_that_fit(200, 260.0, (100, 130.0), 10.0, 100, 610.0) == 461
-    assert steps_that_fit(100, 130.0, (0, 10.0), 0.0, 100, 50.0) == 100  # never before `step`
+    assert steps_that_fit(100, 130.0, (0, 10.0), 0.0, 100, 50.0) == 101  # one step at the end
 
 
 def test_a_new_plan_takes_the_decay_on_from_where_it_stands() -> None:
     first = StepPlan(last_step=100)
     shorter = first.replanned(40, 60, warmup_steps=10)
     rate = lambda plan, step: learning_rate_factor(step - 1, 10, "cosine", plan)  # noqa: E731
-    # Step 41's rate was set as step 40 ended: the new plan takes the decay on from there.
-    assert rate(shorter, 41) == pytest.approx(rate(first, 41))
-    assert rate(first, 42) > rate(shorter, 42) > rate(shorter, 43)  # and then falls faster
+    assert rate(shorter, 40) == pytest.approx(rate(first, 40))  # no jump where the plan changes
+    assert rate(first, 41) > rate(shorter, 41) > rate(shorter, 42)  # it then falls faster
     assert rate(shorter, 60) == 0.0 and rate(first, 60) > 0.1  # and ends at the new last step
     during_warmup = StepPlan().replanned(4, 60, warmup_steps=10)  # nothing decayed yet
     assert [rate(during_warmup, s) for s in (10, 60)] == [rate(StepPlan(60), s) for s in (10, 60)]
@@ -94,7 +93,7 @@ def test_a_steady_pace_plans_the_same_length_at_every_validation(
     assert run_train(tmp_path, *COMMON, f"train.warmup_steps={warmup}") == 0
     out = capsys.readouterr().out
     assert "Time budget: steps 0-4 took 0.1 min" in out and "steps 4-8 took 0.1 min" in out
-    assert out.count("0.5 min fit 10 steps in all") == 3  # at the validations of steps 4, 8, 10
+    assert out.count("0.5 min fit 10 steps in all") == 2  # at steps 4 and 8 (10 is the end)
     saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert saved["step"] == 10 and saved["time_budget"]["plan"]["last_step"] == 10
     assert saved["scheduler"]["_last_lr"][0] == 0.0  # the cosine ended with the budget
@@ -111,21 +110,41 @@ def slowing_down(step: int) -> float:
     return 1.0 if step <= 8 else 3.0
 
 
+def slowing_twice(step: int) -> float:
+    return 1.0 if step <= 8 else 2.0 if step <= 12 else 4.0
+
+
+@pytest.mark.parametrize(
+    "seconds_per_step, minutes, last_step, end_seconds, steepest",
+    [
+        # Planned at step 12 from 3 s a step: 20.4 s left fit 6 steps more, ending at 48 s. The
+        # plan shrank from 40 to 18 steps, yet no step lowers the rate by a quarter of its peak:
+        # the rest of the decay is spread over the steps left, without a jump.
+        (slowing_down, 0.84, 18, 48.0, 0.25),
+        # Planned 21 at step 12; at step 16, 4 s a step and 2.4 s left: one last step at the
+        # end of the decay, 1.6 s over the budget (that step takes the rest of the decay).
+        (slowing_twice, 0.74, 17, 46.0, 1.0),
+    ],
+)
 def test_a_run_that_slows_down_still_ends_its_schedule_within_the_budget(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    seconds_per_step: Callable[[int], float],
+    minutes: float,
+    last_step: int,
+    end_seconds: float,
+    steepest: float,
 ) -> None:
-    clock = pace(monkeypatch, setup=10.0, per_step=slowing_down)
-    assert run_train(tmp_path, *SLOWING) == 0
+    clock = pace(monkeypatch, setup=10.0, per_step=seconds_per_step)
+    assert run_train(tmp_path, *COMMON, f"train.max_minutes={minutes}") == 0
     saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
-    # Planned at step 12 from 3 s a step: 20.4 s left fit 6 steps more.
-    assert saved["step"] == 18 and saved["time_budget"]["plan"]["last_step"] == 18
+    assert saved["step"] == last_step and saved["time_budget"]["plan"]["last_step"] == last_step
     assert saved["scheduler"]["_last_lr"][0] == 0.0  # the learning rate at its final value
-    assert clock.time == 48.0 <= 0.84 * 60  # within the budget
+    assert clock.time == end_seconds
     rates = clock.learning_rates
     peak = max(rates)
     assert all(later <= earlier for earlier, later in zip(rates[1:], rates[2:], strict=False))
-    # No jump where the plan shrank from 35 to 18 steps: the rest of the decay is spread out.
-    assert max(a - b for a, b in zip(rates, rates[1:], strict=False)) < 0.25 * peak
+    assert max(a - b for a, b in zip(rates, rates[1:], strict=False)) < steepest * peak
 
 
 def test_a_resumed_run_follows_the_same_plans_and_is_exact(

@@ -14,7 +14,9 @@ import train
 from transformer import device
 from transformer.checkpoint import load_model
 from transformer.config import load_config
-from transformer.training import loop
+from transformer.data import EncodedSplit
+from transformer.model import build_transformer
+from transformer.training import loop, precision
 from transformer.training.loss import token_loss_sum
 from transformer.training.schedule import learning_rate_factor
 
@@ -223,16 +225,94 @@ def test_token_loss_gradient_passes_gradcheck() -> None:
     )
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_precision_auto_takes_bf16_only_where_the_cpu_has_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, native: bool
+def fake_step_timer(
+    monkeypatch: pytest.MonkeyPatch, seconds: dict[str, float] | None
+) -> list[list[str]]:
+    """Make training/precision.py's step timer return `seconds`; the list records its calls."""
+    calls: list[list[str]] = []
+
+    def measure(model, train, config, device, precisions):  # noqa: ANN001, ANN202
+        calls.append(precisions)
+        assert seconds is not None, "the step timer should not have been called"
+        return seconds
+
+    monkeypatch.setattr(precision, "time_training_steps", measure)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "native, seconds, expected",
+    [
+        (True, {"bf16": 0.1, "fp32": 0.2}, "bf16"),
+        (True, {"bf16": 0.3, "fp32": 0.2}, "fp32"),  # native bf16, but slower here
+        (False, None, "fp32"),  # emulated bf16: not even timed
+    ],
+)
+def test_precision_auto_takes_the_faster_where_the_cpu_has_native_bf16(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+    native: bool,
+    seconds: dict[str, float] | None,
+    expected: str,
 ) -> None:
     monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: native)
+    calls = fake_step_timer(monkeypatch, seconds)
     assert run_train(tmp_path, "train.precision=auto", "train.max_steps=1") == 0
-    expected = "bf16" if native else "fp32"
+    assert calls == ([["bf16", "fp32"]] if native else [])
     assert f"Precision: {expected} (auto:" in capsys.readouterr().out
     saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert saved["config"]["train"]["precision"] == expected  # the choice made, for the record
+    assert saved["precision_choice"]["step_seconds"] == (seconds or {})
+
+
+@pytest.mark.parametrize("bf16_seconds, expected", [(0.104, "bf16"), (0.106, "fp32")])
+def test_precision_auto_gives_a_near_tie_to_bf16(
+    monkeypatch: pytest.MonkeyPatch, bf16_seconds: float, expected: str
+) -> None:
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    seconds = {"bf16": bf16_seconds, "fp32": 0.1}  # within / beyond BF16_TIE = 1.05
+    choice = device.resolve_precision("auto", torch.device("cpu"), measure=lambda _: seconds)
+    assert (choice.precision, choice.step_seconds) == (expected, seconds)
+
+
+def test_a_resumed_run_keeps_the_precision_auto_chose(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    fake_step_timer(monkeypatch, {"bf16": 0.1, "fp32": 0.2})
+    assert run_train(tmp_path, "train.precision=auto", "train.max_steps=1") == 0
+    calls = fake_step_timer(monkeypatch, {"bf16": 0.3, "fp32": 0.2})  # fp32 faster now
+    resumed = ("train.precision=auto", "train.max_steps=2")
+    assert run_train(tmp_path, *resumed, flags=("--resume",)) == 0
+    assert calls == []
+    assert "Precision: bf16 (auto: kept from the run being resumed)" in capsys.readouterr().out
+    saved = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
+    assert saved["step"] == 2 and saved["config"]["train"]["precision"] == "bf16"
+    assert saved["precision_choice"]["step_seconds"] == {"bf16": 0.1, "fp32": 0.2}
+
+
+def test_timing_the_precisions_leaves_no_trace_on_the_run() -> None:
+    """The probe really trains (forward and backward) but changes no weight, leaves no gradient
+    and restores the random state that dropout draws from."""
+    config = load_config(TINY, [*FAST, "model.src_vocab_size=50", "model.tgt_vocab_size=50"])
+    torch.manual_seed(0)
+    model = build_transformer(config.model)
+    generator = torch.Generator().manual_seed(1)
+    lengths = torch.randint(3, 12, (2, 40), generator=generator).tolist()
+    ids = [
+        [torch.randint(4, 50, (n,), generator=generator).tolist() for n in side] for side in lengths
+    ]
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    seconds = precision.time_training_steps(
+        model, EncodedSplit(*ids), config, torch.device("cpu"), ["bf16", "fp32"]
+    )
+    assert seconds.keys() == {"bf16", "fp32"}
+    assert all(0 < value < math.inf for value in seconds.values())
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert all(torch.equal(before[name], t) for name, t in model.state_dict().items())
+    assert all(parameter.grad is None for parameter in model.parameters())
 
 
 def test_token_loss_sum_in_chunks_of_bf16_logits_equals_float32_cross_entropy() -> None:

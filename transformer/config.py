@@ -206,7 +206,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # validate and save a moving average of the weights; 0 = off
     accumulate: int = 1  # batches per optimiser step: the step sees accumulate x max_tokens
     precision: str = (
-        "auto"  # auto (bf16 if the CPU/GPU has it natively, else fp32) | fp32 | bf16 | fp16 (CUDA)
+        "auto"  # auto (native bf16: the faster of bf16/fp32, timed) | fp32 | bf16 | fp16 (CUDA)
     )
     compile: bool = False  # torch.compile the training forward pass (first steps compile)
     max_steps: int = (

@@ -41,12 +41,14 @@ def steps_that_fit(
     The pace is the recent one (since the last validation), so a run that slows down or speeds up
     plans with the speed it has now. A validation costs `validation_seconds` (the one just made):
     one is kept in hand for the end of the run, and the others are spread over the steps between
-    them. The setup before the first step is not in the window, so it is never extrapolated."""
+    them. The setup before the first step is not in the window, so it is never extrapolated.
+    At least one more step is planned, so that a run whose time is up still takes a last step at
+    the end of its decay (overrunning the budget by that step)."""
     from_step, from_seconds = paced_from
     train_seconds = max(elapsed_seconds - from_seconds - validation_seconds, 1e-9)
     seconds_per_step = train_seconds / (step - from_step) + validation_seconds / validate_every
     seconds_left = budget_seconds - elapsed_seconds - validation_seconds
-    return step + max(0, int(seconds_left / seconds_per_step))
+    return step + max(1, int(seconds_left / seconds_per_step))
 
 
 @dataclass
@@ -81,13 +83,18 @@ class TimeBudget:
         train = self.train
         return train.schedule == "cosine" and train.max_minutes > 0 and not train.max_steps
 
-    def replan(self, step: int, validation_seconds: float) -> None:
+    def replan(self, step: int, validation_seconds: float) -> bool:
         """Plan the run's last step again from its pace since the last plan (called after each
         validation, which took `validation_seconds`). The decay that is left is spread over the
         new number of steps from where it stands, so the learning rate never jumps
-        (`StepPlan.replanned`)."""
-        if not self.plans_steps() or step <= self.paced_from_step:
-            return
+        (`StepPlan.replanned`). A run at its planned last step is done: nothing to plan. True when
+        it planned."""
+        if (
+            not self.plans_steps()
+            or step <= self.paced_from_step
+            or 0 < self.plan.last_step <= step
+        ):
+            return False
         train = self.train
         elapsed = self.elapsed_seconds()
         window = (self.paced_from_step, self.paced_from_seconds)
@@ -106,6 +113,7 @@ class TimeBudget:
             f"{train.max_minutes:g} min fit {last_step} steps in all, and the learning rate "
             "decays to that step."
         )
+        return True
 
     # --- checkpoints ---------------------------------------------------------------------------
 

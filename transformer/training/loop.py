@@ -32,6 +32,7 @@ from transformer.training.divergence import step_unless_bad
 from transformer.training.log import StepStats, StopRequest, TrainingLog, closing_on_error
 from transformer.training.loss import batch_loss_sum
 from transformer.training.run import TrainingRun, TrainState
+from transformer.training.schedule import refresh_learning_rate
 from transformer.training.start import RunDirLock, start_run
 from transformer.training.validation import ValidationResult, validate
 
@@ -177,7 +178,8 @@ def validate_and_save(run: TrainingRun, writer: SummaryWriter | None) -> Validat
         writer=writer,
         step=state.step,
     )
-    run.budget.replan(state.step, validation_seconds=budget.now() - started)
+    if run.budget.replan(state.step, validation_seconds=budget.now() - started):
+        refresh_learning_rate(run.scheduler)  # the next step's rate, from the new plan
     improved = run.record_validation(result)
     names = [f"step_{state.step:07d}.pt", "last.pt"] + (["best.pt"] if improved else [])
     run_checkpoint.save(run, *names)

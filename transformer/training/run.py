@@ -17,6 +17,7 @@ from tqdm import tqdm
 from transformer.batching import Batch, TokenBatchSampler
 from transformer.config import Config
 from transformer.data import EncodedSplit
+from transformer.device import PrecisionChoice
 from transformer.model import Transformer
 from transformer.tokenizer import TokenizerPair
 from transformer.training.budget import TimeBudget
@@ -50,6 +51,7 @@ class TrainingRun:
     token_logits: LogitsFunction  # model.token_logits (through DDP, compiled when asked)
     ddp: DistributedDataParallel | None  # under torchrun: what token_logits calls
     moving_average: WeightMovingAverage | None  # with train.ema_decay: what is validated
+    precision: PrecisionChoice  # train.precision as chosen (config.train.precision holds it too)
     # How it updates the weights.
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler

@@ -67,6 +67,7 @@ def payload(run: TrainingRun) -> dict[str, Any]:
         "step": run.state.step,
         "train_state": asdict(run.state),
         "time_budget": run.budget.state_dict(),
+        "precision_choice": asdict(run.precision),
     }
 
 

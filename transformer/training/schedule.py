@@ -30,10 +30,10 @@ class StepPlan:
     from_progress: float = 0.0  # how far the decay had come at `from_step` (0 to 1)
 
     def replanned(self, step: int, last_step: int, warmup_steps: int) -> StepPlan:
-        """The plan that ends at `last_step` instead, made after `step` steps. The rate of step
-        `step + 1` is already set (LambdaLR computes it as step `step` ends), so the new plan
-        takes the decay on from there."""
-        from_step = max(step + 1, warmup_steps)
+        """The plan that ends at `last_step` instead, made after `step` steps: the decay goes on
+        from where the rate of step `step` left it (set the next step's rate again afterwards:
+        `refresh_learning_rate`)."""
+        from_step = max(step, warmup_steps)
         progress = cosine_progress(from_step, warmup_steps, self) if self.last_step else 0.0
         return StepPlan(max(last_step, step), from_step, progress)
 
@@ -85,3 +85,10 @@ def make_scheduler(
         )
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def refresh_learning_rate(scheduler: torch.optim.lr_scheduler.LRScheduler) -> None:
+    """Set the rate of the next step again, after the plan it depends on changed: LambdaLR
+    computes it once, as the step before ends, and the plan changes after that step."""
+    scheduler.last_epoch -= 1
+    scheduler.step()  # the same step again: the factor and the optimizer's rate, from the new plan

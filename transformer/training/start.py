@@ -23,7 +23,7 @@ from transformer.config import (
     save_config,
 )
 from transformer.data import EncodedSplit
-from transformer.device import check_precision, resolve_device, resolve_precision
+from transformer.device import check_precision, resolve_device
 from transformer.model import Transformer, build_transformer
 from transformer.prepare import PREPARED_DIR, PreparedData, cache_root, prepare_data
 from transformer.tokenizer import PAD_ID, TokenizerPair
@@ -32,6 +32,7 @@ from transformer.training.budget import TimeBudget
 from transformer.training.divergence import DivergenceGuard
 from transformer.training.init_from import initial_model_config, load_initial_checkpoint
 from transformer.training.moving_average import WeightMovingAverage
+from transformer.training.precision import choose_precision
 from transformer.training.run import TrainingRun, TrainState
 from transformer.training.run_checkpoint import restore, seed_everything
 
@@ -240,21 +241,23 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     device = distributed.local_device(resolve_device(config.train.device))
-    precision, reason = resolve_precision(config.train.precision, device)
-    check_precision(precision, device)
-    print(f"Precision: {precision} ({reason}).")
-    config = replace(config, train=replace(config.train, precision=precision))
+    check_precision(config.train.precision, device)  # before any work: fp16 off CUDA is refused
 
     prepared = prepared_data(config, checkpoint or initial)
     tokenizers, splits = prepared.tokenizers, prepared.splits
     config = fit_model_to_tokenizers(config, tokenizers)
+    model = build_transformer(config.model).to(device)
+    if checkpoint is None and initial is not None:
+        model.load_state_dict(initial["model"])
+    precision = choose_precision(config, model, splits["train"], device, checkpoint)
+    if config.train.precision == "auto":  # a resumed run keeps its precision, even here
+        check_precision(precision.precision, device)
+    print(f"Precision: {precision.precision} ({precision.reason}).")
+    config = replace(config, train=replace(config.train, precision=precision.precision))
     if distributed.is_main():
         tokenizers.save(run_dir / "tokenizer")
         save_config(config, run_dir / "config.yaml")
 
-    model = build_transformer(config.model).to(device)
-    if checkpoint is None and initial is not None:
-        model.load_state_dict(initial["model"])
     distributed.seed_per_rank(config.train.seed)
     ddp = distributed.data_parallel(model, device)
     optimizer = make_optimizer(model, config)
@@ -280,6 +283,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         loader=make_loader(splits["train"], sampler),
         state=TrainState(),
         budget=budget,
+        precision=precision,
     )
     if checkpoint is not None:
         restore(run, checkpoint)
