@@ -169,7 +169,8 @@ def test_rank_zero_alone_writes_one_set_of_files_that_translate(
     writers = {path.name.split(".")[-2] for path in events}  # events.out.tfevents.TIME.HOST.PID.N
     assert writers == {str(reports[0]["pid"])}  # rank 0's process, and only it
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(
-        ["checkpoints", "config.yaml", "tokenizer", "train.lock", *(p.name for p in events)]
+        ["checkpoints", "config.yaml", "prepared", "tokenizer", "train.lock"]
+        + [p.name for p in events]
     )
     names = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert names == ["best.pt", "last.pt", "step_0000004.pt"]  # no stray temporary files

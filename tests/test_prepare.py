@@ -3,6 +3,7 @@ when it should be, damaged caches never read, resume without re-encoding, the to
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
@@ -19,7 +20,7 @@ import train
 from transformer import prepare
 from transformer.batching import TokenBatchSampler
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig, load_config
-from transformer.data import PairFilter, ParallelText, encode_split, load_corpus
+from transformer.data import DataError, PairFilter, ParallelText, encode_split, load_corpus
 from transformer.prepare import PreparedData, cache_root, prepare_data
 from transformer.tokenizer import reservoir_sample, train_tokenizers
 
@@ -167,6 +168,18 @@ def test_an_index_that_disagrees_with_the_ids_is_detected(tmp_path: Path, capsys
     (directory / "src.lengths").write_bytes(lengths.numpy().tobytes())
     assert prepared(config, tmp_path / "cache").prepared_now
     assert "the src index does not add up" in capsys.readouterr().out
+
+
+def test_a_full_disk_is_one_message_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(prepare._SideWriter, "append", disk_full)
+    with pytest.raises(DataError, match="No space left on device.*data.cache_dir"):
+        prepared(data_config(write_corpus(tmp_path / "corpus")), tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
 
 
 KILLED_PREPARATION = """

@@ -158,3 +158,32 @@ def test_invalid_arguments() -> None:
         TokenBatchSampler([1], [1], 10, rank=2, world_size=2)
     with pytest.raises(ValueError, match="max_tokens"):
         TokenBatchSampler([1], [1], 0)
+
+
+def pair_by_pair_bounds(src: list[int], tgt: list[int], max_tokens: int) -> list[tuple[int, int]]:
+    """The greedy fill written one pair at a time (the sampler computes it one run at a time)."""
+    bounds, start, max_src, max_tgt = [], 0, 0, 0
+    for i, (s, t) in enumerate(zip(src, tgt, strict=True)):
+        new_src, new_tgt = max(max_src, s), max(max_tgt, t + 1)
+        if i > start and (i - start + 1) * (new_src + new_tgt) > max_tokens:
+            bounds.append((start, i))
+            start, new_src, new_tgt = i, s, t + 1
+        max_src, max_tgt = new_src, new_tgt
+    if len(src) > start:
+        bounds.append((start, len(src)))
+    return bounds
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    pairs=st.lists(st.tuples(st.integers(0, 12), st.integers(0, 12)), min_size=1, max_size=80),
+    max_tokens=st.integers(1, 120),
+    sort=st.booleans(),
+)
+def test_batches_are_those_of_the_pair_by_pair_greedy_fill(
+    pairs: list[tuple[int, int]], max_tokens: int, sort: bool
+) -> None:
+    sampler = TokenBatchSampler([s for s, _ in pairs], [t for _, t in pairs], max_tokens)
+    order = sampler._sorted_order(None) if sort else torch.arange(len(pairs))  # runs, or any order
+    src, tgt = (sampler.src_lengths[order].tolist(), sampler.tgt_lengths[order].tolist())
+    assert sampler._batch_bounds(order) == pair_by_pair_bounds(src, tgt, max_tokens)

@@ -14,6 +14,7 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
@@ -81,22 +82,39 @@ class TokenBatchSampler(Sampler[list[int]]):
         """Indices sorted by (source, target) length; ties in random order when given a generator."""
         n = len(self.src_lengths)
         order = torch.arange(n) if generator is None else torch.randperm(n, generator=generator)
-        order = order[torch.argsort(self.tgt_lengths[order], stable=True)]
-        return order[torch.argsort(self.src_lengths[order], stable=True)]
+        order = order[_stable_argsort(self.tgt_lengths[order])]
+        return order[_stable_argsort(self.src_lengths[order])]
 
     def _batch_bounds(self, order: Tensor) -> list[tuple[int, int]]:
-        """Greedily fill batches along `order`: [start, end) positions of each batch."""
+        """Greedily fill batches along `order`: [start, end) positions of each batch.
+
+        Pair by pair: a pair joins the open batch if the batch, padded to its longest source and
+        target, still fits max_tokens, else it opens the next batch. Consecutive pairs of equal
+        lengths (runs: the sorted order has at most a few thousand) all cost the same, so how many
+        of them join is computed per run, not per pair: the same batches, in milliseconds for
+        millions of pairs."""
+        src = self.src_lengths[order]  # (n,)
+        tgt = self.tgt_lengths[order] + 1  # (n,) +1: BOS / EOS
+        n = len(src)
+        starts_run = torch.ones(n, dtype=torch.bool)  # (n,) True where a run of equal pairs begins
+        starts_run[1:] = (src[1:] != src[:-1]) | (tgt[1:] != tgt[:-1])
+        run_starts = torch.nonzero(starts_run).flatten().tolist()
         bounds = []
-        start, max_src, max_tgt = 0, 0, 0
-        src, tgt = self.src_lengths[order].tolist(), self.tgt_lengths[order].tolist()
-        for i, (s, t) in enumerate(zip(src, tgt, strict=True)):
-            new_src, new_tgt = max(max_src, s), max(max_tgt, t + 1)  # +1: BOS / EOS
-            if i > start and (i - start + 1) * (new_src + new_tgt) > self.max_tokens:
-                bounds.append((start, i))
-                start, new_src, new_tgt = i, s, t + 1
-            max_src, max_tgt = new_src, new_tgt
-        if len(src) > start:
-            bounds.append((start, len(src)))
+        start, max_src, max_tgt = 0, 0, 0  # the open batch: first position, longest sides
+        for i, end in zip(run_starts, run_starts[1:] + [n], strict=False):  # (no pairs: no runs)
+            s, t = int(src[i]), int(tgt[i])
+            while i < end:
+                max_src, max_tgt = max(max_src, s), max(max_tgt, t)
+                in_batch = i - start
+                # pairs of this run that fit: (in_batch + k + 1) * cost <= max_tokens; an empty
+                # batch always takes one, even if over the budget
+                fit = self.max_tokens // (max_src + max_tgt) - in_batch
+                i += min(max(fit, 1 if in_batch == 0 else 0), end - i)
+                if i < end:  # the batch is full: close it; the next pair opens a new one
+                    bounds.append((start, i))
+                    start, max_src, max_tgt = i, 0, 0
+        if n > start:
+            bounds.append((start, n))
         return bounds
 
     def _epoch_batches(self, epoch: int) -> tuple[Tensor, list[tuple[int, int]]]:
@@ -154,6 +172,16 @@ class TokenBatchSampler(Sampler[list[int]]):
             )
         self.epoch = int(state["epoch"])
         self.position = int(state["position"]) * saved_world_size // self.world_size
+
+
+def _stable_argsort(values: Tensor) -> Tensor:
+    """torch.argsort(values, stable=True), as numpy's radix sort when the values fit 16 bits
+    (sentence lengths do): ~4x faster on millions of pairs. A stable sort has one answer, so the
+    order is the same either way."""
+    array = values.numpy()
+    if len(array) and 0 <= array.min() and array.max() < 2**16:
+        array = array.astype(np.uint16)
+    return torch.from_numpy(np.argsort(array, kind="stable"))
 
 
 def _mix_seed(seed: int, epoch: int) -> int:

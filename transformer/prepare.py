@@ -234,12 +234,12 @@ def write_prepared(
     """Sample, train the tokenizers (unless given), encode, clean and write `directory`, atomically:
     everything goes to a temporary directory that is renamed into place once complete."""
     started = time.monotonic()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    _remove_abandoned(directory)
     temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    temporary.mkdir()
     try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        _remove_abandoned(directory)
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
         inputs = fingerprint_inputs(config, max_positions, train, tokenizers, source_eos)
         sample_record: dict[str, Any] = {"used": None, "of": None}  # given tokenizers: no sample
         total = None
@@ -257,6 +257,13 @@ def write_prepared(
         (temporary / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         shutil.rmtree(directory, ignore_errors=True)  # a damaged earlier copy
         os.replace(temporary, directory)
+    except OSError as error:  # a full disk, no permission: one line, nothing half-written left
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise DataError(
+            f"preparing the training data in {directory.parent} failed: {error}. If the disk is "
+            "full or not writable, free space or set data.cache_dir to another directory "
+            "(nothing half-written was left)"
+        ) from error
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
