@@ -1,0 +1,85 @@
+"""torch.profiler table of training steps of the recipe's model: where a step's CPU time goes.
+
+    flock /tmp/bench.lock env PYTHONPATH=$PWD python bench/train_profile.py --precision bf16
+
+Builds the recipe (configs/multi30k_en_de.yaml) on Multi30k en->de as train.py does, takes real
+token batches of data.max_tokens, runs `--warmup` untimed steps and then profiles `--steps` steps
+(forward under autocast, the project's loss, backward, fused AdamW), and prints the operators by
+their own CPU time. Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from itertools import islice
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from transformer.batching import TokenBatchSampler, make_loader
+from transformer.config import load_config
+from transformer.device import autocast_context
+from transformer.model import build_transformer
+from transformer.training.loss import batch_loss_sum
+from transformer.training.start import fit_model_to_tokenizers, load_and_encode, make_optimizer
+
+ROOT = Path(__file__).parent.parent
+MULTI30K = [
+    "data.dataset=/work/shared/data/multi30k",
+    "data.splits.validation=val",
+    "data.splits.test=test_2016_flickr",
+]
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps")
+    parser.add_argument("--rows", type=int, default=20, help="operators shown")
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as run_dir:
+        overrides = [*MULTI30K, f"train.run_dir={run_dir}", "train.device=cpu"]
+        config = load_config(str(ROOT / "configs" / "multi30k_en_de.yaml"), overrides)
+        tokenizers, splits, _ = load_and_encode(config, None)
+    config = fit_model_to_tokenizers(config, tokenizers)
+    torch.manual_seed(config.train.seed)
+    model = build_transformer(config.model)
+    optimizer = make_optimizer(model, config)
+    train, device = splits["train"], torch.device("cpu")
+    sampler = TokenBatchSampler(
+        train.src_lengths, train.tgt_lengths, config.data.max_tokens, shuffle=True, seed=1
+    )
+    batches = list(islice(make_loader(train, sampler), args.warmup + args.steps))
+
+    def step(batch: object) -> None:
+        with autocast_context(device, args.precision):
+            loss = batch_loss_sum(model.token_logits, batch.src, batch.tgt_in, batch.labels, 0.1)
+        (loss / batch.n_tgt_tokens).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    model.train()
+    for batch in batches[: args.warmup]:
+        step(batch)
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for batch in batches[args.warmup :]:
+            step(batch)
+    print(
+        f"{args.precision}, {torch.get_num_threads()} threads, {args.steps} steps of <= "
+        f"{config.data.max_tokens} tokens"
+    )
+    table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
