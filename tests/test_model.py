@@ -260,15 +260,15 @@ def test_model_learns_the_reverse_task(norm: str) -> None:
     vocab = 12
     config = tiny_config(src_vocab_size=vocab, tgt_vocab_size=vocab, norm_placement=norm)
     model = build_transformer(config)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
     data = torch.Generator().manual_seed(1)
     for _ in range(300):
         src, tgt_in, labels = reverse_batch(data, vocab)
         logits = model(src, tgt_in)
         loss = F.cross_entropy(logits.reshape(-1, vocab), labels.reshape(-1), ignore_index=PAD)
-        optimiser.zero_grad()
+        optimizer.zero_grad()
         loss.backward()
-        optimiser.step()
+        optimizer.step()
     model.eval()
     src, tgt_in, labels = reverse_batch(torch.Generator().manual_seed(2), vocab, batch=256)
     with torch.no_grad():
