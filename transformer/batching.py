@@ -58,7 +58,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         rank: int = 0,
         world_size: int = 1,
     ) -> None:
-        # int32: 4 bytes per pair and side, and no copy of a prepared split's mapped lengths
+        # int32: 4 bytes per pair and side, and no copy of a prepared split's lengths
         self.src_lengths = torch.as_tensor(src_lengths).to(torch.int32)  # (n,)
         self.tgt_lengths = torch.as_tensor(tgt_lengths).to(torch.int32)  # (n,)
         if self.src_lengths.shape != self.tgt_lengths.shape:
