@@ -416,7 +416,7 @@ def _progress(
 
 def main(argv: list[str] | None = None) -> int:
     """Prepare the training data of a config ahead of training (e.g. on a CPU machine before a GPU
-    job); train.py with the same config (and run_dir or data.cache_dir) then maps it."""
+    job); train.py with the same config (and run_dir or data.cache_dir) then reads it."""
     parser = argparse.ArgumentParser(
         description="Encode a config's training split once into files that train.py reads.",
         epilog="Overrides use dotted keys, e.g. data.dataset=wmt14 data.subset=de-en",
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     size = sum(p.stat().st_size for p in prepared.directory.rglob("*") if p.is_file())
-    print(f"{prepared.directory} ({size / 1e6:.1f} MB); train.py with this config maps it")
+    print(f"{prepared.directory} ({size / 1e6:.1f} MB); train.py with this config reads it")
     return 0
 
 

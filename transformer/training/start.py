@@ -193,7 +193,7 @@ def warn_if_world_size_changed(checkpoint: dict[str, Any], config: Config) -> No
 def prepared_data(config: Config, checkpoint: dict[str, Any] | None) -> PreparedData:
     """The corpus prepared once (prepare.py) with its tokenizers (trained on a sample of the
     training split, or taken from the checkpoint being resumed). Under torchrun the first process
-    of each node prepares while the others wait, then they all map the same files."""
+    of each node prepares while the others wait, then they all read the same files."""
     tokenizers = None
     if checkpoint is not None:
         tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"])
