@@ -171,7 +171,7 @@ class DataConfig:
     max_length_ratio: float = (
         0.0  # drop training pairs whose longer side has > this x tokens; 0 = off
     )
-    cache_dir: str = ""  # prepared (encoded, memory-mapped) training data; "" = <run_dir>/prepared
+    cache_dir: str = ""  # where the prepared (encoded) training data goes; "" = <run_dir>/prepared
     streaming: bool = False  # hub datasets: stream the train split instead of downloading it whole
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 

@@ -2,7 +2,7 @@
 
     corpus = open_corpus(config.data)  # corpus.train: a PairSource, read in chunks (pairs.py)
     corpus.validation, corpus.test     # ParallelText, in memory
-    # prepare.py streams corpus.train through the tokenizer and `PairFilter` into mapped files.
+    # prepare.py streams corpus.train through the tokenizer and `PairFilter` into flat files.
 
 Where `data.dataset` may point (every source gives the same `PairSource` interface, and hub and JSON
 lines data go through one column reader, so every source is checked the same way):
@@ -407,8 +407,8 @@ class EncodedSplit(Dataset):
 
     About 2-4 bytes per token, instead of a Python list of ints per sentence (~36 bytes per token).
     Validation and test are built from lists in memory; the prepared training split (prepare.py)
-    wraps tensors memory-mapped from its files (`from_tensors`), so reading item i touches only
-    the pages that hold it. Item i is (source ids, target ids) as 1-D long tensors.
+    reads its ids from disk (`from_tensors` with `DiskArray`s), so item i costs only its own bytes.
+    Item i is (source ids, target ids) as 1-D long tensors.
     """
 
     def __init__(self, source: list[list[int]], target: list[list[int]]) -> None:
@@ -421,7 +421,8 @@ class EncodedSplit(Dataset):
     def from_tensors(
         cls, source: tuple[Tensor, Tensor, Tensor], target: tuple[Tensor, Tensor, Tensor]
     ) -> EncodedSplit:
-        """From (flat ids (N,), offsets (n + 1,), lengths (n,)) per side, e.g. memory-mapped."""
+        """From (flat ids (N,), offsets (n + 1,), lengths (n,)) per side: tensors, or arrays on
+        disk that slice into tensors (prepare.DiskArray)."""
         split = cls.__new__(cls)
         split.src_ids, split.src_offsets, split.src_lengths = source
         split.tgt_ids, split.tgt_offsets, split.tgt_lengths = target

@@ -194,8 +194,8 @@ def warn_if_world_size_changed(checkpoint: dict[str, Any], config: Config) -> No
 
 def prepared_data(config: Config, checkpoint: dict[str, Any] | None) -> PreparedData:
     """The corpus prepared once (prepare.py) with its tokenizers (trained on a sample of the
-    training split, or taken from the checkpoint being resumed or started from). Under torchrun the first process
-    of each node prepares while the others wait, then they all map the same files."""
+    training split, or taken from the checkpoint being resumed or started from). Under torchrun the
+    first process of each node prepares while the others wait, then they all read the same files."""
     tokenizers = None
     if checkpoint is not None:
         tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"])
