@@ -19,7 +19,7 @@ from pathlib import Path
 from transformer.checkpoint import CheckpointError, load_model
 from transformer.cli import USER_ERROR, add_decoding_arguments, check_positive
 from transformer.config import ConfigError
-from transformer.quantize import QuantizationError
+from transformer.quantize import QUANTIZATIONS, QuantizationError
 
 LIMITS = ("max_sentences", "max_chars", "max_beam", "max_batch_tokens", "max_body_bytes")
 
@@ -31,7 +31,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-c", "--checkpoint", required=True, help="a .pt file written by train.py")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to listen on (8000)")
-    add_decoding_arguments(parser, for_server=True)
+    add_decoding_arguments(parser, QUANTIZATIONS, for_server=True)
     parser.add_argument("--name", help="model name shown to clients (default: from the path)")
     parser.add_argument(
         "--max-wait-ms",

@@ -25,7 +25,7 @@ from transformer.checkpoint import CheckpointError, load_model
 from transformer.cli import USER_ERROR, add_decoding_arguments, check_positive, unreadable_input
 from transformer.config import ConfigError
 from transformer.metrics import score_translations
-from transformer.quantize import QuantizationError
+from transformer.quantize import QUANTIZATIONS, QuantizationError
 
 if TYPE_CHECKING:  # imported for real inside main(), after the arguments are checked
     from transformer.translator import Translation, Translator
@@ -46,7 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("sentences", nargs="*", help="sentences to translate (else -i or stdin)")
     parser.add_argument("-i", "--input", help="a file with one sentence per line")
     parser.add_argument("-o", "--output", help="write translations here instead of stdout")
-    add_decoding_arguments(parser)
+    add_decoding_arguments(parser, QUANTIZATIONS)
     parser.add_argument("--nbest", type=int, help="translations per sentence (<= beam)")
     parser.add_argument("--ref", help="reference translations: print BLEU and chrF to stderr")
     parser.add_argument(

@@ -63,8 +63,8 @@ def _rank_main(rank: int, world_size: int, port: int, overrides: list[str], resu
     prepared = []  # what start_run got from prepare_data: (directory, prepared here or reused)
     real_prepare = start.prepare_data
 
-    def noted_prepare(*args: object) -> object:
-        result = real_prepare(*args)
+    def noted_prepare(*args: object, **kwargs: object) -> object:
+        result = real_prepare(*args, **kwargs)
         prepared.append((str(result.directory), result.prepared_now))
         return result
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 USER_ERROR = 2  # a wrong input, file, checkpoint or setting; the message says what to change
@@ -19,10 +20,12 @@ FAILED = 1  # the work failed (divergence, a lost rank) or a bug (with its trace
 INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
-def add_decoding_arguments(parser: argparse.ArgumentParser, for_server: bool = False) -> None:
-    """The options translate.py and serve.py share, under the same names in both."""
-    from transformer.quantize import QUANTIZATIONS  # here: config.py imports this module
-
+def add_decoding_arguments(
+    parser: argparse.ArgumentParser, quantizations: Sequence[str], for_server: bool = False
+) -> None:
+    """The options translate.py and serve.py share, under the same names in both. quantizations:
+    what --quantize accepts (quantize.QUANTIZATIONS, passed in so that this module, which
+    config.py imports for the exit codes, imports nothing of the package)."""
     default = "default beam size" if for_server else "beam size"
     parser.add_argument(
         "--beam", type=int, help=f"{default} (1 = greedy); default: the checkpoint's"
@@ -41,7 +44,7 @@ def add_decoding_arguments(parser: argparse.ArgumentParser, for_server: bool = F
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     parser.add_argument(
         "--quantize",
-        choices=QUANTIZATIONS,
+        choices=quantizations,
         help="int8 linear layers (CPU only; faster, slightly different output)",
     )
 

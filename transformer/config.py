@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from transformer.cli import USER_ERROR
+
 
 class ConfigError(ValueError):
     """A configuration problem the user can fix; its message says how."""
@@ -545,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.markdown:
         parser.print_help()
-        return 2
+        return USER_ERROR
     print(config_markdown(), end="")
     return 0
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from transformer.checkpoint import CheckpointError, save_checkpoint
+from transformer.cli import USER_ERROR
 from transformer.config import Config, DataConfig, TokenizerConfig, config_to_dict
 from transformer.marian_hf import model_directory, read_hf_model
 from transformer.marian_npz import read_npz_model
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             payload = convert_npz(args.npz, args.output, args.vocab, args.spm, args.max_positions)
     except (ConversionError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     model = payload["config"]["model"]
     print(
         f"converted {payload['converted_from']} -> {args.output} (d_model {model['d_model']}, "

@@ -54,6 +54,7 @@ import torch
 from tqdm import tqdm
 
 from transformer.checkpoint import CheckpointError, load_checkpoint
+from transformer.cli import USER_ERROR
 from transformer.config import Config, ConfigError, DataConfig, config_from_dict, load_config
 from transformer.data import (
     DataError,
@@ -460,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     except (CheckpointError, ConfigError, DataError) as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     size = sum(p.stat().st_size for p in prepared.directory.rglob("*") if p.is_file())
     print(f"{prepared.directory} ({size / 1e6:.1f} MB); train.py with this config reads it")
     return 0
