@@ -116,6 +116,9 @@ def run_ranks(run_dir: Path, *overrides: str, resume: bool = False) -> list[dict
     return reports
 
 
+SHORT = ("decode.max_len_a=0", "decode.max_len_b=4")  # quick validations of an untrained model
+
+
 def last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["model"]
 
@@ -224,7 +227,8 @@ def test_validation_on_two_ranks_equals_one_process(two_ranks: tuple[Path, list[
 def test_resumed_two_rank_run_is_bitwise_identical_to_an_uninterrupted_one(
     tmp_path: Path,
 ) -> None:
-    common = ("train.validate_every=3", "model.dropout=0.1")  # each rank's dropout stream resumes
+    # Each rank's dropout stream resumes; validations decode 4 tokens at most (only weights count).
+    common = ("train.validate_every=3", "model.dropout=0.1", *SHORT)
     run_ranks(tmp_path / "straight", "train.max_steps=6", *common)
     run_ranks(tmp_path / "split", "train.max_steps=3", *common)
     resumed = run_ranks(tmp_path / "split", "train.max_steps=6", *common, resume=True)
@@ -267,9 +271,6 @@ def test_an_error_on_rank_zero_stops_every_rank_with_its_message(
 
 
 # --- faults, with real torchrun --------------------------------------------------------------------
-
-
-SHORT = ("decode.max_len_a=0", "decode.max_len_b=4")  # quick validations of an untrained model
 
 
 def start_torchrun(run_dir: Path, max_restarts: int, *overrides: str) -> subprocess.Popen:

@@ -20,7 +20,16 @@ from transformer.training.schedule import StepPlan, learning_rate_factor
 # 0.5 minutes of budget at 10 s of setup and 2 s per step fit 10 steps.
 BUDGET = ("train.schedule=cosine", "train.max_steps=0", "train.max_minutes=0.5")
 REAL_TRAIN_STEP = loop.train_step
-COMMON = (*BUDGET, "train.warmup_steps=2", "train.validate_every=4", "model.dropout=0.1")
+# Validation decodes at most 2 tokens a sentence: the fake clock gives it no time anyway, and an
+# untrained model would otherwise run every sentence to the length limit (most of the test time).
+COMMON = (
+    *BUDGET,
+    "train.warmup_steps=2",
+    "train.validate_every=4",
+    "model.dropout=0.1",
+    "decode.max_len_a=0",
+    "decode.max_len_b=2",
+)
 
 
 class FakeClock:
