@@ -9,13 +9,29 @@ from pathlib import Path
 
 import torch
 
-from transformer.config import DataConfig, ModelConfig, SplitsConfig
+from transformer.config import Config, DataConfig, ModelConfig, SplitsConfig, load_config
 from transformer.data import EncodedSplit
 from transformer.model import Transformer, build_transformer
 from transformer.prepare import prepare_data
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair
+from transformer.training.start import fit_model_to_tokenizers
 
 BENCH_CACHE = Path(tempfile.gettempdir()) / "transformer-bench-prepared"  # reused by later runs
+RECIPE = Path(__file__).parent.parent / "configs" / "multi30k_en_de.yaml"
+MULTI30K = [  # the recipe on the local copy of Multi30k
+    f"data.dataset={Path(__file__).parent.parent.parent / 'shared' / 'data' / 'multi30k'}",
+    "data.splits.validation=val",
+    "data.splits.test=test_2016_flickr",
+    "train.device=cpu",
+]
+
+
+def recipe_and_training_split() -> tuple[Config, EncodedSplit]:
+    """The default recipe on local Multi30k, fitted to its tokenizers, and its prepared training
+    split (prepared once into BENCH_CACHE, as train.py would into its run directory)."""
+    config = load_config(str(RECIPE), MULTI30K)
+    prepared = prepare_data(config.data, config.model.max_positions, BENCH_CACHE)
+    return fit_model_to_tokenizers(config, prepared.tokenizers), prepared.splits["train"]
 
 
 def add_size_and_data_arguments(parser: argparse.ArgumentParser) -> None:

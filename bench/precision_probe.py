@@ -17,27 +17,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
 from itertools import islice
-from pathlib import Path
 
 import torch
+from peers import recipe_and_training_split
 
 from transformer.batching import TokenBatchSampler, make_loader
-from transformer.config import load_config
 from transformer.device import autocast_context
 from transformer.model import build_transformer
 from transformer.training.loss import batch_loss_sum
 from transformer.training.precision import PROBE_TOKENS, time_training_steps
-from transformer.training.start import fit_model_to_tokenizers, load_and_encode
-
-ROOT = Path(__file__).parent.parent
-MULTI30K = [
-    "data.dataset=/work/shared/data/multi30k",
-    "data.splits.validation=val",
-    "data.splits.test=test_2016_flickr",
-]
 
 
 def parse_args() -> argparse.Namespace:
@@ -51,14 +41,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as run_dir:
-        overrides = [*MULTI30K, f"train.run_dir={run_dir}", "train.device=cpu"]
-        config = load_config(str(ROOT / "configs" / "multi30k_en_de.yaml"), overrides)
-        tokenizers, splits, _ = load_and_encode(config, None)
-    config = fit_model_to_tokenizers(config, tokenizers)
+    config, train = recipe_and_training_split()
     torch.manual_seed(config.train.seed)
     model = build_transformer(config.model)
-    device, train = torch.device("cpu"), splits["train"]
+    device = torch.device("cpu")
 
     print(f"{torch.get_num_threads()} threads; probe batches of {PROBE_TOKENS} tokens")
     print(f"{'probe':>5} {'wall s':>7} {'bf16 s':>7} {'fp32 s':>7} {'fp32/bf16':>9}  choice")

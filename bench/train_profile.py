@@ -11,26 +11,17 @@ their own CPU time. Prints a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import tempfile
 from itertools import islice
-from pathlib import Path
 
 import torch
+from peers import recipe_and_training_split
 from torch.profiler import ProfilerActivity, profile
 
 from transformer.batching import TokenBatchSampler, make_loader
-from transformer.config import load_config
 from transformer.device import autocast_context
 from transformer.model import build_transformer
 from transformer.training.loss import batch_loss_sum
-from transformer.training.start import fit_model_to_tokenizers, load_and_encode, make_optimizer
-
-ROOT = Path(__file__).parent.parent
-MULTI30K = [
-    "data.dataset=/work/shared/data/multi30k",
-    "data.splits.validation=val",
-    "data.splits.test=test_2016_flickr",
-]
+from transformer.training.start import make_optimizer
 
 
 def parse_args() -> argparse.Namespace:
@@ -46,15 +37,11 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as run_dir:
-        overrides = [*MULTI30K, f"train.run_dir={run_dir}", "train.device=cpu"]
-        config = load_config(str(ROOT / "configs" / "multi30k_en_de.yaml"), overrides)
-        tokenizers, splits, _ = load_and_encode(config, None)
-    config = fit_model_to_tokenizers(config, tokenizers)
+    config, train = recipe_and_training_split()
     torch.manual_seed(config.train.seed)
     model = build_transformer(config.model)
     optimizer = make_optimizer(model, config)
-    train, device = splits["train"], torch.device("cpu")
+    device = torch.device("cpu")
     sampler = TokenBatchSampler(
         train.src_lengths, train.tgt_lengths, config.data.max_tokens, shuffle=True, seed=1
     )
