@@ -28,6 +28,20 @@ Conventions shared by every search, so that their scores can be compared:
   where length counts the EOS (Wu et al., 2016). alpha = 0 ranks by raw log-probability. Sampling
   reports the model's own log-probabilities, not the temperature-scaled ones it draws from.
 
+Beam search (`beam_search`; classic beam search, in which a finished hypothesis keeps its place):
+- Each sentence has K = beam_size places. At every step each live hypothesis is extended by
+  every token and the best (K - finished) extensions are kept; one that ends with EOS becomes
+  a finished hypothesis and holds its place for good. So at most K hypotheses are explored at
+  once, K finished ones end the sentence, and beam size 1 is exactly greedy search.
+- A sentence also stops as soon as its nbest-th best finished hypothesis cannot be beaten by
+  any live one (see `_complete`).
+- At the length limit only EOS is allowed, so every live hypothesis is finished there and each
+  sentence gets nbest hypotheses (fewer only when it has fewer distinct ones, e.g. a limit of
+  zero tokens, or a forced prefix, which leaves one live beam until it ends).
+- All K beams would start from the same BOS, so the first step runs one row per sentence (its
+  K best tokens give K distinct beams). The source's cross-attention keys/values are kept
+  once per sentence; the K rows of a sentence are folded into its query axis (model.py).
+
 The model must already be in eval mode (the caller decides; dropout would make decoding random).
 """
 
@@ -386,22 +400,8 @@ def beam_search(
     prefixes: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """The `nbest` best hypotheses of each sentence of a padded batch src (B, S), best first.
-
-    How the beam works (classic beam search, in which a finished hypothesis keeps its place):
-    - Each sentence has K = beam_size places. At every step each live hypothesis is extended by
-      every token and the best (K - finished) extensions are kept; one that ends with EOS becomes
-      a finished hypothesis and holds its place for good. So at most K hypotheses are explored at
-      once, K finished ones end the sentence, and beam size 1 is exactly greedy search.
-    - A sentence also stops as soon as its nbest-th best finished hypothesis cannot be beaten by
-      any live one (see `_complete`).
-    - At the length limit only EOS is allowed, so every live hypothesis is finished there and each
-      sentence gets nbest hypotheses (fewer only when it has fewer distinct ones, e.g. a limit of
-      zero tokens, or a forced prefix, which leaves one live beam until it ends).
-    - All K beams would start from the same BOS, so the first step runs one row per sentence (its
-      K best tokens give K distinct beams). The source's cross-attention keys/values are kept
-      once per sentence; the K rows of a sentence are folded into its query axis (model.py).
-    Sentences that are complete are dropped from the batch.
-    """
+    How the beam works is in the module docstring ("Beam search"); sentences that are complete
+    are dropped from the batch."""
     alpha, K, eos_id = settings.length_penalty, beam_size, settings.eos_id
     V = (model if isinstance(model, Transformer) else model[0]).config.tgt_vocab_size
     if not 1 <= nbest <= K <= V:
@@ -425,15 +425,17 @@ def beam_search(
         rules.apply(step_log_probs, step, sentences.repeat_interleave(r) if r > 1 else sentences)
         cand_log_probs, origins, tokens = _best_extensions(step_log_probs, beam_log_probs, K)
 
-        # The first (K - finished) candidates are kept; those that end with EOS are stored.
-        places_left = K - finished.count[sentences]  # (b,)
-        kept = (place_ranks < places_left[:, None]) & cand_log_probs.isfinite()  # (b, K)
-        ends = kept & (tokens == eos_id)  # (b, K)
-        history = torch.cat(
-            [history.gather(1, origins[:, :, None].expand(b, K, step)), tokens[:, :, None]], dim=2
-        )  # (b, K, t + 1)
-        finished.store(sentences, ends, history, cand_log_probs, 1 / gnmt_penalty(step + 1, alpha))
-        beam_log_probs = cand_log_probs.masked_fill(~(kept & ~ends), float("-inf"))  # (b, K)
+        history, beam_log_probs = _record_extensions(
+            finished,
+            sentences,
+            history,
+            cand_log_probs,
+            origins,
+            tokens,
+            place_ranks,
+            eos_id,
+            alpha,
+        )
 
         # Select: place j of sentence i continues row i * r + origins[i, j]; complete sentences
         # leave (checked every few steps: one that waits carries -inf along).
@@ -450,6 +452,34 @@ def beam_search(
         beam_log_probs, tokens = beam_log_probs[keep], tokens[keep].view(-1)
 
     return finished.best_first(nbest)
+
+
+def _record_extensions(
+    finished: _FinishedHypotheses,
+    sentences: Tensor,
+    history: Tensor,
+    cand_log_probs: Tensor,
+    origins: Tensor,
+    tokens: Tensor,
+    place_ranks: Tensor,
+    eos_id: int,
+    alpha: float,
+) -> tuple[Tensor, Tensor]:
+    """One beam step's bookkeeping: of each sentence's K candidates (b, K), best first, the first
+    (K - finished) are kept, and those that end with EOS are stored as finished hypotheses.
+    history (b, r, t) -> (b, K, t + 1), the tokens of each candidate; also returns the live beams'
+    log-probabilities (b, K), -inf where a place is not live."""
+    b, K = cand_log_probs.shape
+    places_left = K - finished.count[sentences]  # (b,)
+    kept = (place_ranks < places_left[:, None]) & cand_log_probs.isfinite()  # (b, K)
+    ends = kept & (tokens == eos_id)  # (b, K)
+    t = history.size(2)
+    history = torch.cat(
+        [history.gather(1, origins[:, :, None].expand(b, K, t)), tokens[:, :, None]], dim=2
+    )  # (b, K, t + 1)
+    finished.store(sentences, ends, history, cand_log_probs, 1 / gnmt_penalty(t + 1, alpha))
+    beam_log_probs = cand_log_probs.masked_fill(~(kept & ~ends), float("-inf"))  # (b, K)
+    return history, beam_log_probs
 
 
 def _complete(
