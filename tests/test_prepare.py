@@ -22,7 +22,7 @@ from transformer.batching import TokenBatchSampler
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig, load_config
 from transformer.data import DataError, PairFilter, ParallelText, encode_split, load_corpus
 from transformer.prepare import PreparedData, cache_root, prepare_data
-from transformer.tokenizer import reservoir_sample, train_tokenizers
+from transformer.tokenizer import EOS_ID, reservoir_sample, train_tokenizers
 
 ROOT = Path(__file__).parent.parent
 WORDS = "the a dog cat runs sleeps big small red green house tree man woman child".split()
@@ -95,6 +95,22 @@ def test_prepared_split_holds_the_ids_of_direct_encoding_in_order(
         assert list(mapped) == list(memory)
     meta = json.loads((result.directory / "meta.json").read_text())
     assert (meta["empty"], meta["too_long"], meta["tokenizer_sample"]["used"]) == (1, 1, 40)
+
+
+def test_source_eos_is_part_of_the_prepared_ids_and_of_the_fingerprint(tmp_path: Path) -> None:
+    """model.source_eos (imported OPUS-MT models) ends every source with EOS: a prepared split of
+    its own, whose sources are those without it plus the EOS, and given tokenizers unchanged."""
+    config = data_config(write_corpus(tmp_path / "corpus"))
+    plain = prepared(config, tmp_path / "cache")
+    given = plain.tokenizers
+    with_eos = prepared(config, tmp_path / "cache", tokenizers=given, source_eos=True)
+    assert with_eos.directory != plain.directory and not given.source_eos
+    assert with_eos.tokenizers.source_eos
+    for i in range(len(plain.splits["train"])):
+        (src, tgt), (src_eos, tgt_eos) = plain.splits["train"][i], with_eos.splits["train"][i]
+        assert src_eos.tolist() == [*src.tolist(), EOS_ID] and torch.equal(tgt, tgt_eos)
+    first_validation = with_eos.splits["validation"][0][0].tolist()
+    assert first_validation[-1] == EOS_ID
 
 
 def test_max_length_ratio_drops_unbalanced_pairs_and_counts_them() -> None:

@@ -118,8 +118,7 @@ def prepare_data(
             raise DataError(f"{directory}: prepared data unreadable right after writing it")
     else:
         print(f"Prepared training data: {directory} ({len(train)} pairs, reused)")
-    tokenizers = TokenizerPair.load(directory / TOKENIZER_DIR)
-    tokenizers.source_eos = source_eos
+    tokenizers = TokenizerPair.load(directory / TOKENIZER_DIR, source_eos)
     texts = {"validation": corpus.validation, "test": corpus.test}
     splits = {"train": train}
     for role, text in texts.items():
@@ -291,8 +290,8 @@ def write_prepared(
             tokenizers, sample_record = _sample_and_train(train, config)
             total = sample_record["of"]
         tokenizers.save(temporary / TOKENIZER_DIR)
-        tokenizers.source_eos = source_eos
-        meta = _encode_into(temporary, train, config, max_positions, tokenizers, total)
+        encoder = tokenizers.with_source_eos(source_eos)  # the caller's pair stays as it was
+        meta = _encode_into(temporary, train, config, max_positions, encoder, total)
         meta.update(
             tokenizer_sample=sample_record,
             seconds=round(time.monotonic() - started, 1),

@@ -85,6 +85,10 @@ class TokenizerPair:
         """Subword ids of each target sentence, without BOS/EOS (collate adds them)."""
         return _encode(self.target, texts)
 
+    def with_source_eos(self, source_eos: bool) -> TokenizerPair:
+        """The same tokenizers, encoding sources with or without a final EOS."""
+        return TokenizerPair(self.source, self.target, source_eos)
+
     def decode_target(self, ids: list[list[int]]) -> list[str]:
         """Detokenized target sentences; special tokens are removed wherever they occur."""
         return self.target.decode_batch(ids, skip_special_tokens=True)
@@ -122,11 +126,12 @@ class TokenizerPair:
             (directory / filename).write_text(text, encoding="utf-8")
 
     @classmethod
-    def load(cls, directory: str | Path) -> TokenizerPair:
-        """Read what `save` wrote."""
+    def load(cls, directory: str | Path, source_eos: bool = False) -> TokenizerPair:
+        """Read what `save` wrote; source_eos as in the constructor."""
         directory = Path(directory)
         if (directory / JOINT_FILE).is_file():
-            return cls.from_json({"joint": (directory / JOINT_FILE).read_text(encoding="utf-8")})
+            joint = (directory / JOINT_FILE).read_text(encoding="utf-8")
+            return cls.from_json({"joint": joint}, source_eos)
         files = {"source": directory / SOURCE_FILE, "target": directory / TARGET_FILE}
         if not all(path.is_file() for path in files.values()):
             raise FileNotFoundError(
@@ -134,7 +139,7 @@ class TokenizerPair:
                 f"or {SOURCE_FILE} and {TARGET_FILE}"
             )
         return cls.from_json(
-            {name: path.read_text(encoding="utf-8") for name, path in files.items()}
+            {name: path.read_text(encoding="utf-8") for name, path in files.items()}, source_eos
         )
 
 
