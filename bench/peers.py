@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
+from itertools import islice
 from pathlib import Path
 
 import torch
 
+from transformer.batching import Batch, TokenBatchSampler, make_loader
 from transformer.config import Config, DataConfig, ModelConfig, SplitsConfig, load_config
 from transformer.data import EncodedSplit
 from transformer.model import Transformer, build_transformer
@@ -26,12 +28,22 @@ MULTI30K = [  # the recipe on the local copy of Multi30k
 ]
 
 
-def recipe_and_training_split() -> tuple[Config, EncodedSplit]:
-    """The default recipe on local Multi30k, fitted to its tokenizers, and its prepared training
-    split (prepared once into BENCH_CACHE, as train.py would into its run directory)."""
+def recipe_model_and_batches(
+    count: int,
+) -> tuple[Config, Transformer, EncodedSplit, list[Batch]]:
+    """The default recipe on local Multi30k, fitted to its tokenizers; its model, initialised with
+    the recipe's seed; its prepared training split (prepared once into BENCH_CACHE, as train.py
+    would into its run directory); and the first `count` shuffled token batches of that split."""
     config = load_config(str(RECIPE), MULTI30K)
     prepared = prepare_data(config.data, config.model.max_positions, BENCH_CACHE)
-    return fit_model_to_tokenizers(config, prepared.tokenizers), prepared.splits["train"]
+    config = fit_model_to_tokenizers(config, prepared.tokenizers)
+    torch.manual_seed(config.train.seed)
+    model = build_transformer(config.model)
+    train = prepared.splits["train"]
+    sampler = TokenBatchSampler(
+        train.src_lengths, train.tgt_lengths, config.data.max_tokens, shuffle=True, seed=1
+    )
+    return config, model, train, list(islice(make_loader(train, sampler), count))
 
 
 def add_size_and_data_arguments(parser: argparse.ArgumentParser) -> None:

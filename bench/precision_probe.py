@@ -18,14 +18,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from itertools import islice
 
 import torch
-from peers import recipe_and_training_split
+from peers import recipe_model_and_batches
 
-from transformer.batching import TokenBatchSampler, make_loader
 from transformer.device import autocast_context
-from transformer.model import build_transformer
 from transformer.training.loss import batch_loss_sum
 from transformer.training.precision import PROBE_TOKENS, time_training_steps
 
@@ -41,9 +38,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    config, train = recipe_and_training_split()
-    torch.manual_seed(config.train.seed)
-    model = build_transformer(config.model)
+    config, model, train, batches = recipe_model_and_batches(args.steps + 1)
     device = torch.device("cpu")
 
     print(f"{torch.get_num_threads()} threads; probe batches of {PROBE_TOKENS} tokens")
@@ -59,10 +54,6 @@ def main() -> None:
             f"{ratio:>9.2f}  {choice}"
         )
 
-    sampler = TokenBatchSampler(
-        train.src_lengths, train.tgt_lengths, config.data.max_tokens, shuffle=True, seed=1
-    )
-    batches = list(islice(make_loader(train, sampler), args.steps + 1))
     times: dict[str, list[float]] = {"bf16": [], "fp32": []}
     tokens: dict[str, int] = {"bf16": 0, "fp32": 0}
     model.train()

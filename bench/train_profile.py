@@ -11,15 +11,12 @@ their own CPU time. Prints a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
-from itertools import islice
 
 import torch
-from peers import recipe_and_training_split
+from peers import recipe_model_and_batches
 from torch.profiler import ProfilerActivity, profile
 
-from transformer.batching import TokenBatchSampler, make_loader
 from transformer.device import autocast_context
-from transformer.model import build_transformer
 from transformer.training.loss import batch_loss_sum
 from transformer.training.start import make_optimizer
 
@@ -37,15 +34,9 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
-    config, train = recipe_and_training_split()
-    torch.manual_seed(config.train.seed)
-    model = build_transformer(config.model)
+    config, model, _, batches = recipe_model_and_batches(args.warmup + args.steps)
     optimizer = make_optimizer(model, config)
     device = torch.device("cpu")
-    sampler = TokenBatchSampler(
-        train.src_lengths, train.tgt_lengths, config.data.max_tokens, shuffle=True, seed=1
-    )
-    batches = list(islice(make_loader(train, sampler), args.warmup + args.steps))
 
     def step(batch: object) -> None:
         with autocast_context(device, args.precision):
