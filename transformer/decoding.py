@@ -70,7 +70,9 @@ class SearchSettings:
     them once (usually from a `DecodeConfig`, see `from_config`) and no search can forget one.
 
     max_len_a, max_len_b: at most int(a * source length + b) tokens before the EOS.
-    length_penalty: the GNMT alpha that scores are normalised with (see `gnmt_penalty`)."""
+    length_penalty: the GNMT alpha that scores are normalised with (see `gnmt_penalty`).
+    never_ids: tokens besides PAD and BOS that no output may contain (a multilingual model's
+    target-language tags: `TokenizerPair.language_tag_ids`)."""
 
     max_len_a: float = 1.2
     max_len_b: int = 10
@@ -78,10 +80,13 @@ class SearchSettings:
     bos_id: int = BOS_ID
     eos_id: int = EOS_ID
     pad_id: int = PAD_ID
+    never_ids: tuple[int, ...] = ()
 
     @classmethod
-    def from_config(cls, config: DecodeConfig) -> SearchSettings:
-        return cls(config.max_len_a, config.max_len_b, config.length_penalty)
+    def from_config(cls, config: DecodeConfig, never_ids: Sequence[int] = ()) -> SearchSettings:
+        return cls(
+            config.max_len_a, config.max_len_b, config.length_penalty, never_ids=tuple(never_ids)
+        )
 
 
 BEAM_DEFAULTS = SearchSettings(length_penalty=0.6)  # beam search's alpha unless told otherwise
@@ -169,6 +174,7 @@ def _start_search(
         bos_id=settings.bos_id,
         eos_id=settings.eos_id,
         pad_id=settings.pad_id,
+        never_ids=settings.never_ids,
     )
     return _Search(make_scorer(models, src, longest + 1), rules, limits, longest)
 
@@ -528,7 +534,15 @@ def naive_greedy_search(
         limit = max_output_lengths(
             source, settings.max_len_a, settings.max_len_b, pad_id, model.config.max_positions
         )  # (1,)
-        rules = SearchRules(limit, int(limit), None, bos_id=bos_id, eos_id=eos_id, pad_id=pad_id)
+        rules = SearchRules(
+            limit,
+            int(limit),
+            None,
+            bos_id=bos_id,
+            eos_id=eos_id,
+            pad_id=pad_id,
+            never_ids=settings.never_ids,
+        )
         memory, src_mask = model.encode(source)  # (1, S, D), (1, 1, 1, S)
         target = source.new_full((1, 1), bos_id)  # (1, t): BOS + tokens so far
         log_prob = torch.zeros(1, device=src.device)  # (1,)
@@ -562,12 +576,13 @@ def decode_batch(
     *,
     prefixes: Tensor | None = None,
     generator: torch.Generator | None = None,
+    never_ids: Sequence[int] = (),
 ) -> list[list[Hypothesis]]:
     """Decode a padded batch src (B, S) as the config says: sampling when decode_config.sample
     (nbest draws per sentence, from `generator`), else greedy for beam size 1 (one hypothesis per
     sentence) or beam search with decode_config.nbest hypotheses; best first. prefixes (B, P),
-    padded with pad_id: forced first tokens of each output."""
-    settings = SearchSettings.from_config(decode_config)
+    padded with pad_id: forced first tokens of each output. never_ids: see SearchSettings."""
+    settings = SearchSettings.from_config(decode_config, never_ids)
     if decode_config.sample:
         return sample_search(
             model,
@@ -619,6 +634,7 @@ def translate_ids(
     prefixes: list[list[int]] | list[Tensor] | None = None,
     progress: bool = False,
     shard: tuple[int, int] = (0, 1),
+    never_ids: Sequence[int] = (),
 ) -> list[list[Hypothesis]]:
     """Decode a whole list of source id sequences (a validation set, a file), in their order.
 
@@ -632,7 +648,8 @@ def translate_ids(
 
     shard=(rank, world_size) decodes only batch k with k % world_size == rank and leaves the other
     sentences None, for `distributed.gather_in_order` to fill in: the batches are the ones a single
-    process would decode, so the merged result is identical to it."""
+    process would decode, so the merged result is identical to it. never_ids: tokens no output
+    contains (a multilingual model's language tags), as in SearchSettings."""
     sequences = _as_ids(sources)
     forced = _as_ids(prefixes) if prefixes is not None else None
     if forced is not None and len(forced) != len(sequences):
@@ -660,7 +677,12 @@ def translate_ids(
                     [forced[i] for i in batch], batch_first=True, padding_value=PAD_ID
                 ).to(device)  # (B, P)
             decoded = decode_batch(
-                model, src, decode_config, prefixes=batch_prefixes, generator=generator
+                model,
+                src,
+                decode_config,
+                prefixes=batch_prefixes,
+                generator=generator,
+                never_ids=never_ids,
             )
             for i, hypotheses in zip(batch, decoded, strict=True):
                 results[i] = hypotheses

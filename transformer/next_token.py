@@ -106,7 +106,7 @@ def make_scorer(models: Transformer | Sequence[Transformer], src: Tensor, capaci
 class SearchRules:
     """The rules every search applies to the scorer's log-probabilities, in place and after the
     softmax, so that the tokens a rule allows keep the model's own log-probabilities:
-    - PAD and BOS are never generated;
+    - PAD, BOS and the `never_ids` (language tags) are never generated;
     - a row at its sentence's length limit may only end (EOS);
     - a row still inside its sentence's forced target prefix may only take the prefix's next
       token (its log-probability counts in the score, as fairseq does)."""
@@ -120,16 +120,17 @@ class SearchRules:
         bos_id: int,
         eos_id: int,
         pad_id: int,
+        never_ids: Sequence[int] = (),
     ) -> None:
         """limits (B,): each sentence's most tokens before the EOS, the smallest of which is
         shortest_limit (on the host); prefixes (B, P): forced first tokens, padded with pad_id,
-        or None."""
+        or None; never_ids: more tokens never generated (a multilingual model's language tags)."""
         self.limits = limits
         # No row is at its limit before the shortest limit: until then the (N, V) masking for
         # it is skipped, and no step has to ask the device.
         self.shortest_limit = shortest_limit
         self.prefixes = prefixes
-        self.never = torch.tensor([pad_id, bos_id], device=limits.device)  # (2,)
+        self.never = torch.tensor([pad_id, bos_id, *never_ids], device=limits.device)  # (n,)
         self.eos_id, self.pad_id = eos_id, pad_id
 
     def apply(self, log_probs: Tensor, step: int, row_sentences: Tensor) -> None:

@@ -22,16 +22,33 @@ decoding, and a leading space is lost. `min_frequency` does not apply to it.
 
 Special tokens have fixed ids, the same for both sides, checked against every tokenizer that is built
 or loaded (the tutorial took them from the wrong tokenizer): PAD 0, UNK 1, BOS 2, EOS 3.
+
+Language tags. A multilingual model (data.pairs) reads which language to translate into from a tag
+at the start of the source, `>>de<<` (Johnson et al. 2017; the OPUS-MT convention, so imported
+multi-target OPUS-MT models and ours are used the same way). Tags are added tokens of the source
+vocabulary: one id each, never split into subwords, and never produced by decoding (their ids are
+in `language_tag_ids`, which the searches exclude). `encode_source(texts, tgt_lang)` puts the tag
+id in front of the sentence's own ids, the same whether a training pair, a validation sentence or a
+user's line is encoded; a line that already starts with a tag keeps its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import (
+    AddedToken,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    trainers,
+)
 
 from transformer.config import TokenizerConfig
 
@@ -39,8 +56,29 @@ PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)  # trained in this order, so their ids are 0, 1, 2, 3
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
+# A target-language tag at the start of a line, and the whitespace after it: ">>de<< A dog." -> "de"
+LEADING_TAG = re.compile(r"\s*>>([A-Za-z0-9_-]+)<<\s*")
+TAG = re.compile(r">>([A-Za-z0-9_-]+)<<")
+
 JOINT_FILE = "tokenizer.json"  # save(): one file when source and target share a vocabulary
 SOURCE_FILE, TARGET_FILE = "source.json", "target.json"  # ... two otherwise
+
+
+class LanguageError(ValueError):
+    """A target language the model cannot translate into, or none given to a multilingual model."""
+
+
+def language_tag(language: str) -> str:
+    """The source token that asks for `language`: "de" -> ">>de<<"."""
+    return f">>{language}<<"
+
+
+def split_language_tag(text: str) -> tuple[str | None, str]:
+    """(language of a leading >>xx<< tag or None, the text after it)."""
+    match = LEADING_TAG.match(text)
+    if match is None:
+        return None, text
+    return match.group(1), text[match.end() :]
 
 
 class TokenizerPair:
@@ -74,12 +112,81 @@ class TokenizerPair:
     def tgt_vocab_size(self) -> int:
         return self.target.get_vocab_size()
 
-    def encode_source(self, texts: list[str]) -> list[list[int]]:
+    def encode_source(
+        self, texts: list[str], tgt_lang: str | Sequence[str | None] | None = None
+    ) -> list[list[int]]:
         """Subword ids of each source sentence (batched, multi-threaded): no BOS, and EOS at the
         end only with `source_eos`. Training, validation, translate.py, the server and the
-        attention plots all encode sources here, so they all agree on it."""
-        ids = _encode(self.source, texts)
+        attention plots all encode sources here, so they all agree on it.
+
+        Multilingual models (`language_tags` not empty): each sentence starts with the tag of its
+        target language, from a leading ">>xx<<" in its text, else from `tgt_lang` (one language
+        for all, or one per sentence). LanguageError when neither gives one, or it is not a
+        language of this model."""
+        tags = self.language_tags
+        if not tags and tgt_lang is None:
+            ids = _encode(self.source, texts)
+        else:
+            ids = self._encode_tagged(texts, tgt_lang, tags)
         return [sentence + [EOS_ID] for sentence in ids] if self.source_eos else ids
+
+    def _encode_tagged(
+        self, texts: list[str], tgt_lang: str | Sequence[str | None] | None, tags: dict[str, int]
+    ) -> list[list[int]]:
+        wanted = (
+            [tgt_lang] * len(texts) if tgt_lang is None or isinstance(tgt_lang, str) else tgt_lang
+        )
+        if len(wanted) != len(texts):
+            raise ValueError(f"{len(wanted)} target languages for {len(texts)} sentences")
+        split = [split_language_tag(text) for text in texts]
+        languages = [own or given for (own, _), given in zip(split, wanted, strict=True)]
+        if not tags:
+            raise LanguageError(
+                "this model translates into one language only: it has no target-language tags, so "
+                "leave out the target language (--tgt-lang / tgt_lang)"
+            )
+        known = ", ".join(sorted(tags))
+        blank = [not rest.strip() for _, rest in split]  # stay empty: nothing to translate
+        for number, (language, empty) in enumerate(zip(languages, blank, strict=True), start=1):
+            if empty:
+                continue
+            if language is None:
+                raise LanguageError(
+                    f"line {number}: this model translates into several languages ({known}); say "
+                    "which with --tgt-lang (tgt_lang for the server), or start the line with its "
+                    "tag, e.g. " + language_tag(sorted(tags)[0])
+                )
+            if language not in tags:
+                raise LanguageError(
+                    f"line {number}: this model was not trained to translate into "
+                    f"{language!r}; it knows {known}"
+                )
+        ids = _encode(self.source, [rest for _, rest in split])
+        tagged = zip(languages, ids, blank, strict=True)
+        return [[] if empty else [tags[lang], *sentence] for lang, sentence, empty in tagged]
+
+    @property
+    def language_tags(self) -> dict[str, int]:
+        """{language: id} of the source vocabulary's >>xx<< tags; empty for a bilingual model."""
+        return {
+            match.group(1): index
+            for index, token in self.source.get_added_tokens_decoder().items()
+            if (match := TAG.fullmatch(token.content))
+        }
+
+    @property
+    def language_tag_ids(self) -> tuple[int, ...]:
+        """Ids a translation never contains (the searches exclude them)."""
+        return tuple(sorted(self.language_tags.values()))
+
+    def with_language_tags(self, languages: Iterable[str]) -> TokenizerPair:
+        """A copy whose source vocabulary (the joint one, if joint) has a tag for each language,
+        added after the trained vocabulary so that the subword ids stay as they were."""
+        source = Tokenizer.from_str(self.source.to_str())
+        tags = [language_tag(language) for language in sorted(set(languages))]
+        source.add_tokens([AddedToken(tag, normalized=False) for tag in tags])
+        target = source if self.joint else self.target
+        return TokenizerPair(source, target, self.source_eos)
 
     def encode_target(self, texts: list[str]) -> list[list[int]]:
         """Subword ids of each target sentence, without BOS/EOS (collate adds them)."""

@@ -93,16 +93,20 @@ class Translator:
         sentences: list[str],
         prefixes: list[str] | None = None,
         decode_config: DecodeConfig | None = None,
+        tgt_lang: str | Sequence[str | None] | None = None,
     ) -> list[list[Translation]]:
         """n-best translations of each sentence, best first. An empty or whitespace-only line gives
         one empty translation; a source longer than the model's maximum positions is truncated
         with a warning. `prefixes`, one per sentence ("" for none), are the forced beginnings of
         the translations: each translation starts with its prefix and continues from there.
         `decode_config` replaces this translator's settings for this call only (the server decodes each
-        batch with its requests' beam, n-best and length penalty)."""
+        batch with its requests' beam, n-best and length penalty). `tgt_lang` (one for all, or
+        one per sentence) chooses the output language of a multilingual model; a sentence that
+        starts with its own >>xx<< tag keeps it (tokenizer.LanguageError for a language the
+        model does not know, or none where one is needed)."""
         if prefixes is not None and len(prefixes) != len(sentences):
             raise ValueError(f"{len(prefixes)} prefixes for {len(sentences)} sentences")
-        ids = self.tokenizers.encode_source(sentences)
+        ids = self.tokenizers.encode_source(sentences, tgt_lang)
         too_long = [
             i for i, sentence_ids in enumerate(ids) if len(sentence_ids) > self.max_positions
         ]
@@ -120,6 +124,7 @@ class Translator:
             decode_config or self.decode_config,
             self.device,
             prefixes=prefix_ids,
+            never_ids=self.tokenizers.language_tag_ids,
         )
         results = []
         for sentence, nbest in zip(sentences, hypotheses, strict=True):
