@@ -21,6 +21,8 @@ def leaf_keys(cls: type, prefix: str = "") -> list[str]:
             keys += leaf_keys(hints[field.name], f"{prefix}{field.name}.")
         else:
             keys.append(prefix + field.name)
+            for inner in config._listed_dataclasses(hints[field.name]):  # data.dataset[] entries
+                keys += leaf_keys(inner, f"{prefix}{field.name}[].")
     return keys
 
 

@@ -18,6 +18,7 @@ import difflib
 import inspect
 import io
 import math
+import re
 import sys
 import tokenize
 import types
@@ -159,13 +160,50 @@ class SplitsConfig:
 
 
 @dataclass
+class SourceConfig:
+    """One training corpus of several: an entry of `data.dataset` when it is a list."""
+
+    dataset: str = ""  # a hub name or a local path, as data.dataset
+    subset: str | None = None  # hub configuration name of this corpus (e.g. en-fr)
+    weight: float = 1.0  # how often its pairs are drawn per epoch: 2 = twice as often as weight 1
+    pairs: list[str] = field(default_factory=list)  # directions it gives; [] = all of data.pairs
+
+    def validate(self, prefix: str) -> None:
+        _require(bool(self.dataset.strip()), f"{prefix}.dataset must not be empty")
+        _require(
+            0.0 < self.weight < math.inf,
+            f"{prefix}.weight must be a positive number, not {self.weight}",
+        )
+        for pair in self.pairs:
+            parse_pair(pair, f"{prefix}.pairs")
+
+
+def parse_pair(pair: str, key: str) -> tuple[str, str]:
+    """ "en-de" -> ("en", "de"); languages with a region use "_" (pt_br-en)."""
+    parts = pair.split("-")
+    _require(
+        len(parts) == 2 and all(part.strip() for part in parts) and parts[0] != parts[1],
+        f"{key}: {pair!r} is not a direction like en-de (source-target, two different "
+        "languages; write regions with _, e.g. pt_br-en)",
+    )
+    return parts[0].strip(), parts[1].strip()
+
+
+@dataclass
 class DataConfig:
     """Where the parallel corpus comes from and how it is batched."""
 
-    dataset: str = "bentrevett/multi30k"  # a hub name or a local path (directory, .tsv, .jsonl)
+    dataset: str | list[SourceConfig | str] = (
+        "bentrevett/multi30k"  # a hub name or a local path (directory, .tsv, .jsonl); or a list
+    )
     subset: str | None = None  # hub configuration name, e.g. en-it for Helsinki-NLP/opus_books
     src_lang: str = "en"  # source language code: a column, or the {split}.{lang} file suffix
     tgt_lang: str = "de"  # target language code
+    pairs: list[str] | str = field(
+        default_factory=list
+    )  # multilingual: directions, e.g. [en-de, de-en], or all (of data.languages); [] = one pair
+    languages: list[str] = field(default_factory=list)  # with pairs: all, the languages to pair
+    pair_temperature: float = 1.0  # sampling across directions: 1 = by size, larger = flatter
     splits: SplitsConfig = field(default_factory=SplitsConfig)
     carve_size: int = 1000  # sentences carved for each of validation/test when missing
     max_tokens: int = 4096  # batch budget: padded source + padded target tokens per batch
@@ -185,7 +223,56 @@ class DataConfig:
         )
         for name in ("src_lang", "tgt_lang"):
             _require(bool(getattr(self, name).strip()), f"data.{name} must not be empty")
+        _require(
+            1.0 <= self.pair_temperature < math.inf,
+            f"data.pair_temperature must be at least 1, not {self.pair_temperature}",
+        )
+        sources = self.training_sources()
+        _require(bool(sources), "data.dataset is an empty list: name at least one corpus")
+        for number, source in enumerate(sources):
+            source.validate(f"data.dataset[{number}]")
+        directions = self.directions()
+        for number, source in enumerate(sources):
+            for pair in source.pairs:
+                _require(
+                    parse_pair(pair, "") in directions,
+                    f"data.dataset[{number}].pairs: {pair} is not one of data.pairs "
+                    f"({', '.join(f'{s}-{t}' for s, t in directions)})",
+                )
         self.tokenizer.validate()
+
+    def training_sources(self) -> list[SourceConfig]:
+        """data.dataset as a list of corpora (one, with data.subset, when it is a string)."""
+        if isinstance(self.dataset, str):
+            return [SourceConfig(self.dataset, self.subset)]
+        return [SourceConfig(s) if isinstance(s, str) else s for s in self.dataset]
+
+    def directions(self) -> list[tuple[str, str]]:
+        """The (source, target) languages trained: data.pairs, or data.src_lang -> tgt_lang."""
+        if self.pairs == "all" or self.pairs == ["all"]:
+            languages = list(dict.fromkeys(self.languages))
+            _require(
+                len(languages) >= 2,
+                "data.pairs: all needs data.languages, at least two, e.g. [en, de, fr]",
+            )
+            return [(s, t) for s in languages for t in languages if s != t]
+        _require(
+            isinstance(self.pairs, list),
+            f"data.pairs must be a list of directions like [en-de, de-en] or all, not {self.pairs!r}",
+        )
+        if not self.pairs:
+            return [(self.src_lang, self.tgt_lang)]
+        directions = [parse_pair(pair, "data.pairs") for pair in self.pairs]
+        _require(
+            len(set(directions)) == len(directions),
+            f"data.pairs lists a direction twice: {self.pairs}",
+        )
+        return directions
+
+    @property
+    def multilingual(self) -> bool:
+        """More than one target language: sources then start with a >>xx<< tag (tokenizer.py)."""
+        return len({target for _, target in self.directions()}) > 1
 
 
 @dataclass
@@ -390,8 +477,19 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             try:
                 return _coerce(value, arg, key)
             except ConfigError as error:
-                errors.append(str(error))
+                # A list or mapping that fails inside says more than "must be a str".
+                same_kind = (typing.get_origin(arg) is list and isinstance(value, list)) or (
+                    dataclasses.is_dataclass(arg) and isinstance(value, dict)
+                )
+                errors.insert(0 if same_kind else len(errors), str(error))
         raise ConfigError(errors[0])
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, not {value!r}")
+        (item_hint,) = args
+        return [_coerce(item, item_hint, f"{key}[{i}]") for i, item in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return config_from_dict(value, hint, key + ".")
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{key} must be a list of {len(args)} values, not {value!r}")
@@ -497,6 +595,7 @@ def config_markdown(cls: type = Config, prefix: str = "") -> str:
         if dataclasses.is_dataclass(hint):
             sections.append(config_markdown(hint, key + "."))
             continue
+        sections += [config_markdown(inner, key + "[].") for inner in _listed_dataclasses(hint)]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         meaning = comments.get(f.name, "").replace("|", "\\|")
         kind = _type_name(hint).replace("|", "\\|")
@@ -526,8 +625,18 @@ def _field_comments(cls: type) -> dict[str, str]:
     return found
 
 
+def _listed_dataclasses(hint: Any, in_list: bool = False) -> list[type]:
+    """Dataclasses that a hint holds in a list (data.dataset's SourceConfig entries)."""
+    if in_list and dataclasses.is_dataclass(hint):
+        return [hint]
+    in_list = in_list or typing.get_origin(hint) is list
+    return [found for arg in typing.get_args(hint) for found in _listed_dataclasses(arg, in_list)]
+
+
 def _type_name(hint: Any) -> str:
-    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+    if isinstance(hint, type):
+        return hint.__name__
+    return re.sub(r"[\w.]+\.(\w+)", r"\1", str(hint))  # typing.X, module.SourceConfig -> X
 
 
 def _yaml_value(value: Any) -> str:
