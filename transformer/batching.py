@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from transformer.data import EncodedSplit
+from transformer.mixture import EpochMixture
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -57,7 +58,10 @@ class TokenBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        mixture: EpochMixture | None = None,
     ) -> None:
+        """mixture: which pairs each epoch draws from a split of several corpora or directions
+        (mixture.py); None, or a mixture that takes every pair once, batches every pair once."""
         # int32: 4 bytes per pair and side, and no copy of a prepared split's lengths
         self.src_lengths = torch.as_tensor(src_lengths).to(torch.int32)  # (n,)
         self.tgt_lengths = torch.as_tensor(tgt_lengths).to(torch.int32)  # (n,)
@@ -74,21 +78,31 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.world_size = world_size
         self.epoch = 0
         self.position = 0  # batches of this epoch already yielded on this rank
-        # Ties are exact (src, tgt) length ties, so the sequence of lengths in sorted order, and
-        # hence where batches start and end, is the same every epoch: computed once.
-        # (batches, 2) [start, end) rows: a tensor, ~16 bytes a batch (a list of tuples: ~110)
-        self._bounds = torch.tensor(self._batch_bounds(self._sorted_order(None)), dtype=torch.long)
-        self._bounds = self._bounds.reshape(-1, 2)  # (batches, 2), also when there are none
+        self.mixture = None if mixture is None or mixture.is_identity else mixture
+        self._drawn: tuple[int, Tensor, Tensor] | None = None  # mixture: (epoch, order, bounds)
+        # Every pair once: ties are exact (src, tgt) length ties, so the sequence of lengths in
+        # sorted order, and hence where batches start and end, is the same every epoch: computed
+        # once. (batches, 2) [start, end) rows: a tensor, ~16 bytes a batch (list of tuples: ~110)
+        if self.mixture is None:
+            self._bounds = self._batch_bounds(self._sorted_order(None, None))
 
-    def _sorted_order(self, generator: torch.Generator | None) -> Tensor:
-        """Indices sorted by (source, target) length; ties in random order when given a generator."""
-        n = len(self.src_lengths)
-        order = torch.arange(n) if generator is None else torch.randperm(n, generator=generator)
+    def _sorted_order(self, pairs: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        """The indices `pairs` (None: every pair once) sorted by (source, target) length; ties in
+        random order when given a generator."""
+        if pairs is None:
+            n = len(self.src_lengths)
+            order = torch.arange(n) if generator is None else torch.randperm(n, generator=generator)
+        else:
+            order = (
+                pairs
+                if generator is None
+                else pairs[torch.randperm(len(pairs), generator=generator)]
+            )
         order = order[_stable_argsort(self.tgt_lengths[order])]
         return order[_stable_argsort(self.src_lengths[order])]
 
-    def _batch_bounds(self, order: Tensor) -> list[tuple[int, int]]:
-        """Greedily fill batches along `order`: [start, end) positions of each batch.
+    def _batch_bounds(self, order: Tensor) -> Tensor:
+        """Greedily fill batches along `order`: (batches, 2) [start, end) positions of each batch.
 
         Pair by pair: a pair joins the open batch if the batch, padded to its longest source and
         target, still fits max_tokens, else it opens the next batch. Consecutive pairs of equal
@@ -117,22 +131,41 @@ class TokenBatchSampler(Sampler[list[int]]):
                     start, max_src, max_tgt = i, 0, 0
         if n > start:
             bounds.append((start, n))
-        return bounds
+        return torch.tensor(bounds, dtype=torch.long).reshape(-1, 2)  # also when there are none
 
     def _epoch_batches(self, epoch: int) -> tuple[Tensor, Tensor]:
         """This rank's batches for `epoch`, in the order they are yielded: the epoch's order of all
         pairs (n,) and the [start, end) of each batch in it (batches, 2). Batches become lists of
         indices only when yielded (a list of every index costs ~36 bytes a pair: 100 MB at 3M)."""
-        generator = None
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(_mix_seed(self.seed, epoch))
-        order = self._sorted_order(generator)  # (n,)
-        bounds = self._bounds  # (batches, 2)
-        if generator is not None:
-            bounds = bounds[torch.randperm(len(bounds), generator=generator)]
-        total = len(self) * self.world_size  # pad by repeating the first batches
+        order, bounds = self._all_batches(epoch)
+        total = math.ceil(len(bounds) / self.world_size) * self.world_size  # pad: repeat the first
         mine = torch.arange(self.rank, total, self.world_size) % max(len(bounds), 1)
         return order, bounds[mine]
+
+    def _all_batches(self, epoch: int) -> tuple[Tensor, Tensor]:
+        """Every rank's batches of `epoch`: the order of its pairs (N,) and the batches' [start,
+        end) in it (batches, 2), in the order they are handed out. With a mixture, the epoch first
+        draws its pairs (from the same seeded generator), so its batches differ from epoch to
+        epoch: they are computed once per epoch and kept."""
+        generator = torch.Generator().manual_seed(_mix_seed(self.seed, epoch))
+        if self.mixture is None:
+            order = self._sorted_order(None, generator if self.shuffle else None)  # (n,)
+            bounds = self._bounds  # (batches, 2)
+        elif self._drawn is not None and self._drawn[0] == epoch:
+            return self._drawn[1], self._drawn[2]
+        else:
+            pairs = self.mixture.draw(generator)  # (N,)
+            order = self._sorted_order(pairs, generator if self.shuffle else None)
+            bounds = self._batch_bounds(order)
+        if self.shuffle:
+            bounds = bounds[torch.randperm(len(bounds), generator=generator)]
+        if self.mixture is not None:
+            self._drawn = (epoch, order, bounds)
+        return order, bounds
+
+    def _total_batches(self, epoch: int) -> int:
+        """Batches of `epoch` over all ranks."""
+        return len(self._bounds) if self.mixture is None else len(self._all_batches(epoch)[1])
 
     def __iter__(self) -> Iterator[list[int]]:
         order, bounds = self._epoch_batches(self.epoch)
@@ -144,8 +177,9 @@ class TokenBatchSampler(Sampler[list[int]]):
         self.position = 0
 
     def __len__(self) -> int:
-        """Batches per epoch on this rank (the same on every rank)."""
-        return math.ceil(len(self._bounds) / self.world_size)
+        """Batches per epoch on this rank (the same on every rank; with a mixture, of the current
+        epoch: each epoch draws its own pairs)."""
+        return math.ceil(self._total_batches(self.epoch) / self.world_size)
 
     def set_epoch(self, epoch: int) -> None:
         """Use the order of `epoch`; restart it unless already in it (see the class docstring)."""
@@ -159,7 +193,7 @@ class TokenBatchSampler(Sampler[list[int]]):
             "position": self.position,
             "batches_per_epoch": len(self),
             "world_size": self.world_size,
-            "total_batches": len(self._bounds),
+            "total_batches": self._total_batches(self.epoch),
         }
 
     def load_state_dict(self, state: dict[str, int]) -> None:
@@ -168,10 +202,11 @@ class TokenBatchSampler(Sampler[list[int]]):
         position x world size were done); rounding down repeats a few batches rather than skip any."""
         saved_world_size = int(state.get("world_size", 1))  # older states: one process
         saved_total = state.get("total_batches", state.get("batches_per_epoch"))
-        if saved_total is not None and saved_total != len(self._bounds):
+        total = self._total_batches(int(state["epoch"]))
+        if saved_total is not None and saved_total != total:
             raise ValueError(
                 f"the saved sampler state has {saved_total} batches per epoch in all, this sampler "
-                f"{len(self._bounds)}: resume with the same data and data.max_tokens"
+                f"{total}: resume with the same data, data.max_tokens and data.pair_temperature"
             )
         self.epoch = int(state["epoch"])
         self.position = int(state["position"]) * saved_world_size // self.world_size

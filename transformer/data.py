@@ -33,6 +33,7 @@ import ssl
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
@@ -528,15 +529,17 @@ def encode_split(
     drop: bool,
     name: str = "train",
     max_length_ratio: float = 0.0,
+    tgt_lang: Sequence[str | None] | None = None,
 ) -> EncodedSplit:
     """Encode a split in memory, at once (validation, test and small tools; the training split of
     a run is prepared on disk by prepare.py with the same `PairFilter`).
 
     drop=True: drop what `PairFilter` drops and print the counts. drop=False (validation/test):
     keep every pair, in order, so index i still matches the raw text; cut sources to max_positions
-    and targets to max_positions - 1 with a warning.
+    and targets to max_positions - 1 with a warning. tgt_lang: each pair's target language, for
+    the tag a multilingual model's sources start with (None: no tags).
     """
-    source = tokenizers.encode_source(text.source)
+    source = tokenizers.encode_source(text.source, tgt_lang)
     target = tokenizers.encode_target(text.target)
     if drop:
         pair_filter = PairFilter(max_length, max_positions, max_length_ratio)

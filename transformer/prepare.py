@@ -15,11 +15,16 @@ settings that change which pairs are kept (max_length, max_length_ratio, model.m
 splits, carve size). Change any of them and the next run prepares a new directory; change anything
 else (train.lr) and it maps the same one.
 
+Several corpora and directions (corpora.py) are prepared into one directory, stream after stream;
+a multilingual run's sources start with their target-language tag (`>>de<<`, added to the
+tokenizer after it is trained), so the tag is in the ids and costs nothing at training time.
+
 Files, per side (src, tgt), all little-endian; ids and offsets are read a pair at a time with
-`os.pread` (`DiskArray`), only the lengths are loaded:
+`os.pread` (`DiskArray`), only the lengths and the streams are loaded:
     {side}.ids       (N,)     token ids: uint16 when the vocabulary has <= 65,536 entries, else int32
     {side}.offsets   (n + 1,) int64: pair i's ids are ids[offsets[i]:offsets[i + 1]]
     {side}.lengths   (n,)     int32 tokens per pair (what the batch sampler sorts on)
+    streams          (n,)     uint8: the (corpus, direction) each pair came from (meta.json names them)
     tokenizer/       the tokenizers the ids come from
     meta.json        counts, dtype, sizes, what was dropped, the sample size, the fingerprint's inputs
 
@@ -47,7 +52,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from itertools import chain
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import numpy as np
 import torch
@@ -56,18 +61,20 @@ from tqdm import tqdm
 from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.cli import USER_ERROR
 from transformer.config import Config, ConfigError, DataConfig, config_from_dict, load_config
-from transformer.data import (
-    DataError,
-    EncodedSplit,
-    PairFilter,
-    ParallelText,
-    encode_split,
-    open_corpus,
+from transformer.corpora import Corpora, TrainingStream, open_corpora
+from transformer.data import DataError, EncodedSplit, PairFilter, ParallelText, encode_split
+from transformer.mixture import EpochMixture
+from transformer.pairs import CHUNK_PAIRS
+from transformer.tokenizer import (
+    SAMPLE_SEED,
+    LanguageError,
+    TokenizerPair,
+    reservoir_sample,
+    train_tokenizers,
 )
-from transformer.pairs import CHUNK_PAIRS, PairSource
-from transformer.tokenizer import SAMPLE_SEED, TokenizerPair, reservoir_sample, train_tokenizers
 
-FORMAT_VERSION = 1  # bump when the files or the way ids are made change: old caches are then unused
+FORMAT_VERSION = 2  # bump when the files or the way ids are made change: old caches are then unused
+MAX_STREAMS = 256  # the streams file holds one byte per pair
 PREPARED_DIR = "prepared"  # under train.run_dir, unless data.cache_dir is set
 SIDES = ("src", "tgt")
 META_FILE = "meta.json"
@@ -84,6 +91,18 @@ class PreparedData:
     texts: dict[str, ParallelText]  # validation and test text, for scoring translations
     directory: Path  # where the prepared training split lives
     prepared_now: bool  # False when an earlier preparation was reused
+    directions: list[str]  # "en-de", ...: one for a bilingual run
+    # validation / test: the direction (index into `directions`) of each sentence
+    sentence_directions: dict[str, torch.Tensor]
+    train_streams: torch.Tensor  # (n,) uint8: the stream of each training pair
+    stream_weights: list[float]  # per stream: its corpus's weight
+    stream_directions: list[int]  # per stream: its direction
+
+    def mixture(self, temperature: float) -> EpochMixture:
+        """Which training pairs each epoch draws (mixture.py)."""
+        return EpochMixture(
+            self.train_streams, self.stream_weights, self.stream_directions, temperature
+        )
 
 
 def cache_root(config: Config) -> Path:
@@ -104,28 +123,67 @@ def prepare_data(
     `tokenizers` (e.g. from a checkpoint being resumed) are used instead of training new ones; a
     prepared split made with other tokenizers is then not reused. `source_eos` (model.source_eos)
     ends every source with EOS, so it is part of the fingerprint too."""
-    corpus = open_corpus(config)
-    key = fingerprint(config, max_positions, corpus.train, None, source_eos)
+    corpora = open_corpora(config)
+    if len(corpora.streams) > MAX_STREAMS:
+        raise DataError(
+            f"{len(corpora.streams)} (corpus, direction) streams; at most {MAX_STREAMS} are supported"
+        )
+    key = fingerprint(config, max_positions, corpora, None, source_eos)
     if tokenizers is not None and _saved_tokenizers(root / key) != tokenizers.to_json():
-        key = fingerprint(config, max_positions, corpus.train, tokenizers, source_eos)
+        key = fingerprint(config, max_positions, corpora, tokenizers, source_eos)
     directory = root / key
-    train = open_prepared(directory)
-    prepared_now = train is None
-    if train is None:
-        write_prepared(corpus.train, config, max_positions, directory, tokenizers, source_eos)
-        train = open_prepared(directory)
-        if train is None:  # only if the disk changed under us; not worth a second try
+    opened = open_prepared(directory)
+    prepared_now = opened is None
+    if opened is None:
+        write_prepared(corpora, config, max_positions, directory, tokenizers, source_eos)
+        opened = open_prepared(directory)
+        if opened is None:  # only if the disk changed under us; not worth a second try
             raise DataError(f"{directory}: prepared data unreadable right after writing it")
     else:
-        print(f"Prepared training data: {directory} ({len(train)} pairs, reused)")
+        print(f"Prepared training data: {directory} ({len(opened[0])} pairs, reused)")
+    train, train_streams = opened
     tokenizers = TokenizerPair.load(directory / TOKENIZER_DIR, source_eos)
-    texts = {"validation": corpus.validation, "test": corpus.test}
+    texts = {"validation": corpora.validation, "test": corpora.test}
+    labels = {"validation": corpora.validation_directions, "test": corpora.test_directions}
     splits = {"train": train}
     for role, text in texts.items():
+        languages = _target_languages(corpora, labels[role], tokenizers)
         splits[role] = encode_split(
-            text, tokenizers, max_length=None, max_positions=max_positions, drop=False, name=role
+            text,
+            tokenizers,
+            max_length=None,
+            max_positions=max_positions,
+            drop=False,
+            name=role,
+            tgt_lang=languages,
         )
-    return PreparedData(tokenizers, splits, texts, directory, prepared_now)
+    return PreparedData(
+        tokenizers,
+        splits,
+        texts,
+        directory,
+        prepared_now,
+        directions=corpora.directions,
+        sentence_directions={role: torch.tensor(labels[role], dtype=torch.long) for role in labels},
+        train_streams=train_streams,
+        stream_weights=[stream.weight for stream in corpora.streams],
+        stream_directions=corpora.stream_direction_ids(),
+    )
+
+
+def _tagged(config: DataConfig, tokenizers: TokenizerPair | None) -> bool:
+    """Whether sources start with a target-language tag: a multilingual config, or tokenizers
+    (from a checkpoint) that have tags."""
+    return config.multilingual or bool(tokenizers is not None and tokenizers.language_tags)
+
+
+def _target_languages(
+    corpora: Corpora, directions: list[int], tokenizers: TokenizerPair
+) -> list[str | None] | None:
+    """The tag language of each sentence (its target language), or None without tags."""
+    if not tokenizers.language_tags:
+        return None
+    return [corpora.directions[d].split("-")[1] for d in directions]
 
 
 # --- the fingerprint ------------------------------------------------------------------------------
@@ -134,12 +192,12 @@ def prepare_data(
 def fingerprint(
     config: DataConfig,
     max_positions: int,
-    train: PairSource,
+    corpora: Corpora,
     tokenizers: TokenizerPair | None,
     source_eos: bool = False,
 ) -> str:
     """A name for the prepared split that changes whenever its ids would."""
-    inputs = fingerprint_inputs(config, max_positions, train, tokenizers, source_eos)
+    inputs = fingerprint_inputs(config, max_positions, corpora, tokenizers, source_eos)
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     return f"train-{digest[:16]}"
 
@@ -147,11 +205,13 @@ def fingerprint(
 def fingerprint_inputs(
     config: DataConfig,
     max_positions: int,
-    train: PairSource,
+    corpora: Corpora,
     tokenizers: TokenizerPair | None,
     source_eos: bool = False,
 ) -> dict[str, Any]:
-    """Everything the prepared ids depend on (recorded in meta.json, to see why a cache moved)."""
+    """Everything the prepared ids depend on (recorded in meta.json, to see why a cache moved).
+    Corpus weights and data.pair_temperature are not: they change how often pairs are drawn,
+    not their ids."""
     tokenizer = (
         {"trained": asdict(config.tokenizer), "sample_seed": SAMPLE_SEED}
         if tokenizers is None
@@ -159,10 +219,15 @@ def fingerprint_inputs(
     )
     return {
         "format": FORMAT_VERSION,
-        "train": train.identity(),
-        "dataset": config.dataset,
-        "subset": config.subset,
-        "languages": [config.src_lang, config.tgt_lang],
+        "streams": [
+            {
+                "train": stream.source.identity(),
+                "where": stream.where,
+                "direction": stream.direction,
+            }
+            for stream in corpora.streams
+        ],
+        "tagged": _tagged(config, tokenizers),
         "splits": asdict(config.splits),
         "carve_size": config.carve_size,
         "max_length": config.max_length,
@@ -183,9 +248,10 @@ def _saved_tokenizers(directory: Path) -> dict[str, str] | None:
 # --- reading --------------------------------------------------------------------------------------
 
 
-def open_prepared(directory: Path) -> EncodedSplit | None:
-    """The prepared training split, read from its files; None when there is none or its files are damaged
-    (then a message says so, and the caller prepares it again)."""
+def open_prepared(directory: Path) -> tuple[EncodedSplit, torch.Tensor] | None:
+    """The prepared training split, read from its files, and the stream of each pair (n,); None
+    when there is none or its files are damaged (then a message says so, and the caller prepares
+    it again)."""
     if not directory.is_dir():
         return None
     try:
@@ -193,10 +259,13 @@ def open_prepared(directory: Path) -> EncodedSplit | None:
         if meta.get("format") != FORMAT_VERSION:
             raise ValueError(f"format {meta.get('format')}, this code reads {FORMAT_VERSION}")
         split = EncodedSplit.from_tensors(*(_map_side(directory, side, meta) for side in SIDES))
+        streams = np.fromfile(directory / "streams", dtype=np.uint8)
+        if len(streams) != len(split) or (len(streams) and streams.max() >= len(meta["streams"])):
+            raise ValueError(f"the streams file does not match the {len(split)} pairs")
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         print(f"Prepared data in {directory} is incomplete or damaged ({error}); preparing again")
         return None
-    return split
+    return split, torch.from_numpy(streams)
 
 
 def _map_side(directory: Path, side: str, meta: dict[str, Any]) -> tuple[Any, ...]:
@@ -267,7 +336,7 @@ class DiskArray:
 
 
 def write_prepared(
-    train: PairSource,
+    corpora: Corpora,
     config: DataConfig,
     max_positions: int,
     directory: Path,
@@ -283,15 +352,20 @@ def write_prepared(
         _remove_abandoned(directory)
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir()
-        inputs = fingerprint_inputs(config, max_positions, train, tokenizers, source_eos)
+        inputs = fingerprint_inputs(config, max_positions, corpora, tokenizers, source_eos)
         sample_record: dict[str, Any] = {"used": None, "of": None}  # given tokenizers: no sample
         total = None
+        tagged = _tagged(config, tokenizers)
         if tokenizers is None:
-            tokenizers, sample_record = _sample_and_train(train, config)
+            tokenizers, sample_record = _sample_and_train(corpora.streams, config)
             total = sample_record["of"]
+            if tagged:
+                tokenizers = tokenizers.with_language_tags(t for _, t in config.directions())
         tokenizers.save(temporary / TOKENIZER_DIR)
         encoder = tokenizers.with_source_eos(source_eos)  # the caller's pair stays as it was
-        meta = _encode_into(temporary, train, config, max_positions, encoder, total)
+        meta = _encode_into(
+            temporary, corpora.streams, config, max_positions, encoder, total, tagged
+        )
         meta.update(
             tokenizer_sample=sample_record,
             seconds=round(time.monotonic() - started, 1),
@@ -337,11 +411,15 @@ def _process_alive(pid: int) -> bool:
 
 
 def _sample_and_train(
-    train: PairSource, config: DataConfig
+    streams: list[TrainingStream], config: DataConfig
 ) -> tuple[TokenizerPair, dict[str, Any]]:
-    """Tokenizers trained on a seeded sample of the training split, drawn in one streamed pass."""
+    """Tokenizers trained on a seeded sample of the training split (every stream), drawn in one
+    streamed pass."""
     size = config.tokenizer.sample_size
-    chunks = _progress(train.chunks(CHUNK_PAIRS), train.count(), "sampling for the tokenizer")
+    counts = [stream.source.count() for stream in streams]
+    total = None if None in counts else sum(counts)  # type: ignore[arg-type]
+    every_chunk = chain.from_iterable(stream.source.chunks(CHUNK_PAIRS) for stream in streams)
+    chunks = _progress(every_chunk, total, "sampling for the tokenizer")
     sample = reservoir_sample(((chunk.source, chunk.target) for chunk in chunks), size)
     print(
         f"Tokenizer: training on {len(sample.source):,} of {sample.seen:,} pairs "
@@ -353,30 +431,45 @@ def _sample_and_train(
 
 def _encode_into(
     directory: Path,
-    train: PairSource,
+    streams: list[TrainingStream],
     config: DataConfig,
     max_positions: int,
     tokenizers: TokenizerPair,
     total: int | None,
+    tagged: bool,
 ) -> dict[str, Any]:
-    """Encode and clean the training split chunk by chunk, appending to the files; its meta."""
+    """Encode and clean the training split chunk by chunk, stream after stream, appending to the
+    files; its meta."""
     vocab = max(tokenizers.src_vocab_size, tokenizers.tgt_vocab_size)
     dtype = "uint16" if vocab <= 2**16 else "int32"
     pair_filter = PairFilter(config.max_length, max_positions, config.max_length_ratio)
     writers = {side: _SideWriter(directory, side, DTYPES[dtype]) for side in SIDES}
     try:
         if total is None:
-            total = train.count()
-        for chunk in _progress(train.chunks(CHUNK_PAIRS), total, "encoding"):
-            source = tokenizers.encode_source(chunk.source)
-            target = tokenizers.encode_target(chunk.target)
-            kept = pair_filter.usable(chunk, source, target)
-            writers["src"].append([source[i] for i in kept])
-            writers["tgt"].append([target[i] for i in kept])
+            counts = [stream.source.count() for stream in streams]
+            total = None if None in counts else sum(counts)  # type: ignore[arg-type]
+        kept_per_stream = [0] * len(streams)
+        with open(directory / "streams", "wb") as stream_file:
+            for number, chunk in _progress(_numbered_chunks(streams), total, "encoding"):
+                direction = streams[number].direction
+                source = _encode_sources(tokenizers, chunk.source, direction, tagged)
+                target = tokenizers.encode_target(chunk.target)
+                kept = pair_filter.usable(chunk, source, target)
+                writers["src"].append([source[i] for i in kept])
+                writers["tgt"].append([target[i] for i in kept])
+                stream_file.write(np.full(len(kept), number, dtype=np.uint8).tobytes())
+                kept_per_stream[number] += len(kept)
+            stream_file.flush()
+            os.fsync(stream_file.fileno())
+        record = [
+            {"direction": stream.direction, "where": stream.where, "pairs": kept}
+            for stream, kept in zip(streams, kept_per_stream, strict=True)
+        ]
     finally:
         for writer in writers.values():
             writer.close()
-    print(pair_filter.summary(f"train ({train.where})"))
+    where = ", ".join(sorted({stream.where for stream in streams}))
+    print(pair_filter.summary(f"train ({where})"))
     if not pair_filter.kept:
         raise DataError(
             "train: no usable sentence pairs left; check the corpus and data.max_length"
@@ -385,9 +478,27 @@ def _encode_into(
         "format": FORMAT_VERSION,
         "dtype": dtype,
         "pairs": pair_filter.kept,
+        "streams": record,
         **{side: {"tokens": writers[side].tokens} for side in SIDES},
         **pair_filter.counts(),
     }
+
+
+def _numbered_chunks(streams: list[TrainingStream]) -> Iterator[tuple[int, ParallelText]]:
+    """(stream number, chunk) of every stream, one stream after the other."""
+    for number, stream in enumerate(streams):
+        for chunk in stream.source.chunks(CHUNK_PAIRS):
+            yield number, chunk
+
+
+def _encode_sources(
+    tokenizers: TokenizerPair, texts: list[str], direction: str, tagged: bool
+) -> list[list[int]]:
+    """Source ids, with the target language's tag in front when the run has tags."""
+    try:
+        return tokenizers.encode_source(texts, direction.split("-")[1] if tagged else None)
+    except LanguageError as error:  # e.g. a new direction on a checkpoint's tagged tokenizer
+        raise DataError(f"cannot encode the {direction} training sources: {error}") from error
 
 
 class _SideWriter:
@@ -419,14 +530,16 @@ class _SideWriter:
             file.close()
 
 
-def _progress(
-    chunks: Iterator[ParallelText], total: int | None, what: str
-) -> Iterator[ParallelText]:
-    """Chunks, counted on a bar with pairs/s and (when the size is known) an ETA."""
+Chunk = TypeVar("Chunk", ParallelText, tuple[int, ParallelText])
+
+
+def _progress(chunks: Iterator[Chunk], total: int | None, what: str) -> Iterator[Chunk]:
+    """Chunks (or (stream number, chunk) pairs), counted on a bar with pairs/s and (when the size
+    is known) an ETA."""
     with tqdm(total=total, desc=what, unit=" pairs", unit_scale=True, file=sys.stderr) as bar:
-        for chunk in chunks:
-            yield chunk
-            bar.update(len(chunk))
+        for item in chunks:
+            yield item
+            bar.update(len(item[1] if isinstance(item, tuple) else item))
 
 
 # --- python -m transformer.prepare ------------------------------------------------------------------

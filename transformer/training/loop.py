@@ -34,7 +34,7 @@ from transformer.training.loss import batch_loss_sum
 from transformer.training.run import TrainingRun, TrainState
 from transformer.training.schedule import refresh_learning_rate
 from transformer.training.start import RunDirLock, start_run
-from transformer.training.validation import ValidationResult, validate
+from transformer.training.validation import ValidationResult, log_direction_charts, validate
 
 
 @dataclass
@@ -136,6 +136,8 @@ def run_training(run: TrainingRun) -> TrainResult:
     log = TrainingLog(
         str(run.run_dir), train_config.max_steps, state.step, train_config.log_every, run.device
     )
+    if log.writer is not None and len(run.validation_directions.names) > 1:
+        log_direction_charts(log.writer, run.validation_directions.names)
     last_validation: ValidationResult | None = None
     stopping = False
     with StopRequest() as stop, closing_on_error(log):
@@ -177,6 +179,7 @@ def validate_and_save(run: TrainingRun, writer: SummaryWriter | None) -> Validat
         run.device,
         writer=writer,
         step=state.step,
+        directions=run.validation_directions,
     )
     if run.budget.replan(state.step, validation_seconds=budget.now() - started):
         refresh_learning_rate(run.scheduler)  # the next step's rate, from the new plan

@@ -25,7 +25,7 @@ from transformer.training.divergence import DivergenceGuard
 from transformer.training.loss import LogitsFunction
 from transformer.training.moving_average import WeightMovingAverage
 from transformer.training.schedule import StepPlan, make_scheduler
-from transformer.training.validation import ValidationResult
+from transformer.training.validation import Directions, ValidationResult
 
 
 @dataclass
@@ -60,6 +60,7 @@ class TrainingRun:
     tokenizers: TokenizerPair
     splits: dict[str, EncodedSplit]
     validation_references: list[str]  # the validation targets as text, for BLEU
+    validation_directions: Directions  # which direction each validation sentence is
     sampler: TokenBatchSampler
     loader: Iterable[Batch]  # the training batches of one epoch per pass
     # Where it stands.

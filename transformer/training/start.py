@@ -24,6 +24,7 @@ from transformer.config import (
 )
 from transformer.data import EncodedSplit
 from transformer.device import check_precision, resolve_device
+from transformer.mixture import EpochMixture
 from transformer.model import Transformer, build_transformer
 from transformer.prepare import PREPARED_DIR, PreparedData, cache_root, prepare_data
 from transformer.tokenizer import PAD_ID, TokenizerPair
@@ -35,6 +36,7 @@ from transformer.training.moving_average import WeightMovingAverage
 from transformer.training.precision import choose_precision
 from transformer.training.run import TrainingRun, TrainState
 from transformer.training.run_checkpoint import restore, seed_everything
+from transformer.training.validation import Directions
 
 LOCK_FILE = "train.lock"  # held by the one train.py process that owns the run directory
 
@@ -210,8 +212,11 @@ def prepared_data(config: Config, checkpoint: dict[str, Any] | None) -> Prepared
     )
 
 
-def make_sampler(train: EncodedSplit, config: Config) -> TokenBatchSampler:
-    """Shuffled token batches of the training split; under torchrun each rank takes its share."""
+def make_sampler(
+    train: EncodedSplit, config: Config, mixture: EpochMixture | None = None
+) -> TokenBatchSampler:
+    """Shuffled token batches of the training split; under torchrun each rank takes its share.
+    mixture: how often each corpus and direction is drawn (several of them: mixture.py)."""
     return TokenBatchSampler(
         train.src_lengths,
         train.tgt_lengths,
@@ -220,6 +225,7 @@ def make_sampler(train: EncodedSplit, config: Config) -> TokenBatchSampler:
         seed=config.train.seed,
         rank=distributed.rank(),
         world_size=distributed.world_size(),
+        mixture=mixture,
     )
 
 
@@ -261,7 +267,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     distributed.seed_per_rank(config.train.seed)
     ddp = distributed.data_parallel(model, device)
     optimizer = make_optimizer(model, config)
-    sampler = make_sampler(splits["train"], config)
+    sampler = make_sampler(splits["train"], config, prepared.mixture(config.data.pair_temperature))
     token_logits = ddp if ddp is not None else model.token_logits
     run = TrainingRun(
         config=config,
@@ -279,6 +285,9 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         tokenizers=tokenizers,
         splits=splits,
         validation_references=prepared.texts["validation"].target,
+        validation_directions=Directions(
+            prepared.directions, prepared.sentence_directions["validation"]
+        ),
         sampler=sampler,
         loader=make_loader(splits["train"], sampler),
         state=TrainState(),

@@ -3,11 +3,17 @@ validation sentence scored with sacreBLEU, sample translations and labelled cros
 (transformer.attention_plot).
 
 Under torchrun every rank takes a share of the batches and the results are combined (the loss
-summed, the translations gathered in order), so the scores equal a single process's."""
+summed, the translations gathered in order), so the scores equal a single process's.
+
+A multilingual run validates every direction: loss, BLEU and chrF per direction (the validation
+sentences of all directions are decoded together, in mixed batches, then scored direction by
+direction, exactly as scoring each direction alone), logged as valid/en-de/bleu, ..., and their
+averages as valid/bleu, ..., which choose best.pt and drive early stopping. TensorBoard's Custom
+Scalars tab shows one chart per metric with a line per direction."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.tensorboard import SummaryWriter
@@ -27,10 +33,34 @@ from transformer.training.loss import batch_loss_sum
 
 @dataclass
 class ValidationResult:
-    loss: float  # mean per-token cross entropy (no label smoothing)
+    loss: float  # mean per-token cross entropy (no label smoothing); several directions: the mean
     perplexity: float
-    scores: TranslationScores
+    scores: TranslationScores  # several directions: BLEU and chrF are the directions' means
     hypotheses: list[str]
+    per_direction: dict[str, ValidationResult] = field(default_factory=dict)  # when several
+
+
+@dataclass
+class Directions:
+    """The direction of each validation sentence, for a run with several."""
+
+    names: list[str]  # "en-de", ...
+    of_sentence: torch.Tensor  # (n,) index into names
+
+    def sentences(self, k: int) -> list[int]:
+        return torch.nonzero(self.of_sentence == k).flatten().tolist()
+
+
+METRICS = ("loss", "perplexity", "bleu", "chrf")
+
+
+def log_direction_charts(writer: SummaryWriter, directions: list[str]) -> None:
+    """Custom Scalars layout: one chart per metric, one line per direction."""
+    charts = {
+        metric: ["Multiline", [f"valid/{direction}/{metric}" for direction in directions]]
+        for metric in METRICS
+    }
+    writer.add_custom_scalars({"validation by direction": charts})
 
 
 @torch.inference_mode()
@@ -83,19 +113,32 @@ def validate(
     device: torch.device,
     writer: SummaryWriter | None = None,
     step: int = 0,
+    directions: Directions | None = None,
 ) -> ValidationResult:
-    """Loss, perplexity, BLEU and chrF over the whole validation set; logged when a writer is given."""
+    """Loss, perplexity, BLEU and chrF over the whole validation set; logged when a writer is
+    given. With `directions` (of several), per direction too, and the means."""
     model.eval()
-    loss = validation_loss(model, split, config.data.max_tokens, device)
     sources = [split[i][0] for i in range(len(split))]
     shard = (distributed.rank(), distributed.world_size())
     hypotheses_ids = distributed.gather_in_order(
-        translate_ids(model, sources, config.decode, device, shard=shard)
+        translate_ids(
+            model,
+            sources,
+            config.decode,
+            device,
+            shard=shard,
+            never_ids=tokenizers.language_tag_ids,
+        )
     )
     best = [nbest[0].tokens for nbest in hypotheses_ids]
     hypotheses = tokenizers.decode_target(best)
-    scores = score_translations(hypotheses, references)
-    result = ValidationResult(loss, perplexity(loss), scores, hypotheses)
+    if directions is None or len(directions.names) < 2:
+        loss = validation_loss(model, split, config.data.max_tokens, device)
+        result = ValidationResult(
+            loss, perplexity(loss), score_translations(hypotheses, references), hypotheses
+        )
+    else:
+        result = _per_direction(model, split, references, hypotheses, directions, config, device)
     samples = [
         f"source: {tokenizers.decode_source([sources[i].tolist()])[0]}\n"
         f"reference: {references[i]}\n"
@@ -105,17 +148,67 @@ def validate(
     for sample in samples:
         tqdm.write(sample.replace("\n", "\n  ") + "\n")
     if writer is not None:
-        writer.add_scalar("valid/loss", loss, step)
-        writer.add_scalar("valid/perplexity", result.perplexity, step)
-        writer.add_scalar("valid/bleu", scores.bleu, step)
-        writer.add_scalar("valid/chrf", scores.chrf, step)
+        for name, measured in [
+            ("", result),
+            *((f"{d}/", r) for d, r in result.per_direction.items()),
+        ]:
+            writer.add_scalar(f"valid/{name}loss", measured.loss, step)
+            writer.add_scalar(f"valid/{name}perplexity", measured.perplexity, step)
+            writer.add_scalar(f"valid/{name}bleu", measured.scores.bleu, step)
+            writer.add_scalar(f"valid/{name}chrf", measured.scores.chrf, step)
         writer.add_text(
             "valid/samples", "\n\n".join(s.replace("\n", "  \n") for s in samples), step
         )
-        writer.add_text("valid/bleu_signature", scores.bleu_signature, step)
+        writer.add_text("valid/bleu_signature", result.scores.bleu_signature, step)
         shown = min(config.train.num_samples, len(split))
         log_attention_figures(
             writer, model, sources[:shown], best[:shown], tokenizers, step, device
         )
         writer.flush()
     return result
+
+
+def _per_direction(
+    model: Transformer,
+    split: EncodedSplit,
+    references: list[str],
+    hypotheses: list[str],
+    directions: Directions,
+    config: Config,
+    device: torch.device,
+) -> ValidationResult:
+    """Each direction's loss and scores from its own sentences, and their means."""
+    per_direction = {}
+    for k, name in enumerate(directions.names):
+        chosen = directions.sentences(k)
+        part = EncodedSplit(
+            [split[i][0].tolist() for i in chosen], [split[i][1].tolist() for i in chosen]
+        )
+        loss = validation_loss(model, part, config.data.max_tokens, device)
+        scores = score_translations(
+            [hypotheses[i] for i in chosen], [references[i] for i in chosen]
+        )
+        per_direction[name] = ValidationResult(
+            loss, perplexity(loss), scores, [hypotheses[i] for i in chosen]
+        )
+    results = list(per_direction.values())
+    mean_loss = sum(r.loss for r in results) / len(results)
+    mean_scores = TranslationScores(
+        bleu=sum(r.scores.bleu for r in results) / len(results),
+        chrf=sum(r.scores.chrf for r in results) / len(results),
+        bleu_lowercase=sum(r.scores.bleu_lowercase for r in results) / len(results),
+        bleu_signature=results[0].scores.bleu_signature,
+        chrf_signature=results[0].scores.chrf_signature,
+        n_sentences=sum(r.scores.n_sentences for r in results),
+    )
+    table = "\n".join(
+        f"  {name:<8} loss {r.loss:6.3f}  BLEU {r.scores.bleu:6.2f}  chrF {r.scores.chrf:6.2f}"
+        for name, r in per_direction.items()
+    )
+    tqdm.write(
+        f"validation by direction:\n{table}\n  {'mean':<8} loss {mean_loss:6.3f}  "
+        f"BLEU {mean_scores.bleu:6.2f}  chrF {mean_scores.chrf:6.2f}"
+    )
+    return ValidationResult(
+        mean_loss, perplexity(mean_loss), mean_scores, hypotheses, per_direction
+    )
