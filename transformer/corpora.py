@@ -11,7 +11,8 @@ and one direction, read exactly as before. `data.dataset` may list several corpo
 weight (mixture.py) and, for multilingual training, the directions it gives (`pairs`, else every
 direction of `data.pairs`). Each (corpus, direction) is opened with `data.open_corpus`, so every
 format, check and message of a single corpus applies to each; the validation and test pairs of a
-direction come from the first corpus that gives it.
+direction come from the first corpus that gives it (the others are read for training only, and
+need no validation or test split).
 
 When the config trains into more than one target language (`DataConfig.multilingual`), every
 source starts with the tag of its target language (tokenizer.py: `>>de<<`); so does every
@@ -71,7 +72,8 @@ def open_corpora(config: DataConfig) -> Corpora:
                 tgt_lang=tgt_lang,
                 pairs=[],
             )
-            corpus = _open_one(one, number, direction, several=len(directions) > 1 or number > 0)
+            several = len(directions) > 1 or number > 0
+            corpus = _open_one(one, number, direction, several, direction not in evaluation)
             streams.append(TrainingStream(corpus.train, direction, source.weight, where))
             evaluation.setdefault(direction, corpus)
     missing = [direction for direction in directions if direction not in evaluation]
@@ -87,10 +89,13 @@ def open_corpora(config: DataConfig) -> Corpora:
     return Corpora(directions, streams, validation, validation_directions, test, test_directions)
 
 
-def _open_one(config: DataConfig, number: int, direction: str, several: bool) -> Corpus:
-    """One corpus in one direction; with several, a failure says which one it was."""
+def _open_one(
+    config: DataConfig, number: int, direction: str, several: bool, evaluation: bool
+) -> Corpus:
+    """One corpus in one direction (with its validation and test when `evaluation`); with
+    several, a failure says which one it was."""
     try:
-        return open_corpus(config)
+        return open_corpus(config, evaluation)
     except DataError as error:
         if not several:
             raise

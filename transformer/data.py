@@ -94,8 +94,10 @@ class Corpus:
 # --- loading --------------------------------------------------------------------------------------
 
 
-def open_corpus(config: DataConfig) -> Corpus:
-    """Find the corpus `data.dataset` points to; read validation and test, not yet train."""
+def open_corpus(config: DataConfig, evaluation: bool = True) -> Corpus:
+    """Find the corpus `data.dataset` points to; read validation and test, not yet train.
+    evaluation=False: only its train split is wanted (a second corpus of a direction, corpora.py):
+    its validation and test are neither read nor carved, and come back empty."""
     if config.src_lang == config.tgt_lang:
         raise DataError(f"data.src_lang and data.tgt_lang are both {config.src_lang!r}")
     path = Path(config.dataset).expanduser()
@@ -110,6 +112,11 @@ def open_corpus(config: DataConfig) -> Corpus:
     else:
         splits = _load_hub(config)
         available = list(splits)
+    if not evaluation:
+        if config.splits.train not in splits:
+            raise DataError(_missing_split(config.dataset, "train", config.splits.train, available))
+        nothing = ParallelText([], [])
+        return Corpus(splits[config.splits.train], nothing, nothing)
     return _select_splits(splits, available, config)
 
 
