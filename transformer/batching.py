@@ -9,7 +9,9 @@ Training, validation and the benchmarks all batch through this module.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import functools
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -85,6 +87,7 @@ class TokenBatchSampler(Sampler[list[int]]):
         # once. (batches, 2) [start, end) rows: a tensor, ~16 bytes a batch (list of tuples: ~110)
         if self.mixture is None:
             self._bounds = self._batch_bounds(self._sorted_order(None, None))
+            return_freed_memory()
 
     def _sorted_order(self, pairs: Tensor | None, generator: torch.Generator | None) -> Tensor:
         """The indices `pairs` (None: every pair once) sorted by (source, target) length; ties in
@@ -99,7 +102,8 @@ class TokenBatchSampler(Sampler[list[int]]):
                 else pairs[torch.randperm(len(pairs), generator=generator)]
             )
         order = order[_stable_argsort(self.tgt_lengths[order])]
-        return order[_stable_argsort(self.src_lengths[order])]
+        order = order[_stable_argsort(self.src_lengths[order])]
+        return order.to(torch.int32)  # (N,) 4 bytes a pair for as long as the epoch lasts
 
     def _batch_bounds(self, order: Tensor) -> Tensor:
         """Greedily fill batches along `order`: (batches, 2) [start, end) positions of each batch.
@@ -161,6 +165,7 @@ class TokenBatchSampler(Sampler[list[int]]):
             bounds = bounds[torch.randperm(len(bounds), generator=generator)]
         if self.mixture is not None:
             self._drawn = (epoch, order, bounds)
+        return_freed_memory()
         return order, bounds
 
     def _total_batches(self, epoch: int) -> int:
@@ -210,6 +215,29 @@ class TokenBatchSampler(Sampler[list[int]]):
             )
         self.epoch = int(state["epoch"])
         self.position = int(state["position"]) * saved_world_size // self.world_size
+
+
+def return_freed_memory() -> None:
+    """Give the memory of freed temporaries back to the operating system (glibc's malloc_trim).
+
+    Sorting millions of pairs makes a few temporary arrays of tens of MB. glibc keeps freed
+    blocks of that size in the process's heap for reuse (its mmap threshold rises to 32 MB after
+    the first such free), so they would stay resident for the whole run: measured on 3M pairs,
+    +170 MB per process after 50 batches, against +21 MB (the epoch's order) with this call.
+    Elsewhere (macOS, musl) it does nothing."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim  # noqa: B018 (glibc only: raises AttributeError elsewhere)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def _stable_argsort(values: Tensor) -> Tensor:
