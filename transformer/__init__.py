@@ -7,9 +7,11 @@ them, and they never import each other (tests/test_layout.py checks it).
     config.py          one object per run: model, data, training and decoding settings; YAML
     data.py            corpora from the hub or local files: which files and splits, checks, cleaning
     pairs.py           sentence pairs read in chunks (text files, TSV, Arrow, a hub stream)
+    corpora.py         several corpora and directions: training streams, per-direction validation
     prepare.py         the training split encoded once into memory-mapped files, reused by runs
     tokenizer.py       subword tokenizers (BPE, unigram, word level) trained on the training split
     batching.py        the length-bucketed token-budget sampler and collate (no fixed padding)
+    mixture.py         how often each corpus and direction is drawn per epoch (weights, temperature)
     model.py           the paper's Transformer: InputEmbeddings ... ProjectionLayer, the KV cache
     packing.py         position-wise layers on real tokens only
     dropout.py         dropout with masks from random bits (fast on CPUs)
