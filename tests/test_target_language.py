@@ -15,9 +15,9 @@ from helpers import NUMBERS, tiny_multilingual_checkpoint
 import transformer.translator
 import translate
 from transformer.checkpoint import load_model
-from transformer.config import TokenizerConfig
+from transformer.config import Config, DataConfig, TokenizerConfig
 from transformer.tokenizer import LanguageError, train_tokenizers
-from transformer.translator import Translator
+from transformer.translator import Translator, describe_languages, target_languages
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -230,3 +230,16 @@ def test_the_translator_describes_its_languages(multilingual: Path, bilingual: P
         False,
     )
     assert single.check_target_language("de") is None
+
+
+def test_languages_come_from_the_tags_else_from_the_directions(bilingual: Path) -> None:
+    """An imported OPUS-MT model has tags but no data.pairs; a many-to-one run has pairs but no
+    tags: both are described by what they really translate into."""
+    tokenizers = load_model(bilingual).tokenizers
+    many_to_one = Config(data=DataConfig(src_lang="de", tgt_lang="en", pairs=["de-en", "fr-en"]))
+    assert target_languages(many_to_one, tokenizers) == ["en"]
+    assert describe_languages(many_to_one, tokenizers) == "de -> en; fr -> en"
+    imported = Config(data=DataConfig(src_lang="en", tgt_lang="tgt"))
+    tagged = tokenizers.with_language_tags(["fra", "deu"])
+    assert target_languages(imported, tagged) == ["deu", "fra"]
+    assert describe_languages(imported, tagged) == "en -> deu, fra"

@@ -50,8 +50,10 @@ def check_ensemble(members: Sequence[LoadedModel], names: Sequence[str]) -> None
 def target_languages(config: Config, tokenizers: TokenizerPair) -> list[str]:
     """The languages a model translates into: the languages of its >>xx<< tags when it has them
     (a multilingual run of ours, or an imported multi-target OPUS-MT model: the tags are what
-    count), else the one target language of its config."""
-    return sorted(tokenizers.language_tags) or [config.data.tgt_lang]
+    count), else the one target of its config's directions (data.tgt_lang, or the target that all
+    of data.pairs share, e.g. [de-en, fr-en])."""
+    tags = sorted(tokenizers.language_tags)
+    return tags or sorted({target for _, target in config.data.directions()})
 
 
 def describe_languages(config: Config, tokenizers: TokenizerPair) -> str:
@@ -75,7 +77,8 @@ def tag_sentences(sentences: list[str], tgt_lang: str | None) -> list[str]:
     if tgt_lang is None:
         return sentences
     tag = language_tag(tgt_lang)
-    return [s if split_language_tag(s)[0] else f"{tag} {s}" for s in sentences]
+    keep = [not s.strip() or split_language_tag(s)[0] is not None for s in sentences]
+    return [s if kept else f"{tag} {s}" for s, kept in zip(sentences, keep, strict=True)]
 
 
 class Translator:

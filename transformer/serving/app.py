@@ -141,10 +141,11 @@ def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSetti
         """Translate a sentence or a list of sentences (decoded together with concurrent requests)."""
         sentences = [body.text] if isinstance(body.text, str) else body.text
         options = _options(body, translator, settings)
-        sentences = tag_sentences(sentences, _target_language(body, translator))
-        token_counts = _check_sentences(sentences, translator, settings)
+        language = _target_language(body, translator)
+        token_counts = _check_sentences(sentences, language, translator, settings)
+        tagged = tag_sentences(sentences, language)  # so that any languages may share a batch
         try:
-            results = await batcher.translate(sentences, token_counts, options)
+            results = await batcher.translate(tagged, token_counts, options)
         except BatcherStopped as error:
             return JSONResponse(status_code=503, content={"error": str(error)})
         except Exception as error:  # decoding failed: this request gets a 500, the server goes on
@@ -223,9 +224,10 @@ def _target_language(body: TranslateRequest, translator: Translator) -> str | No
 
 
 def _check_sentences(
-    sentences: list[str], translator: Translator, settings: ServeSettings
+    sentences: list[str], language: str | None, translator: Translator, settings: ServeSettings
 ) -> list[int]:
-    """Refuse requests over the limits; return each sentence's length in source tokens."""
+    """Refuse requests over the limits, or without a target language where the model needs one;
+    return each sentence's length in source tokens (its tag included)."""
     if len(sentences) > settings.max_sentences:
         raise BadRequest(
             413,
@@ -239,8 +241,8 @@ def _check_sentences(
             f"too much text: {characters} characters in one request, at most "
             f"{settings.max_chars}; split it over several requests",
         )
-    try:  # each sentence carries its tag by now (tag_sentences), or must carry its own
-        encoded = translator.tokenizers.encode_source(sentences)
+    try:
+        encoded = translator.tokenizers.encode_source(sentences, language)
     except LanguageError as error:  # no language for a multilingual model, or an unknown tag
         raise BadRequest(422, _numbered_from_zero(error)) from None
     token_counts = [len(ids) for ids in encoded]
