@@ -4,11 +4,11 @@
                       "length_penalty": 1.0, "tgt_lang": "fr"}  ->  {"translations": ..., "model": ...}
     GET  /health     ready or not
     GET  /info       the model (languages, sizes, parameters), limits and batching counters
+    GET  /           the web page;  GET /docs  the OpenAPI page
 
 A multilingual model translates each request into its "tgt_lang" (or, sentence by sentence, into
 the language of a leading >>xx<< tag). Requests for different languages share batches: their
 sentences reach the batcher with the tag written in front, as a user could have written it.
-    GET  /           the web page;  GET /docs  the OpenAPI page
 
 Built on FastAPI (validation, OpenAPI) and run by uvicorn. Requests are checked here, on the event
 loop; the sentences of concurrent requests are decoded together by `batcher.DynamicBatcher`, in a
