@@ -5,6 +5,9 @@
     # then open http://127.0.0.1:8000/ or:
     curl -s 127.0.0.1:8000/translate -H 'Content-Type: application/json' \\
         -d '{"text": "A man is riding a bike."}'
+    # a multilingual model: say the target language per request
+    curl -s 127.0.0.1:8000/translate -H 'Content-Type: application/json' \\
+        -d '{"text": "A man is riding a bike.", "tgt_lang": "fr"}'
 
 Concurrent requests are decoded together in batches (--max-batch-tokens, --max-wait-ms). The
 server listens on 127.0.0.1 only unless --host says otherwise. The app is in transformer/serving/app.py.
@@ -107,9 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         **{name: getattr(args, name) for name in LIMITS},
     )
     app = create_app(loaded, translator, settings)
-    languages = f"{loaded.config.data.src_lang} -> {loaded.config.data.tgt_lang}"
     print(
-        f"serving {settings.name} ({languages}) at http://{args.host}:{args.port}/ "
+        f"serving {settings.name} ({translator.languages}) at http://{args.host}:{args.port}/ "
         "(API at /docs; Ctrl-C stops)",
         file=sys.stderr,
     )

@@ -7,15 +7,21 @@
     python translate.py -c a.pt b.pt -i test.en              # an ensemble of two checkpoints
     python translate.py -c best.pt -i mono.de --sample --top-p 0.9 --nbest 4 --seed 1
     python translate.py -c best.pt -i test.en --prefix-file starts.de   # forced beginnings
+    python translate.py -c multi.pt --tgt-lang fr "A dog runs."   # a multilingual model: into fr
 
 The output has one line per input line (an empty line gives an empty line). With --nbest N > 1
 each input gives N lines in the Moses n-best format: `index ||| translation ||| score`.
+
+A multilingual model (one trained with data.pairs, or an imported multi-target OPUS-MT model)
+needs to know the language to translate into: --tgt-lang for every line, or a line that starts
+with its own tag (`>>de<< A dog runs.`), which it keeps.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,6 +32,7 @@ from transformer.cli import USER_ERROR, add_decoding_arguments, check_positive, 
 from transformer.config import ConfigError
 from transformer.metrics import score_translations
 from transformer.quantize import QUANTIZATIONS, QuantizationError
+from transformer.tokenizer import LanguageError
 
 if TYPE_CHECKING:  # imported for real inside main(), after the arguments are checked
     from transformer.translator import Translation, Translator
@@ -47,6 +54,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-i", "--input", help="a file with one sentence per line")
     parser.add_argument("-o", "--output", help="write translations here instead of stdout")
     add_decoding_arguments(parser, QUANTIZATIONS)
+    parser.add_argument(
+        "--tgt-lang",
+        metavar="LANG",
+        help="the language to translate into, for a multilingual model (e.g. fr: each line gets "
+        "the >>fr<< tag; a line starting with its own >>xx<< keeps it)",
+    )
     parser.add_argument("--nbest", type=int, help="translations per sentence (<= beam)")
     parser.add_argument("--ref", help="reference translations: print BLEU and chrF to stderr")
     parser.add_argument(
@@ -233,6 +246,7 @@ def draw_attention(
     results: list[list[Translation]],
     directory: str,
     first_number: int,
+    tgt_lang: str | None,
 ) -> None:
     """--attention: one PNG per non-empty line, named by line number (matplotlib loads only here)."""
     from transformer.attention_plot import write_attention_pngs
@@ -246,6 +260,7 @@ def draw_attention(
         directory,
         first_number,
         translator.device,
+        translator.check_target_language(tgt_lang),
     )
 
 
@@ -295,6 +310,15 @@ def read_prefixes(args: argparse.Namespace, file_lines: list[str] | None) -> lis
     return prefixes
 
 
+def numbered_from(error: LanguageError, first_line: int) -> str:
+    """The tokenizer numbers lines within the chunk it encodes; say the line of the input."""
+    return re.sub(
+        r"^line (\d+):",
+        lambda match: f"line {first_line + int(match.group(1)) - 1}:",
+        str(error),
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
@@ -302,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
 
         file_lines = read_input_file(args.input, args.errors) if args.input else None
         translator = build_translator(args)
+        translator.check_target_language(args.tgt_lang)  # before any line is read or written
         prefixes = read_prefixes(args, file_lines)
     except (CheckpointError, ConfigError, InputError, QuantizationError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -321,12 +346,18 @@ def main(argv: list[str] | None = None) -> int:
                             file=sys.stderr,
                         )
                         return USER_ERROR
-                results = translator.translate(chunk, chunk_prefixes)
+                results = translator.translate(chunk, chunk_prefixes, tgt_lang=args.tgt_lang)
+                first_line = len(hypotheses) + 1
                 if args.attention:
-                    draw_attention(translator, chunk, results, args.attention, len(hypotheses) + 1)
+                    draw_attention(
+                        translator, chunk, results, args.attention, first_line, args.tgt_lang
+                    )
                 hypotheses += write_translations(results, out, nbest, len(hypotheses))
     except InputError as error:
         print(f"error: {error} ({len(hypotheses)} lines before it translated)", file=sys.stderr)
+        return USER_ERROR
+    except LanguageError as error:
+        print(f"error: {numbered_from(error, len(hypotheses) + 1)}", file=sys.stderr)
         return USER_ERROR
     finally:
         if args.output:

@@ -61,3 +61,44 @@ def trained_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         assert status == 0
         _trained_checkpoints[session] = directory / "checkpoints" / "best.pt"
     return _trained_checkpoints[session]
+
+
+def tiny_multilingual_checkpoint(
+    path: Path, languages: tuple[str, ...] = ("de", "fr"), biased_to_tag: str | None = None
+) -> Path:
+    """An untrained tiny en -> de, fr model saved at `path`: tokenizers trained on the numbers
+    corpus, then given the >>de<< and >>fr<< tags; config with data.pairs [en-de, en-fr].
+    languages=() gives the bilingual en -> de model of the same corpus (no tags, no data.pairs).
+
+    biased_to_tag: make that tag the most probable output at every step (its output bias far
+    above every other logit), so that a search that did not exclude tags would emit it."""
+    import torch
+
+    from transformer.checkpoint import save_checkpoint
+    from transformer.config import Config, DataConfig, TokenizerConfig, config_to_dict
+    from transformer.model import build_transformer
+    from transformer.tokenizer import train_tokenizers
+
+    source = (NUMBERS / "train.en").read_text(encoding="utf-8").splitlines()
+    target = (NUMBERS / "train.de").read_text(encoding="utf-8").splitlines()
+    tokenizers = train_tokenizers(source, target, TokenizerConfig(vocab_size=280))
+    if languages:
+        tokenizers = tokenizers.with_language_tags(languages)
+    model_config = tiny_model_config(
+        src_vocab_size=tokenizers.src_vocab_size, tgt_vocab_size=tokenizers.tgt_vocab_size
+    )
+    pairs = [f"en-{language}" for language in languages]
+    config = Config(model=model_config, data=DataConfig(pairs=pairs))
+    torch.manual_seed(0)
+    model = build_transformer(model_config)
+    if biased_to_tag is not None:
+        with torch.no_grad():
+            model.projection.linear.bias[tokenizers.language_tags[biased_to_tag]] = 1000.0
+    payload = {
+        "config": config_to_dict(config),
+        "tokenizers": tokenizers.to_json(),
+        "model": model.state_dict(),
+        "step": 0,
+    }
+    save_checkpoint(payload, path)
+    return path

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import NUMBERS, tiny_model_config, trained_tiny_checkpoint
+from helpers import (
+    NUMBERS,
+    tiny_model_config,
+    tiny_multilingual_checkpoint,
+    trained_tiny_checkpoint,
+)
 from torch.nn.utils.rnn import pad_sequence
 
 from transformer.checkpoint import load_model
@@ -128,6 +133,42 @@ def test_int8_export_loads_and_translates(checkpoint: Path, tmp_path: Path) -> N
     assert all(engine)
     agree = sum(a == b for a, b in zip(project, engine, strict=True))
     assert agree >= 0.8 * len(project), f"{agree} of {len(project)} sentences agree"
+
+
+def test_a_multilingual_export_keeps_the_tags_and_never_emits_them(tmp_path: Path) -> None:
+    """The >>xx<< tags are tokens of the exported vocabulary and of the tokenizer files; a source
+    starting with one gets the project's translation into that language; and although the model is
+    biased to output >>fr<<, the engine never does (the export pushes the tags' bias out of reach,
+    as the project's searches exclude them)."""
+    checkpoint = tiny_multilingual_checkpoint(tmp_path / "multi.pt", biased_to_tag="fr")
+    model_dir = export_ctranslate2(checkpoint, tmp_path / "ct2")
+    loaded = load_model(checkpoint)
+    tags = loaded.tokenizers.language_tags
+    vocabulary = json.loads((model_dir / "shared_vocabulary.json").read_text(encoding="utf-8"))
+    assert {vocabulary[i] for i in tags.values()} == {">>de<<", ">>fr<<"}
+    assert TokenizerPair.load(model_dir).language_tags == tags
+
+    translator = ctranslate2.Translator(str(model_dir), device="cpu")
+    sentences = ["seven", "two hundred and one"]
+    decode = loaded.config.decode
+    for language in ("de", "fr"):
+        sources = loaded.tokenizers.encode_source(sentences, tgt_lang=language)
+        assert all(ids[0] == tags[language] for ids in sources)
+        src = pad_sequence([torch.tensor(ids) for ids in sources], batch_first=True)  # (B, S)
+        settings = SearchSettings.from_config(decode, never_ids=loaded.tokenizers.language_tag_ids)
+        project = [h.tokens for h in greedy_search(loaded.model, src, settings)]
+        limits = max_output_lengths(
+            src, decode.max_len_a, decode.max_len_b, 0, loaded.config.model.max_positions
+        ).tolist()
+        results = translator.translate_batch(
+            [[loaded.tokenizers.source.id_to_token(i) for i in ids] for ids in sources],
+            beam_size=1,
+            max_decoding_length=max(limits) + 1,
+        )
+        for result, expected, limit in zip(results, project, limits, strict=True):
+            ids = [vocabulary.index(token) for token in result.hypotheses[0]]
+            assert not set(ids) & set(tags.values())
+            assert (ids[:limit] if len(expected) == limit else ids) == expected
 
 
 def test_bad_arguments_give_clear_messages(

@@ -125,10 +125,13 @@ def write_attention_pngs(
     directory: str | Path,
     first_number: int,
     device: torch.device,
+    tgt_lang: str | None = None,
 ) -> list[Path]:
     """One PNG per non-empty sentence, named by its line number: DIR/00001.png, DIR/00002.png, ...
 
-    `outputs` are the translations' ids (the best of each n-best list). Sentences are drawn in
+    `outputs` are the translations' ids (the best of each n-best list). `tgt_lang`: the target
+    language of a multilingual model, as given to the translator (its >>xx<< tag is then the
+    first source token in the picture). Sentences are drawn in
     groups of PNG_BATCH so that a long input file never builds one huge attention tensor.
     """
     directory = Path(directory)
@@ -137,7 +140,7 @@ def write_attention_pngs(
     numbered = [
         (first_number + i, ids[:max_positions], output)
         for i, (ids, output) in enumerate(
-            zip(tokenizers.encode_source(sentences), outputs, strict=True)
+            zip(tokenizers.encode_source(sentences, tgt_lang), outputs, strict=True)
         )
         if ids  # an empty line has nothing to attend to, so it gets no picture
     ]

@@ -22,7 +22,11 @@ The model is described to CTranslate2 through its own Transformer specification
   sources carry neither, as in this project, unless `model.source_eos` (imported OPUS-MT models):
   then the engine's `add_source_eos` appends </s> to each source, as `encode_source` does;
 - the activation: relu, exact GELU or swish (SiLU). Shared and tied embeddings are exported as the same
-  matrices, which CTranslate2 stores once.
+  matrices, which CTranslate2 stores once;
+- a multilingual model's target-language tags (`>>fr<<`) are ordinary tokens of the vocabularies, so
+  a source that starts with one asks the engine for that language, as here; and since this project's
+  searches never produce a tag (`never_ids`), the exported output bias of each tag is the lowest
+  float16 number, so the engine never produces one either (whatever `compute_type` it runs in).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from transformer.checkpoint import CheckpointError, load_model
@@ -130,6 +135,17 @@ def _vocabulary(tokenizer: Any) -> list[str]:
     return [by_id[i] for i in range(len(by_id))]
 
 
+NEVER_BIAS = torch.finfo(torch.float16).min  # a logit no token can win with, even in float16
+
+
+def _never_produced(bias: Tensor, ids: tuple[int, ...]) -> Tensor:
+    """The output bias with the tokens `ids` (language tags) pushed out of reach. The weights carry
+    it, so that no caller of the engine has to remember `suppress_sequences` on every call."""
+    bias = bias.detach().clone()  # (V,)
+    bias[list(ids)] = NEVER_BIAS
+    return bias
+
+
 def ctranslate2_spec(model: Transformer, tokenizers: TokenizerPair) -> Any:
     """This model as a `ctranslate2.specs.TransformerSpec`, weights in float32."""
     ctranslate2 = _import_ctranslate2()
@@ -165,7 +181,11 @@ def ctranslate2_spec(model: Transformer, tokenizers: TokenizerPair) -> Any:
         )
         _set_feed_forward(layer_spec.ffn, block)
     projection = model.projection.linear
-    _set_linear(spec.decoder.projection, projection.weight, projection.bias)
+    _set_linear(
+        spec.decoder.projection,
+        projection.weight,
+        _never_produced(projection.bias, tokenizers.language_tag_ids),
+    )
 
     if pre_norm:  # post-norm stacks end with the last sub-layer's own norm
         _set_layer_norm(spec.encoder.layer_norm, model.encoder.final_norm)

@@ -176,8 +176,16 @@ class TokenizerPair:
 
     @property
     def language_tag_ids(self) -> tuple[int, ...]:
-        """Ids a translation never contains (the searches exclude them)."""
-        return tuple(sorted(self.language_tags.values()))
+        """Ids a translation never contains (the searches exclude them): the >>xx<< tags of the
+        target vocabulary. With separate vocabularies the source's tag ids are ordinary target
+        subwords, so they are looked up in the target tokenizer (where they are usually absent)."""
+        return tuple(
+            sorted(
+                index
+                for index, token in self.target.get_added_tokens_decoder().items()
+                if TAG.fullmatch(token.content)
+            )
+        )
 
     def with_language_tags(self, languages: Iterable[str]) -> TokenizerPair:
         """A copy whose source vocabulary (the joint one, if joint) has a tag for each language,

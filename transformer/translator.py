@@ -13,9 +13,10 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from transformer.checkpoint import CheckpointError, LoadedModel
-from transformer.config import DecodeConfig
+from transformer.config import Config, DecodeConfig
 from transformer.decoding import translate_ids
 from transformer.quantize import quantize_model
+from transformer.tokenizer import LanguageError, TokenizerPair, language_tag, split_language_tag
 
 
 @dataclass
@@ -46,6 +47,40 @@ def check_ensemble(members: Sequence[LoadedModel], names: Sequence[str]) -> None
                 )
 
 
+def target_languages(config: Config, tokenizers: TokenizerPair) -> list[str]:
+    """The languages a model translates into: the languages of its >>xx<< tags when it has them
+    (a multilingual run of ours, or an imported multi-target OPUS-MT model: the tags are what
+    count), else the one target of its config's directions (data.tgt_lang, or the target that all
+    of data.pairs share, e.g. [de-en, fr-en])."""
+    tags = sorted(tokenizers.language_tags)
+    return tags or sorted({target for _, target in config.data.directions()})
+
+
+def describe_languages(config: Config, tokenizers: TokenizerPair) -> str:
+    """The model's directions for people: "en -> de" for a bilingual model, "en -> de, fr; de ->
+    en" for a multilingual run (its data.pairs), "src -> deu, fra" for a model whose tags say more
+    than its config (an imported OPUS-MT model)."""
+    targets = target_languages(config, tokenizers)
+    directions = config.data.directions()
+    if {target for _, target in directions} != set(targets):  # tags not from data.pairs
+        return f"{config.data.src_lang} -> {', '.join(targets)}"
+    by_source: dict[str, list[str]] = {}
+    for source, target in directions:
+        by_source.setdefault(source, []).append(target)
+    return "; ".join(f"{source} -> {', '.join(ts)}" for source, ts in by_source.items())
+
+
+def tag_sentences(sentences: list[str], tgt_lang: str | None) -> list[str]:
+    """Each sentence with `tgt_lang`'s >>xx<< tag in front, unless it starts with its own tag
+    (which it keeps) or tgt_lang is None. The server sends its requests' sentences to the batcher
+    this way, so requests with different target languages share one batched decode."""
+    if tgt_lang is None:
+        return sentences
+    tag = language_tag(tgt_lang)
+    keep = [not s.strip() or split_language_tag(s)[0] is not None for s in sentences]
+    return [s if kept else f"{tag} {s}" for s, kept in zip(sentences, keep, strict=True)]
+
+
 class Translator:
     """A model (or an ensemble of models) loaded from checkpoints, with its tokenizers and
     decoding settings."""
@@ -72,6 +107,34 @@ class Translator:
         self.decode_config = decode_config
         self.device = device
         self.max_positions = min(member.config.model.max_positions for member in members)
+        self.target_languages = target_languages(members[0].config, self.tokenizers)
+        self.languages = describe_languages(members[0].config, self.tokenizers)
+
+    @property
+    def multilingual(self) -> bool:
+        """True when the source says which language to translate into (>>xx<< tags)."""
+        return bool(self.tokenizers.language_tags)
+
+    def check_target_language(self, tgt_lang: str | None) -> str | None:
+        """The target language to ask the tokenizers for, checked before any work is done:
+        `tgt_lang` itself for a multilingual model (None: each line must carry its own tag), None
+        for a bilingual model asked for its own language (there is nothing to choose). A
+        language the model does not translate into is a LanguageError that lists those it does."""
+        if tgt_lang is None:
+            return None
+        known = ", ".join(self.target_languages)
+        if not self.multilingual:
+            if tgt_lang == self.target_languages[0]:
+                return None
+            raise LanguageError(
+                f"this model translates only into {known} ({self.languages}), not "
+                f"{tgt_lang!r}; leave out the target language (--tgt-lang / tgt_lang)"
+            )
+        if tgt_lang not in self.target_languages:
+            raise LanguageError(
+                f"this model was not trained to translate into {tgt_lang!r}; it knows {known}"
+            )
+        return tgt_lang
 
     @classmethod
     def with_options(
@@ -101,12 +164,18 @@ class Translator:
         the translations: each translation starts with its prefix and continues from there.
         `decode_config` replaces this translator's settings for this call only (the server decodes each
         batch with its requests' beam, n-best and length penalty). `tgt_lang` (one for all, or
-        one per sentence) chooses the output language of a multilingual model; a sentence that
-        starts with its own >>xx<< tag keeps it (tokenizer.LanguageError for a language the
-        model does not know, or none where one is needed)."""
+        one per sentence) chooses the output language of a multilingual model (see
+        `check_target_language`); a sentence that starts
+        with its own >>xx<< tag keeps it (tokenizer.LanguageError for a language the model does
+        not know, or none where one is needed)."""
         if prefixes is not None and len(prefixes) != len(sentences):
             raise ValueError(f"{len(prefixes)} prefixes for {len(sentences)} sentences")
-        ids = self.tokenizers.encode_source(sentences, tgt_lang)
+        if tgt_lang is None or isinstance(tgt_lang, str):
+            wanted: str | list[str | None] | None = self.check_target_language(tgt_lang)
+        else:
+            wanted = [self.check_target_language(language) for language in tgt_lang]
+            wanted = None if not self.multilingual else wanted  # bilingual: all its own
+        ids = self.tokenizers.encode_source(sentences, wanted)
         too_long = [
             i for i, sentence_ids in enumerate(ids) if len(sentence_ids) > self.max_positions
         ]

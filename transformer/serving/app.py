@@ -1,10 +1,14 @@
 """The HTTP app behind `serve.py`: a JSON API and a web page over one loaded checkpoint.
 
     POST /translate  {"text": "A dog runs." | ["...", "..."], "beam": 5, "nbest": 1,
-                      "length_penalty": 1.0}  ->  {"translations": ..., "model": ...}
+                      "length_penalty": 1.0, "tgt_lang": "fr"}  ->  {"translations": ..., "model": ...}
     GET  /health     ready or not
     GET  /info       the model (languages, sizes, parameters), limits and batching counters
     GET  /           the web page;  GET /docs  the OpenAPI page
+
+A multilingual model translates each request into its "tgt_lang" (or, sentence by sentence, into
+the language of a leading >>xx<< tag). Requests for different languages share batches: their
+sentences reach the batcher with the tag written in front, as a user could have written it.
 
 Built on FastAPI (validation, OpenAPI) and run by uvicorn. Requests are checked here, on the event
 loop; the sentences of concurrent requests are decoded together by `batcher.DynamicBatcher`, in a
@@ -18,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,7 +39,8 @@ from transformer.checkpoint import LoadedModel
 from transformer.serving.batcher import BatcherStopped, DynamicBatcher, RequestOptions
 from transformer.serving.body_limit import BodyLimit
 from transformer.serving.page import render_page
-from transformer.translator import Translation, Translator, choose_beam
+from transformer.tokenizer import LanguageError
+from transformer.translator import Translation, Translator, choose_beam, tag_sentences
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +74,12 @@ class TranslateRequest(BaseModel):
     nbest: StrictInt | None = Field(None, description="translations per sentence (<= beam)")
     length_penalty: StrictFloat | StrictInt | None = Field(
         None, description=f"GNMT alpha for beam search, 0 to {MAX_LENGTH_PENALTY}"
+    )
+    tgt_lang: StrictStr | None = Field(
+        None,
+        description="the language to translate into (multilingual models: one of GET /info's "
+        "target_languages; a sentence starting with its own >>xx<< tag keeps it)",
+        examples=["fr"],
     )
 
 
@@ -106,7 +118,7 @@ def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSetti
 
     app = FastAPI(
         title="Transformer translation",
-        summary=f"{settings.name}: {_languages(loaded)}",
+        summary=f"{settings.name}: {translator.languages}",
         lifespan=lifespan,
     )
     app.state.batcher = batcher
@@ -116,10 +128,12 @@ def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSetti
     app.add_exception_handler(StarletteHTTPException, _http_error)
     page = render_page(
         settings.name,
-        loaded.config.data.src_lang,
-        loaded.config.data.tgt_lang,
+        translator.languages,
+        "Text" if translator.multilingual else loaded.config.data.src_lang,
+        translator.target_languages,
         translator.decode_config.beam_size,
         settings.max_beam,
+        choose_language=translator.multilingual,
     )
 
     @app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True)
@@ -127,9 +141,11 @@ def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSetti
         """Translate a sentence or a list of sentences (decoded together with concurrent requests)."""
         sentences = [body.text] if isinstance(body.text, str) else body.text
         options = _options(body, translator, settings)
-        token_counts = _check_sentences(sentences, translator, settings)
+        language = _target_language(body, translator)
+        token_counts = _check_sentences(sentences, language, translator, settings)
+        tagged = tag_sentences(sentences, language)  # so that any languages may share a batch
         try:
-            results = await batcher.translate(sentences, token_counts, options)
+            results = await batcher.translate(tagged, token_counts, options)
         except BatcherStopped as error:
             return JSONResponse(status_code=503, content={"error": str(error)})
         except Exception as error:  # decoding failed: this request gets a 500, the server goes on
@@ -198,10 +214,20 @@ def _options(
     return RequestOptions(beam_size=beam, nbest=nbest, length_penalty=float(alpha))
 
 
+def _target_language(body: TranslateRequest, translator: Translator) -> str | None:
+    """The request's tgt_lang, checked: a language the model does not know is a 422 that lists
+    those it does."""
+    try:
+        return translator.check_target_language(body.tgt_lang)
+    except LanguageError as error:
+        raise BadRequest(422, str(error)) from None
+
+
 def _check_sentences(
-    sentences: list[str], translator: Translator, settings: ServeSettings
+    sentences: list[str], language: str | None, translator: Translator, settings: ServeSettings
 ) -> list[int]:
-    """Refuse requests over the limits; return each sentence's length in source tokens."""
+    """Refuse requests over the limits, or without a target language where the model needs one;
+    return each sentence's length in source tokens (its tag included)."""
     if len(sentences) > settings.max_sentences:
         raise BadRequest(
             413,
@@ -215,7 +241,11 @@ def _check_sentences(
             f"too much text: {characters} characters in one request, at most "
             f"{settings.max_chars}; split it over several requests",
         )
-    token_counts = [len(ids) for ids in translator.tokenizers.encode_source(sentences)]
+    try:
+        encoded = translator.tokenizers.encode_source(sentences, language)
+    except LanguageError as error:  # no language for a multilingual model, or an unknown tag
+        raise BadRequest(422, _numbered_from_zero(error)) from None
+    token_counts = [len(ids) for ids in encoded]
     for index, count in enumerate(token_counts):
         if count > translator.max_positions:
             raise BadRequest(
@@ -224,6 +254,11 @@ def _check_sentences(
                 f"{translator.max_positions}: split it into shorter sentences",
             )
     return token_counts
+
+
+def _numbered_from_zero(error: LanguageError) -> str:
+    """The tokenizer's "line 1: ..." as this API counts a request's sentences ("sentence 0")."""
+    return re.sub(r"^line (\d+):", lambda m: f"sentence {int(m.group(1)) - 1}:", str(error))
 
 
 def _response(
@@ -247,8 +282,11 @@ def _info(
     config = loaded.config
     return {
         "model": settings.name,
+        "languages": translator.languages,
         "source_language": config.data.src_lang,
-        "target_language": config.data.tgt_lang,
+        "target_language": None if translator.multilingual else config.data.tgt_lang,
+        "target_languages": translator.target_languages,
+        "multilingual": translator.multilingual,
         "step": loaded.step,
         "parameters": sum(p.numel() for p in translator.model.parameters()),
         "architecture": dataclasses.asdict(config.model),
@@ -264,10 +302,6 @@ def _info(
         },
         "batching": dataclasses.asdict(batcher.stats),
     }
-
-
-def _languages(loaded: LoadedModel) -> str:
-    return f"{loaded.config.data.src_lang} -> {loaded.config.data.tgt_lang}"
 
 
 # --- error answers ------------------------------------------------------------------------------

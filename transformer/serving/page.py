@@ -2,7 +2,8 @@
 
 It posts the text box's lines to `/translate` (the same JSON API as every other client) and shows
 the translations and how long the round trip took. The server fills in the model's name, its
-language pair and the beam limits.
+languages and the beam limits; a multilingual model gets a target-language selector, whose choice
+is sent as the request's "tgt_lang".
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ _PAGE = Template("""<!doctype html>
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Translate $source → $target</title>
+<title>Translate $languages</title>
 <style>
   body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem;
          color: #1d1d1f; }
@@ -35,7 +36,7 @@ _PAGE = Template("""<!doctype html>
 </style>
 </head>
 <body>
-<h1>Translate $source → $target</h1>
+<h1>Translate $languages</h1>
 <p class="model">Model <code>$name</code> · one sentence per line ·
   <a href="docs">API</a></p>
 <form id="form">
@@ -43,12 +44,13 @@ _PAGE = Template("""<!doctype html>
     <label for="source">$source
       <textarea id="source" name="text" placeholder="Type or paste text here"></textarea>
     </label>
-    <label>$target
+    <label>$target_label
       <output id="result" for="source" aria-live="polite"></output>
     </label>
   </div>
   <div class="controls">
     <button id="translate" type="submit">Translate</button>
+    $language_selector
     <label>Beam <input id="beam" type="number" min="1" max="$max_beam" value="$beam"></label>
     <span id="status"></span>
   </div>
@@ -60,6 +62,7 @@ const result = document.getElementById("result");
 const beam = document.getElementById("beam");
 const statusLine = document.getElementById("status");
 const button = document.getElementById("translate");
+const targetLanguage = document.getElementById("tgt_lang");  // only for multilingual models
 
 form.addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -69,10 +72,12 @@ form.addEventListener("submit", async (event) => {
   statusLine.textContent = "Translating…";
   const started = performance.now();
   try {
+    const request = {text: lines, beam: Number(beam.value)};
+    if (targetLanguage) request.tgt_lang = targetLanguage.value;
     const response = await fetch("translate", {
       method: "POST",
       headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({text: lines, beam: Number(beam.value)}),
+      body: JSON.stringify(request),
     });
     const body = await response.json();
     const seconds = ((performance.now() - started) / 1000).toFixed(2);
@@ -96,12 +101,32 @@ form.addEventListener("submit", async (event) => {
 """)
 
 
-def render_page(name: str, source: str, target: str, beam: int, max_beam: int) -> str:
-    """The page with the model's details filled in (escaped: a run name is not trusted HTML)."""
+def render_page(
+    name: str,
+    languages: str,
+    source: str,
+    targets: list[str],
+    beam: int,
+    max_beam: int,
+    choose_language: bool = False,
+) -> str:
+    """The page with the model's details filled in (escaped: a run name is not trusted HTML).
+    `languages` says which directions the model knows ("en -> de"), `source` labels the text box,
+    `targets`: the languages the model translates into; choose_language (a multilingual model)
+    adds the selector that picks one of them for each request."""
+    selector = ""
+    if choose_language:
+        options = "".join(
+            f'<option value="{escape(language)}">{escape(language)}</option>'
+            for language in targets
+        )
+        selector = f'<label>Into <select id="tgt_lang">{options}</select></label>'
     return _PAGE.substitute(
         name=escape(name),
+        languages=escape(languages.replace("->", "→")),
         source=escape(source),
-        target=escape(target),
+        target_label="Translation" if choose_language else escape(targets[0]),
+        language_selector=selector,
         beam=beam,
         max_beam=max_beam,
     )
