@@ -24,15 +24,20 @@ from transformer.tokenizer import EOS_ID, PAD_ID  # noqa: E402
 from transformer.translator import Translator  # noqa: E402
 
 NUMBERS = Path(__file__).parent / "data" / "numbers"
-SENTENCES = (NUMBERS / "test.en").read_text(encoding="utf-8").splitlines()[:40]
+# The fake OPUS-MT model is a multi-target one (its vocabulary has >>de<< and >>fr<<): like every
+# model with language tags, it is told the target language at the start of each source.
+SENTENCES = [
+    f"{('>>de<<', '>>fr<<')[k % 2]} {line}"
+    for k, line in enumerate((NUMBERS / "test.en").read_text(encoding="utf-8").splitlines()[:40])
+]
 TARGETS = (NUMBERS / "test.de").read_text(encoding="utf-8").splitlines()[:40]
 EDGE_STRINGS = [
-    "twenty  one",  # several spaces
-    "  seven hundred ",  # leading and trailing spaces
-    "ｔｗｅｎｔｙ ﬁve",  # NFKC: full-width letters, a ligature
-    "nine ☃ quark",  # characters no spm has seen
-    ">>de<< forty two",  # a target-language token
-    "",
+    ">>de<< twenty  one",  # several spaces
+    ">>fr<<   seven hundred ",  # leading and trailing spaces
+    ">>de<< ｔｗｅｎｔｙ ﬁve",  # NFKC: full-width letters, a ligature
+    ">>de<< nine ☃ quark",  # characters no spm has seen
+    ">>de<<forty two",  # no space after the tag
+    "",  # nothing to translate: needs no tag
 ]
 # Targets are German: with a vocabulary shared by both sides, English text through the German
 # tokenizer is where this tokenizer and MarianTokenizer may differ (see marian_tokenizer.py).
