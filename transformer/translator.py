@@ -165,9 +165,9 @@ class Translator:
         `decode_config` replaces this translator's settings for this call only (the server decodes each
         batch with its requests' beam, n-best and length penalty). `tgt_lang` (one for all, or
         one per sentence) chooses the output language of a multilingual model (see
-        `check_target_language`); a sentence that starts
-        with its own >>xx<< tag keeps it (tokenizer.LanguageError for a language the model does
-        not know, or none where one is needed)."""
+        `check_target_language`); a sentence that starts with its own >>xx<< tag keeps it
+        (tokenizer.LanguageError for a language the model does not know, or none where one is
+        needed)."""
         if prefixes is not None and len(prefixes) != len(sentences):
             raise ValueError(f"{len(prefixes)} prefixes for {len(sentences)} sentences")
         if tgt_lang is None or isinstance(tgt_lang, str):
