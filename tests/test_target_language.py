@@ -5,7 +5,6 @@ kind, every user error in one line)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,7 @@ from transformer.config import Config, DataConfig, TokenizerConfig
 from transformer.tokenizer import LanguageError, train_tokenizers
 from transformer.translator import Translator, describe_languages, target_languages
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: with other processes on the machine, more threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import io
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from unittest import mock
 
@@ -29,13 +28,7 @@ from transformer.tokenizer import PAD_ID, train_tokenizers
 NUMBERS = Path(__file__).parent / "data" / "numbers"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny tensors: with other processes on the machine, more threads only wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
