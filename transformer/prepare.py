@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from transformer.bpe_trainer import train_tokenizers_by_counts
 from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.cli import USER_ERROR
 from transformer.config import Config, ConfigError, DataConfig, config_from_dict, load_config
@@ -65,7 +66,7 @@ from transformer.data import (
     open_corpus,
 )
 from transformer.pairs import CHUNK_PAIRS, PairSource
-from transformer.tokenizer import SAMPLE_SEED, TokenizerPair, reservoir_sample, train_tokenizers
+from transformer.tokenizer import SAMPLE_SEED, TokenizerPair, reservoir_sample
 
 FORMAT_VERSION = 1  # bump when the files or the way ids are made change: old caches are then unused
 PREPARED_DIR = "prepared"  # under train.run_dir, unless data.cache_dir is set
@@ -347,7 +348,7 @@ def _sample_and_train(
         f"Tokenizer: training on {len(sample.source):,} of {sample.seen:,} pairs "
         f"(data.tokenizer.sample_size={size:,})"
     )
-    tokenizers = train_tokenizers(sample.source, sample.target, config.tokenizer)
+    tokenizers = train_tokenizers_by_counts(sample.source, sample.target, config.tokenizer)
     return tokenizers, {"used": len(sample.source), "of": sample.seen, "seed": SAMPLE_SEED}
 
 
