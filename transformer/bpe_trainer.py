@@ -17,7 +17,9 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
+from itertools import repeat
 
+import numpy as np
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from transformer.config import TokenizerConfig
@@ -51,35 +53,65 @@ def train_tokenizers_by_counts(
 def _count(texts: list[str], config: TokenizerConfig) -> Counter[str]:
     """How often each pre-token (byte-level, as the trainer sees it) occurs in `texts`."""
     reference = _empty_tokenizer(config)  # its normaliser and pre-tokenizer are the trainer's
-    heads: Counter[str] = Counter()  # first words of texts
-    words: Counter[str] = Counter()  # every word, first ones included
+    table = _WordTable(reference)
+    heads = np.zeros(0, dtype=np.int64)  # (R,) how often each word of the table starts a text
+    words = np.zeros(0, dtype=np.int64)  # (R,) how often it occurs anywhere (starts included)
     whole: list[str] = []  # texts to pre-tokenize whole
     for start in range(0, len(texts), BATCH_TEXTS):
         batch = texts[start : start + BATCH_TEXTS]
         if SEPARATOR.join(batch).count(BOUNDARY) != len(batch) - 1:  # a text holds the marker
             whole += [text for text in batch if BOUNDARY in text]
             batch = [text for text in batch if BOUNDARY not in text]
-        heads.update(text.split(" ", 1)[0] for text in batch)
-        words.update(SEPARATOR.join(batch).split(" "))
-    words.pop(BOUNDARY, None)
-    tails = words - heads  # words after a space
-    unusable = {w for w in words if not is_plain_word(reference.normalizer.normalize_str(w))}
-    if unusable:  # their texts are pre-tokenized whole, and their words not counted
-        for text in texts:
-            split = text.split(" ")
-            if BOUNDARY not in text and not unusable.isdisjoint(split):
-                whole.append(text)
-                heads[split[0]] -= 1
-                tails.subtract(split[1:])
+        rows = table.rows(SEPARATOR.join(batch).split(" "))  # (W,) texts' words, 0 between texts
+        firsts = np.concatenate([[0], np.flatnonzero(rows == 0) + 1])  # (n,) each text's 1st word
+        plain = np.logical_and.reduceat(table.usable[rows], firsts)  # (n,) all words usable?
+        whole += [batch[i] for i in np.flatnonzero(~plain).tolist()]
+        starts = np.zeros(len(rows), dtype=bool)
+        starts[firsts] = True
+        counted = plain[np.cumsum(starts) - 1]  # (W,) whether each word's text is counted here
+        heads = _add_counts(heads, rows[firsts[plain]], len(table.usable))
+        words = _add_counts(words, rows[counted], len(table.usable))
+    words[0] = 0  # the boundary
     counts: Counter[str] = Counter()
-    for table, prefix in ((heads, ""), (tails, " ")):
-        for word, count in table.items():
-            if count > 0:
-                for piece in _pre_tokens(reference, prefix + word):
-                    counts[piece] += count
+    for word_counts, prefix in ((heads, ""), (words - heads, " ")):
+        for row in np.flatnonzero(word_counts).tolist():
+            for piece in _pre_tokens(reference, prefix + table.words[row]):
+                counts[piece] += int(word_counts[row])
     for text in whole:
         counts.update(_pre_tokens(reference, text))
     return counts
+
+
+def _add_counts(totals: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
+    """`totals` (grown to `size` rows) plus how often each row occurs in `rows`."""
+    return np.bincount(rows, minlength=size) + np.pad(totals, (0, size - len(totals)))
+
+
+class _WordTable:
+    """Every distinct word seen, numbered (0 is the boundary between texts), with whether it is
+    usable (`word_encoder.is_plain_word`)."""
+
+    def __init__(self, reference: Tokenizer) -> None:
+        self.reference = reference
+        self.index = {BOUNDARY: 0}
+        self.words = [BOUNDARY]
+        self.usable = np.ones(1, dtype=bool)
+
+    def rows(self, words: list[str]) -> np.ndarray:
+        """(W,) the row of each word, numbering the new ones."""
+        try:  # the common case once most words have been seen
+            return np.fromiter(map(self.index.__getitem__, words), np.int64, count=len(words))
+        except KeyError:
+            pass
+        rows = np.fromiter(map(self.index.get, words, repeat(-1)), np.int64, count=len(words))
+        unknown = np.flatnonzero(rows < 0).tolist()
+        new = list(dict.fromkeys(words[i] for i in unknown))
+        self.index.update(zip(new, range(len(self.words), len(self.words) + len(new)), strict=True))
+        self.words += new
+        normal = map(self.reference.normalizer.normalize_str, new)
+        self.usable = np.concatenate([self.usable, list(map(is_plain_word, normal))])
+        rows[unknown] = [self.index[words[i]] for i in unknown]
+        return rows
 
 
 def _pre_tokens(reference: Tokenizer, text: str) -> list[str]:
