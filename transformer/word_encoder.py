@@ -22,8 +22,10 @@ every batch of a tokenizer of another kind (unigram, word-level: Metaspace pre-t
 BPE dropout, truncation or padding, or with added tokens the library would cut out of the text.
 
 Why it is faster: the library spends ~50 us of CPU per sentence on `Encoding` objects (offsets,
-alignments, attention masks) and their conversion to Python lists; here a sentence costs a
-`str.split` and a few dictionary look-ups, and a word is encoded once per `WORDS_KEPT` words seen.
+alignments, attention masks) and their conversion to Python lists; here the texts of a batch are
+joined and split at spaces in one call, each word is looked up in a table of the words seen
+(encoded by the library once, until the table holds `WORDS_KEPT` words and starts over), and
+numpy gathers the ids of every text at once: ~10 us of CPU per sentence.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import gc
 import json
 import re
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -73,6 +76,7 @@ class WordEncoder:
     def __init__(self, tokenizer: Tokenizer, signature: tuple[object, ...]) -> None:
         self.tokenizer = weakref.proxy(tokenizer)  # the table must not keep its tokenizer alive
         self.signature = signature
+        self.lock = threading.Lock()  # the server encodes from two threads; the table is shared
         self._clear()
 
     def _clear(self) -> None:
@@ -85,10 +89,10 @@ class WordEncoder:
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Ids of each text, equal to `_encode_whole(tokenizer, texts)`."""
-        if len(self.lengths) > WORDS_KEPT:
-            self._clear()
         encoded: list[list[int]] = []
-        with _without_cycle_collection():
+        with self.lock, _without_cycle_collection():
+            if len(self.lengths) > WORDS_KEPT:
+                self._clear()
             for start in range(0, len(texts), BATCH_TEXTS):
                 encoded += self._encode_batch(texts[start : start + BATCH_TEXTS])
         return encoded
