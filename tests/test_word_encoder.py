@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tokenizers import Tokenizer
+from tokenizers import AddedToken, Tokenizer
 
 from transformer import word_encoder
 from transformer.config import TokenizerConfig
@@ -105,3 +105,22 @@ def test_a_changed_tokenizer_is_not_served_from_the_old_table() -> None:
     tokenizer.add_tokens(["ladder"])  # an added token is cut out of the text before anything else
     assert encode_by_words(tokenizer, texts) == library(tokenizer, texts)
     assert tokenizer not in word_encoder._ENCODERS  # the word path no longer applies
+
+
+def test_texts_with_language_tags_are_encoded_whole(bpe: Tokenizer) -> None:
+    """Tags added as ordinary (not special) tokens, as multilingual runs add >>xx<<: the library
+    cuts them out of the raw text first, so texts holding one go whole; the others by words."""
+    tagged = Tokenizer.from_str(bpe.to_str())
+    tagged.encode_special_tokens = True
+    tagged.add_tokens(
+        [AddedToken(">>de<<", normalized=False), AddedToken(">>fr<<", normalized=False)]
+    )
+    texts = CORPUS * 3 + ["x>>de<<y a dog", "a dog >>fr<<", "a dog"]
+    assert encode_by_words(tagged, texts) == library(tagged, texts)
+    assert tagged in word_encoder._ENCODERS
+    assert library(tagged, [">>de<<"])[0] == [tagged.token_to_id(">>de<<")]  # cut out: one id
+    matched_normalized = Tokenizer.from_str(bpe.to_str())
+    matched_normalized.encode_special_tokens = True
+    matched_normalized.add_tokens([AddedToken("dog", normalized=True)])
+    assert encode_by_words(matched_normalized, texts) == library(matched_normalized, texts)
+    assert matched_normalized not in word_encoder._ENCODERS

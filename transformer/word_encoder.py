@@ -19,7 +19,8 @@ so the sentence's ids are the concatenation of its pieces' ids. A sentence with 
 these conditions (an empty piece from a double, leading or trailing space; a tab, a no-break space
 or a character that NFKC turns into a space) is encoded whole, by the library, as before. So is
 every batch of a tokenizer of another kind (unigram, word-level: Metaspace pre-tokenizer), with
-BPE dropout, truncation or padding, or with added tokens the library would cut out of the text.
+BPE dropout, truncation or padding, or with added tokens matched after normalisation; a text that
+holds an added token the library cuts out (a >>de<< tag that is not special) is encoded whole.
 
 Why it is faster: the library spends ~50 us of CPU per sentence on `Encoding` objects (offsets,
 alignments, attention masks) and their conversion to Python lists; here the texts of a batch are
@@ -76,6 +77,7 @@ class WordEncoder:
     def __init__(self, tokenizer: Tokenizer, signature: tuple[object, ...]) -> None:
         self.tokenizer = weakref.proxy(tokenizer)  # the table must not keep its tokenizer alive
         self.signature = signature
+        self.cut_tokens = _cut_tokens(tokenizer)
         self.lock = threading.Lock()  # the server encodes from two threads; the table is shared
         self._clear()
 
@@ -99,8 +101,9 @@ class WordEncoder:
 
     def _encode_batch(self, texts: list[str]) -> list[list[int]]:
         joined = SEPARATOR.join(texts)
-        if joined.count(BOUNDARY) != len(texts) - 1:  # a text holds the marker itself: rare
-            return self._encode_apart(texts, [BOUNDARY in text for text in texts])
+        marks = (BOUNDARY, *self.cut_tokens)  # texts holding one are encoded whole
+        if joined.count(BOUNDARY) != len(texts) - 1 or any(t in joined for t in self.cut_tokens):
+            return self._encode_apart(texts, [any(m in text for m in marks) for text in texts])
         words = joined.split(" ")  # (W,) text i's words, then BOUNDARY, then text i + 1's
         rows = self._rows(self.tails, words, " ")  # (W,) every word as a tail at first
         firsts = np.flatnonzero(rows == 0) + 1  # (n - 1,) the first word of texts 1, 2, ...
@@ -207,14 +210,15 @@ def _signature(tokenizer: Tokenizer) -> tuple[object, ...]:
 
 def _splits_at_spaces(tokenizer: Tokenizer) -> bool:
     """True for the pipelines the module docstring proves exact: NFKC / lowercase, byte-level
-    pre-tokens without a prefix space, BPE without dropout, no truncation or padding, and no added
-    token that the library would cut out of a text before normalising it."""
+    pre-tokens without a prefix space, BPE without dropout, no truncation or padding, and added
+    tokens that are either inert (special) or found in the raw text (normalized=False), where
+    `WordEncoder` can see them."""
     config = json.loads(tokenizer.to_str())
     normalizer = config["normalizer"]
     steps = normalizer.get("normalizers", [normalizer]) if normalizer else []
     pre_tokenizer = config["pre_tokenizer"] or {}
-    added_tokens_inert = tokenizer.encode_special_tokens and all(
-        token["special"] for token in config["added_tokens"]
+    added_tokens_matched_raw = all(
+        not token["normalized"] for token in config["added_tokens"] if _is_cut(tokenizer, token)
     )
     return (
         all(step.get("type") in NORMALIZERS for step in steps)
@@ -225,5 +229,21 @@ def _splits_at_spaces(tokenizer: Tokenizer) -> bool:
         and config["model"].get("dropout") is None
         and config["truncation"] is None
         and config["padding"] is None
-        and added_tokens_inert
+        and added_tokens_matched_raw
+    )
+
+
+def _is_cut(tokenizer: Tokenizer, token: dict[str, object]) -> bool:
+    """Whether the library cuts this added token out of a text that contains it (special tokens
+    are ordinary text here: TokenizerPair sets encode_special_tokens)."""
+    return not (token["special"] and tokenizer.encode_special_tokens)
+
+
+def _cut_tokens(tokenizer: Tokenizer) -> tuple[str, ...]:
+    """The added tokens (e.g. >>de<< language tags) that the library finds in a text before
+    anything else: a text holding one is encoded whole, by the library."""
+    return tuple(
+        token.content
+        for token in tokenizer.get_added_tokens_decoder().values()
+        if _is_cut(tokenizer, {"special": token.special})
     )
