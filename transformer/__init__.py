@@ -10,6 +10,8 @@ them, and they never import each other (tests/test_layout.py checks it).
     corpora.py         several corpora and directions: training streams, per-direction validation
     prepare.py         the training split encoded once into memory-mapped files, reused by runs
     tokenizer.py       subword tokenizers (BPE, unigram, word level) trained on the training split
+    word_encoder.py    byte-level BPE encoding a distinct word once: the library's ids, faster
+    bpe_trainer.py     byte-level BPE trained from counted words: the same tokenizer, faster
     batching.py        the length-bucketed token-budget sampler and collate (no fixed padding)
     mixture.py         how often each corpus and direction is drawn per epoch (weights, temperature)
     model.py           the paper's Transformer: InputEmbeddings ... ProjectionLayer, the KV cache

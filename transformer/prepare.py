@@ -58,6 +58,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from transformer.bpe_trainer import train_tokenizers_by_counts
 from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.cli import USER_ERROR
 from transformer.config import Config, ConfigError, DataConfig, config_from_dict, load_config
@@ -70,7 +71,6 @@ from transformer.tokenizer import (
     LanguageError,
     TokenizerPair,
     reservoir_sample,
-    train_tokenizers,
 )
 
 FORMAT_VERSION = 2  # bump when the files or the way ids are made change: old caches are then unused
@@ -425,7 +425,7 @@ def _sample_and_train(
         f"Tokenizer: training on {len(sample.source):,} of {sample.seen:,} pairs "
         f"(data.tokenizer.sample_size={size:,})"
     )
-    tokenizers = train_tokenizers(sample.source, sample.target, config.tokenizer)
+    tokenizers = train_tokenizers_by_counts(sample.source, sample.target, config.tokenizer)
     return tokenizers, {"used": len(sample.source), "of": sample.seen, "seed": SAMPLE_SEED}
 
 

@@ -51,6 +51,7 @@ from tokenizers import (
 )
 
 from transformer.config import TokenizerConfig
+from transformer.word_encoder import encode_by_words
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)  # trained in this order, so their ids are 0, 1, 2, 3
@@ -388,5 +389,5 @@ def _check_special_tokens(tokenizer: Tokenizer, side: str) -> None:
 
 
 def _encode(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
-    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
-    return [encoding.ids for encoding in encodings]
+    """The library's ids (no special tokens), a word at a time where that is exact and faster."""
+    return encode_by_words(tokenizer, texts)
