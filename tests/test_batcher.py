@@ -19,8 +19,13 @@ class RecordingDecoder:
     """Upper-cases sentences and remembers every batch it was given (and in which thread); takes
     `seconds` per batch, as a model would."""
 
-    def __init__(self, fail_on: str | None = None, seconds: float = 0.0) -> None:
+    def __init__(
+        self, fail_on: str | None = None, seconds: float = 0.0, hold: threading.Event | None = None
+    ) -> None:
+        """hold: the first batch is not finished before this event is set (a test decides what
+        arrives meanwhile, whatever the machine's speed)."""
         self.seconds = seconds
+        self.hold = hold
         self.batches: list[tuple[list[str], RequestOptions]] = []
         self.threads: set[int] = set()
         self.fail_on = fail_on
@@ -28,6 +33,8 @@ class RecordingDecoder:
     def __call__(self, sentences: list[str], options: RequestOptions) -> list[str]:
         self.batches.append((list(sentences), options))
         self.threads.add(threading.get_ident())
+        if self.hold is not None and len(self.batches) == 1:
+            assert self.hold.wait(timeout=10), "the test never released the first batch"
         time.sleep(self.seconds)
         if self.fail_on is not None and self.fail_on in sentences:
             raise ValueError(f"cannot decode {self.fail_on!r}")
@@ -82,7 +89,7 @@ def test_different_options_never_share_a_batch() -> None:
 
 
 def test_a_long_request_is_split_and_short_ones_pass_it() -> None:
-    decoder = RecordingDecoder(seconds=0.03)
+    decoder = RecordingDecoder(hold=threading.Event())
     long_request = [f"long {i}" for i in range(10)]  # 10 tokens each: 100 in all, budget 30
 
     async def scenario(batcher: DynamicBatcher) -> tuple[list, list, list[str]]:
@@ -94,9 +101,12 @@ def test_a_long_request_is_split_and_short_ones_pass_it() -> None:
             return answer
 
         long_task = asyncio.create_task(send("long", long_request, 10))
-        await asyncio.sleep(0.005)  # the long request is first in line
-        short = await send("short", ["short"], 1)
-        return await long_task, short, finished
+        while not decoder.batches:  # until the long request's first piece is being decoded
+            await asyncio.sleep(0.001)
+        short_task = asyncio.create_task(send("short", ["short"], 1))
+        await asyncio.sleep(0)  # the short request joins the line (translate() runs to its await)
+        decoder.hold.set()  # only now does the first piece finish
+        return await long_task, await short_task, finished
 
     (long_answer, short_answer, finished), stats = run_with_batcher(
         decoder, scenario, max_batch_tokens=30
