@@ -61,7 +61,14 @@ from tqdm import tqdm
 from transformer.bpe_trainer import train_tokenizers_by_counts
 from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.cli import USER_ERROR
-from transformer.config import Config, ConfigError, DataConfig, config_from_dict, load_config
+from transformer.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    config_from_dict,
+    load_config,
+    parse_pair,
+)
 from transformer.corpora import Corpora, TrainingStream, open_corpora
 from transformer.data import DataError, EncodedSplit, PairFilter, ParallelText, encode_split
 from transformer.mixture import EpochMixture
@@ -183,7 +190,7 @@ def _target_languages(
     """The tag language of each sentence (its target language), or None without tags."""
     if not tokenizers.language_tags:
         return None
-    return [corpora.directions[d].split("-")[1] for d in directions]
+    return [parse_pair(corpora.directions[d], "")[1] for d in directions]
 
 
 # --- the fingerprint ------------------------------------------------------------------------------
@@ -496,7 +503,7 @@ def _encode_sources(
 ) -> list[list[int]]:
     """Source ids, with the target language's tag in front when the run has tags."""
     try:
-        return tokenizers.encode_source(texts, direction.split("-")[1] if tagged else None)
+        return tokenizers.encode_source(texts, parse_pair(direction, "")[1] if tagged else None)
     except LanguageError as error:  # e.g. a new direction on a checkpoint's tagged tokenizer
         raise DataError(f"cannot encode the {direction} training sources: {error}") from error
 

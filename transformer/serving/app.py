@@ -126,15 +126,7 @@ def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSetti
     app.add_exception_handler(BadRequest, _bad_request)
     app.add_exception_handler(RequestValidationError, _invalid_body)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    page = render_page(
-        settings.name,
-        translator.languages,
-        "Text" if translator.multilingual else loaded.config.data.src_lang,
-        translator.target_languages,
-        translator.decode_config.beam_size,
-        settings.max_beam,
-        choose_language=translator.multilingual,
-    )
+    page = _page(loaded, translator, settings)
 
     @app.post("/translate", response_model=TranslateResponse, response_model_exclude_none=True)
     async def translate(body: TranslateRequest) -> dict[str, Any] | JSONResponse:
@@ -175,6 +167,19 @@ def create_app(loaded: LoadedModel, translator: Translator, settings: ServeSetti
         return page
 
     return app
+
+
+def _page(loaded: LoadedModel, translator: Translator, settings: ServeSettings) -> str:
+    """The web page, rendered once: a language selector only for a multilingual model."""
+    return render_page(
+        settings.name,
+        translator.languages,
+        "Text" if translator.multilingual else loaded.config.data.src_lang,
+        translator.target_languages,
+        translator.decode_config.beam_size,
+        settings.max_beam,
+        choose_language=translator.multilingual,
+    )
 
 
 def _decode(

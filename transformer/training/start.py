@@ -23,8 +23,7 @@ from transformer.config import (
     save_config,
 )
 from transformer.data import EncodedSplit
-from transformer.device import check_precision, resolve_device
-from transformer.mixture import EpochMixture
+from transformer.device import PrecisionChoice, check_precision, resolve_device
 from transformer.model import Transformer, build_transformer
 from transformer.prepare import PREPARED_DIR, PreparedData, cache_root, prepare_data
 from transformer.tokenizer import PAD_ID, TokenizerPair
@@ -212,11 +211,11 @@ def prepared_data(config: Config, checkpoint: dict[str, Any] | None) -> Prepared
     )
 
 
-def make_sampler(
-    train: EncodedSplit, config: Config, mixture: EpochMixture | None = None
-) -> TokenBatchSampler:
+def make_sampler(prepared: PreparedData, config: Config) -> TokenBatchSampler:
     """Shuffled token batches of the training split; under torchrun each rank takes its share.
-    mixture: how often each corpus and direction is drawn (several of them: mixture.py)."""
+    Each epoch draws its corpora and directions as data.pair_temperature and their weights say
+    (mixture.py; one corpus in one direction: every pair once)."""
+    train = prepared.splits["train"]
     return TokenBatchSampler(
         train.src_lengths,
         train.tgt_lengths,
@@ -225,8 +224,24 @@ def make_sampler(
         seed=config.train.seed,
         rank=distributed.rank(),
         world_size=distributed.world_size(),
-        mixture=mixture,
+        mixture=prepared.mixture(config.data.pair_temperature),
     )
+
+
+def settle_precision(
+    config: Config,
+    model: Transformer,
+    train: EncodedSplit,
+    device: torch.device,
+    checkpoint: dict[str, Any] | None,
+) -> tuple[Config, PrecisionChoice]:
+    """train.precision as this run will use it (auto: timed here; a resumed run keeps its own),
+    said on the console and written into the config that is saved with the run."""
+    precision = choose_precision(config, model, train, device, checkpoint)
+    if config.train.precision == "auto":  # a resumed run keeps its precision, even here
+        check_precision(precision.precision, device)
+    print(f"Precision: {precision.precision} ({precision.reason}).")
+    return replace(config, train=replace(config.train, precision=precision.precision)), precision
 
 
 def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainingRun:
@@ -255,11 +270,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     model = build_transformer(config.model).to(device)
     if checkpoint is None and initial is not None:
         model.load_state_dict(initial["model"])
-    precision = choose_precision(config, model, splits["train"], device, checkpoint)
-    if config.train.precision == "auto":  # a resumed run keeps its precision, even here
-        check_precision(precision.precision, device)
-    print(f"Precision: {precision.precision} ({precision.reason}).")
-    config = replace(config, train=replace(config.train, precision=precision.precision))
+    config, precision = settle_precision(config, model, splits["train"], device, checkpoint)
     if distributed.is_main():
         tokenizers.save(run_dir / "tokenizer")
         save_config(config, run_dir / "config.yaml")
@@ -267,7 +278,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     distributed.seed_per_rank(config.train.seed)
     ddp = distributed.data_parallel(model, device)
     optimizer = make_optimizer(model, config)
-    sampler = make_sampler(splits["train"], config, prepared.mixture(config.data.pair_temperature))
+    sampler = make_sampler(prepared, config)
     token_logits = ddp if ddp is not None else model.token_logits
     run = TrainingRun(
         config=config,
