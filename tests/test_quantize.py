@@ -18,7 +18,6 @@ from transformer.decoding import beam_search, greedy_search
 from transformer.model import build_transformer
 from transformer.quantize import (
     QuantizationError,
-    _split_cross_attention_in_proj,
     check_quantization,
     quantize_model,
 )
@@ -56,7 +55,7 @@ def test_cross_attention_parts_equal_the_sliced_projection() -> None:
     attention = build_transformer(tiny_model_config()).decoder.layers[0].cross_attention
     x = torch.randn(3, 5, 32)  # (B, T, D)
     sliced_q, sliced_kv = attention.in_proj_part("query", x), attention.in_proj_part("key_value", x)
-    _split_cross_attention_in_proj(attention)
+    attention.split_in_proj()
     torch.testing.assert_close(attention.in_proj_part("query", x), sliced_q)
     torch.testing.assert_close(attention.in_proj_part("key_value", x), sliced_kv)
 

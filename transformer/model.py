@@ -232,8 +232,9 @@ class MultiHeadAttentionBlock(nn.Module):
         self.in_proj = nn.Linear(d_model, 3 * d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.attention_dropout = attention_dropout
-        # Empty (and so absent from the state_dict) unless transformer/quantize.py has put the
-        # query and key/value parts of in_proj here as modules of their own: see in_proj_part.
+        # Empty (and so absent from the state_dict) unless an inference copy (quantize.py,
+        # onednn_linear.py) has put the query and key/value parts of in_proj here as modules of
+        # their own: see in_proj_part and split_in_proj.
         self.in_proj_parts = nn.ModuleDict()
 
     def _split_heads(self, x: Tensor) -> Tensor:
@@ -255,14 +256,29 @@ class MultiHeadAttentionBlock(nn.Module):
         """The "query" rows or the "key_value" rows of in_proj applied to x:
         (..., D) -> (..., D) or (..., 2D).
 
-        A float in_proj is sliced, so only those rows are multiplied. An int8 weight cannot be
-        sliced, so a quantized model (transformer/quantize.py) carries each part as a module of
-        its own in `in_proj_parts`."""
+        A float in_proj is sliced, so only those rows are multiplied. An int8 or a packed weight
+        cannot be sliced, so a quantized model (transformer/quantize.py) or a packed one
+        (transformer/onednn_linear.py) carries each part as a module of its own in
+        `in_proj_parts`."""
         if part in self.in_proj_parts:
             return self.in_proj_parts[part](x)
         D = self.in_proj.in_features
         rows = slice(0, D) if part == "query" else slice(D, None)
         return F.linear(x, self.in_proj.weight[rows], self.in_proj.bias[rows])
+
+    def split_in_proj(self) -> None:
+        """Give the block float query and key/value layers holding the rows of its in_proj (in
+        `in_proj_parts`), for an inference copy whose weights are then converted layer by layer.
+        Cross-attention applies the two parts to different inputs; in_proj stays for
+        self-attention, which applies all of it at once."""
+        D = self.in_proj.in_features
+        for part, rows in (("query", slice(0, D)), ("key_value", slice(D, None))):
+            weight = self.in_proj.weight[rows]  # (D, D) or (2D, D)
+            linear = nn.Linear(D, weight.size(0), device=weight.device, dtype=weight.dtype)
+            with torch.no_grad():
+                linear.weight.copy_(weight)
+                linear.bias.copy_(self.in_proj.bias[rows])
+            self.in_proj_parts[part] = linear
 
     def project_query(self, x: Tensor, packing: Packing | None = None) -> Tensor:
         """(B, T, D) -> (B, H, T, Dh)."""

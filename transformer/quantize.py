@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-from transformer.model import MultiHeadAttentionBlock, Transformer
+from transformer.model import Transformer
 
 QUANTIZATIONS = ("int8",)
 QUANTIZE_OUTPUT_PROJECTION = True  # chosen on val: see the module docstring
@@ -61,18 +61,6 @@ def check_quantization(kind: str, device: torch.device | str) -> None:
         )
 
 
-def _split_cross_attention_in_proj(attention: MultiHeadAttentionBlock) -> None:
-    """Give the block float query and key/value layers holding the rows of its in_proj."""
-    D = attention.in_proj.in_features
-    for part, rows in (("query", slice(0, D)), ("key_value", slice(D, None))):
-        weight = attention.in_proj.weight[rows]  # (D, D) or (2D, D)
-        linear = nn.Linear(D, weight.size(0), device=weight.device, dtype=weight.dtype)
-        with torch.no_grad():
-            linear.weight.copy_(weight)
-            linear.bias.copy_(attention.in_proj.bias[rows])
-        attention.in_proj_parts[part] = linear
-
-
 def quantize_model(
     model: Transformer, kind: str = "int8", output_projection: bool = QUANTIZE_OUTPUT_PROJECTION
 ) -> Transformer:
@@ -84,7 +72,7 @@ def quantize_model(
     check_quantization(kind, next(model.parameters()).device)
     quantized = copy.deepcopy(model).eval()  # deepcopy keeps tied weights tied
     for layer in quantized.decoder.layers:
-        _split_cross_attention_in_proj(layer.cross_attention)
+        layer.cross_attention.split_in_proj()
     projection = quantized.projection.linear
     spec = {
         name: per_channel_dynamic_qconfig
