@@ -10,7 +10,9 @@ All models have random weights, so every decoder is forced to generate exactly -
 per sentence (EOS included) and the work does not depend on what the weights say:
 - project: its own `greedy_search` / `beam_search` with max_len_a=0, max_len_b=N-1 (N-1 tokens, then
   the EOS the search forces at the limit), on a model whose output bias for EOS is -1e4, so EOS is
-  never chosen (nor in the beam's top K) before the limit;
+  never chosen (nor in the beam's top K) before the limit; its float32 linear layers packed for
+  oneDNN as `translate.py` does (`transformer.onednn_linear`); "project unpacked" is the same
+  model through `F.linear` (MKL), as before packing existed;
 - marian:  `generate(min_new_tokens=N, max_new_tokens=N, num_beams=K, do_sample=False)`, KV cache on;
 - ctranslate2: the same Marian weights converted with CTranslate2's TransformersConverter,
   `translate_batch(min_decoding_length=N, max_decoding_length=N, beam_size=K)`, float32;
@@ -45,6 +47,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from transformer.decoding import BEAM_DEFAULTS, SearchSettings, beam_search, greedy_search
 from transformer.model import Transformer
+from transformer.onednn_linear import pack_linear_layers
 from transformer.quantize import quantize_model
 from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -207,8 +210,10 @@ def main(argv: list[str] | None = None) -> None:
     ]  # (B, S) each
     settings = [("batch 1", batch1), (f"batched ({args.batch_size})", batched)]
 
+    packed = pack_linear_layers(project)  # what translate.py and serve.py decode with
     decoders: dict[str, Callable[[Tensor, int], list[list[int]]]] = {
-        "project": lambda src, beam: project_decode(project, src, beam, n),
+        "project": lambda src, beam: project_decode(packed, src, beam, n),
+        "project unpacked": lambda src, beam: project_decode(project, src, beam, n),
     }
     if not args.no_int8:
         project_int8 = quantize_model(project, "int8", output_projection=False)

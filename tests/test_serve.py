@@ -208,7 +208,7 @@ def test_health_info_and_page(
     info = client.get("/info").json()
     assert info["model"] == "numbers" and info["step"] == loaded.step
     assert (info["source_language"], info["target_language"]) == ("en", "de")
-    assert info["parameters"] == sum(p.numel() for p in translator.model.parameters())
+    assert info["parameters"] == sum(p.numel() for p in loaded.model.parameters())
     assert info["architecture"]["d_model"] == loaded.config.model.d_model
     assert info["limits"]["max_sentences"] == 8
     assert set(info["batching"]) == {"requests", "sentences", "batches", "largest_batch"}

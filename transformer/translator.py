@@ -15,6 +15,7 @@ import torch
 from transformer.checkpoint import CheckpointError, LoadedModel
 from transformer.config import Config, DecodeConfig
 from transformer.decoding import translate_ids
+from transformer.onednn_linear import pack_linear_layers
 from transformer.quantize import quantize_model
 from transformer.tokenizer import LanguageError, TokenizerPair, language_tag, split_language_tag
 
@@ -94,13 +95,16 @@ class Translator:
         names: Sequence[str] | None = None,
     ) -> None:
         """quantize="int8" translates with dynamically quantized copies of the models (CPU only;
-        see transformer/quantize.py); None keeps the checkpoints' float weights. `names` (e.g. the
+        see transformer/quantize.py); None keeps the checkpoints' float weights (on a CPU, in
+        float32, packed for oneDNN: transformer/onednn_linear.py). `names` (e.g. the
         file names) say which checkpoints cannot be ensembled, if any."""
         members = [loaded] if isinstance(loaded, LoadedModel) else list(loaded)
         check_ensemble(members, names or [f"checkpoint {i + 1}" for i in range(len(members))])
         models = [member.model.to(device).eval() for member in members]
         if quantize is not None:
             models = [quantize_model(model, quantize) for model in models]
+        else:  # float32 on a CPU: linear layers through oneDNN, weights packed once
+            models = [pack_linear_layers(model) for model in models]
         self.models = models
         self.model = self.models[0]
         self.tokenizers = members[0].tokenizers

@@ -293,7 +293,7 @@ def _info(
         "target_languages": translator.target_languages,
         "multilingual": translator.multilingual,
         "step": loaded.step,
-        "parameters": sum(p.numel() for p in translator.model.parameters()),
+        "parameters": sum(p.numel() for p in loaded.model.parameters()),  # the checkpoint's
         "architecture": dataclasses.asdict(config.model),
         "decoding": {
             "beam": translator.decode_config.beam_size,
