@@ -387,12 +387,16 @@ def _best_extensions(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The K best extensions of each sentence's beams: step_log_probs (b * r, V), beam_log_probs
     (b, r) -> their log-probabilities (b, K), best first, the beam each extends (b, K) and its
-    new token (b, K)."""
+    new token (b, K).
+
+    A beam's own K best tokens are the only ones of it that can be among its sentence's K best
+    (adding the beam's log-probability keeps the order within the beam), so the (b * r, V) table
+    is read once, by a per-row top-K, and the beams are compared on (b, r * K) candidates."""
     b, r = beam_log_probs.shape
-    V = step_log_probs.size(1)
-    candidates = step_log_probs.view(b, r, V).add_(beam_log_probs[:, :, None])  # (b, r, V)
-    log_probs, flat = candidates.view(b, r * V).topk(K, dim=1)  # (b, K)
-    return log_probs, flat // V, flat % V
+    row_best, row_tokens = step_log_probs.topk(K, dim=1)  # (b * r, K) each
+    candidates = row_best.view(b, r, K).add_(beam_log_probs[:, :, None])  # (b, r, K)
+    log_probs, flat = candidates.view(b, r * K).topk(K, dim=1)  # (b, K)
+    return log_probs, flat // K, row_tokens.view(b, r * K).gather(1, flat)
 
 
 @torch.inference_mode()

@@ -57,7 +57,10 @@ class ModelScorer:
             logits = torch.addmm(bias, states[:, -1], weight)  # (N, V)
         else:
             logits = self.projection(states[:, -1])  # (N, V)
-        return logits.float().log_softmax(dim=-1)  # float32 even under autocast
+        logits = logits.float()  # float32 even under autocast
+        # Normalised in place: the logits are this call's own tensor, and an (N, V) tensor fewer
+        # per step is one pass over memory fewer (the kernel reads each row before writing it).
+        return torch.log_softmax(logits, dim=-1, out=logits)  # (N, V)
 
     def reorder(self, rows: Tensor, sentences: Tensor | None = None) -> None:
         """Keep decoder rows `rows` (N',) and, when given, source sentences `sentences` (b',)."""
