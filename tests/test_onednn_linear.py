@@ -40,7 +40,10 @@ def test_packing_copies_every_linear_layer_and_leaves_the_model_alone() -> None:
     torch.manual_seed(0)
     model = build_transformer(tiny_model_config()).eval()
     state = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    random_state = torch.random.get_rng_state()
     packed = pack_linear_layers(model)
+    # Validation packs the training model: dropout and data order must not notice.
+    assert torch.equal(torch.random.get_rng_state(), random_state)
 
     assert not any(type(module) is nn.Linear for module in packed.modules())
     assert isinstance(packed.projection.linear, PackedLinear)

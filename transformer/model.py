@@ -274,7 +274,11 @@ class MultiHeadAttentionBlock(nn.Module):
         D = self.in_proj.in_features
         for part, rows in (("query", slice(0, D)), ("key_value", slice(D, None))):
             weight = self.in_proj.weight[rows]  # (D, D) or (2D, D)
-            linear = nn.Linear(D, weight.size(0), device=weight.device, dtype=weight.dtype)
+            # skip_init: no random initialisation, which would draw from the global generator
+            # (a training run splits a copy at every validation; its dropout must not notice).
+            linear = nn.utils.skip_init(
+                nn.Linear, D, weight.size(0), device=weight.device, dtype=weight.dtype
+            )
             with torch.no_grad():
                 linear.weight.copy_(weight)
                 linear.bias.copy_(self.in_proj.bias[rows])

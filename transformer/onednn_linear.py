@@ -61,10 +61,11 @@ def packing_works() -> bool:
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        generator = torch.Generator().manual_seed(0)
-        linear = nn.Linear(64, 48)
-        x = torch.randn(7, 64, generator=generator)  # (N, in)
-        with torch.no_grad():
+        # The global random state is left as it was: a training run packs its model at every
+        # validation, and its dropout and data order must not depend on when this first ran.
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            linear = nn.Linear(64, 48)
+            x = torch.randn(7, 64)  # (N, in)
             packed = PackedLinear(linear)(x)
             expected = F.linear(x, linear.weight, linear.bias)
         return torch.allclose(packed, expected, rtol=1e-4, atol=1e-5)
