@@ -24,6 +24,7 @@ them, and they never import each other (tests/test_layout.py checks it).
     next_token.py      one search step's scores from a model or an ensemble, and the search rules
     translator.py      text in, text out over loaded checkpoints
     quantize.py        int8 linear layers for CPU inference
+    onednn_linear.py   float32 linear layers through oneDNN, weights packed once (CPU inference)
     export.py          export to CTranslate2 (python -m transformer.export)
     attention_plot.py  labelled cross-attention heatmaps
     convert.py         import OPUS-MT / Marian models (python -m transformer.convert), reading them
