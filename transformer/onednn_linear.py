@@ -6,9 +6,9 @@ PyTorch multiplies float32 matrices on a CPU with MKL's sgemm. Every x86 build o
 ships oneDNN (the "mkldnn" backend), whose kernels keep the weight in a layout made for the CPU
 they run on ("packed", or "blocked"). Repacking a weight at every call would cost more than it
 saves; a model that only translates can be packed once, when it is loaded. For the matrices of a
-search step (a few hundred rows times d_model 256) that made each float32 linear layer 2.3-2.8x
+search step (a few hundred rows times d_model 256) that made each float32 linear layer 2.0-2.5x
 faster than `F.linear` on the 2-core AMD EPYC of bench/README.md ("oneDNN linear layers"), and
-whole batched searches 1.7-2x faster, with the same float32 arithmetic (differences of a few
+whole batched searches 1.3-1.7x faster, with the same float32 arithmetic (differences of a few
 units in the last place, from the order of the additions).
 
 The op is `torch.ops.mkldnn._linear_pointwise`, which torch.compile's CPU backend itself emits for
