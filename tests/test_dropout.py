@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transformer.dropout import Dropout
+from transformer.dropout import Dropout, keep_mask
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3])
@@ -49,3 +49,25 @@ def test_a_probability_that_rounds_to_one_drops_everything() -> None:
     x = torch.ones(4, 5)
     assert torch.equal(Dropout(0.999999).train()(x), torch.zeros_like(x))
     assert torch.equal(Dropout(1.0).train()(x), torch.zeros_like(x))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+@pytest.mark.parametrize("p", [1 / 65536, 0.1, 65535 / 65536])
+def test_the_mask_is_the_comparison_of_the_random_integers_with_the_threshold(
+    dtype: torch.dtype, p: float
+) -> None:
+    """The 0/1 multiplier built with integer arithmetic drops exactly the elements whose 16-bit
+    integer is below the threshold, in every float dtype, at both ends of the probability range."""
+    shape, dropped_levels = torch.Size([37, 129]), round(p * 65536)
+    torch.manual_seed(5)
+    words = torch.randint(-(2**63), 2**63 - 1, ((shape.numel() + 3) // 4,), dtype=torch.int64)
+    uniform = words.view(torch.int16)[: shape.numel()].view(shape)
+    expected_keep = uniform >= dropped_levels - 32768
+    torch.manual_seed(5)
+    keep = keep_mask(shape, dropped_levels, dtype, torch.device("cpu"))
+    assert keep.dtype == dtype
+    assert torch.equal(keep, expected_keep.to(dtype))
+    x = torch.randn(shape, dtype=dtype)
+    torch.manual_seed(5)
+    y = Dropout(p).train()(x)
+    assert torch.equal(y, x.masked_fill(~expected_keep, 0.0) * (65536 / (65536 - dropped_levels)))
