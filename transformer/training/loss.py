@@ -33,35 +33,37 @@ class _SmoothedCrossEntropySum(torch.autograd.Function):
     """Summed label-smoothed cross entropy of logits (N, V) against labels (N,); rows whose label
     is PAD add nothing.
 
-    The logits stay in their own dtype (bf16 under autocast); each chunk of rows is converted to
-    float32, and every pass over it (max, exp, sums; softmax in the backward) runs while it is in
-    cache. Whole-matrix passes read and wrote 64 MB each and made the loss 3.6x slower."""
+    The logits stay in their own dtype (bf16 under autocast); each chunk of rows goes through
+    torch's fused `log_softmax` (the forward) and `softmax` (the backward), which read the bf16
+    chunk and compute in float32, and every further pass runs while the chunk is in cache.
+    Whole-matrix passes read and wrote 64 MB each and made the loss 3.6x slower; `logsumexp` and
+    `exp_` on a float32 copy of each chunk were 1.4x slower than the fused kernels."""
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, labels: Tensor, smoothing: float) -> Tensor:
         ctx.dtype = dtype = torch.promote_types(logits.dtype, torch.float32)  # float32 at least
         total = torch.zeros((), dtype=dtype, device=logits.device)
-        log_normaliser = torch.empty(labels.shape, dtype=dtype, device=logits.device)
         for rows in _chunks(labels.numel()):
-            z, chunk_labels = logits[rows].to(dtype), labels[rows]  # (n, V) float32, (n,)
-            chunk_normaliser = z.logsumexp(dim=-1)  # (n,)
-            label_logits = z.gather(1, chunk_labels[:, None]).squeeze(1)  # (n,)
-            per_token = chunk_normaliser - (1 - smoothing) * label_logits - smoothing * z.mean(-1)
+            chunk_labels = labels[rows]  # (n,)
+            # per token: lse - (1 - eps) * z[label] - eps * mean(z)
+            #          = -(1 - eps) * log_p[label] - eps * mean(log_p)
+            log_probs = torch.log_softmax(logits[rows], dim=-1, dtype=dtype)  # (n, V) float32
+            label_log_probs = log_probs.gather(1, chunk_labels[:, None]).squeeze(1)  # (n,)
+            per_token = -(1 - smoothing) * label_log_probs - smoothing * log_probs.mean(-1)
             total += (per_token * (chunk_labels != PAD_ID)).sum()
-            log_normaliser[rows] = chunk_normaliser
-        ctx.save_for_backward(logits, log_normaliser, labels)
+        ctx.save_for_backward(logits, labels)
         ctx.smoothing = smoothing
         return total
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor, None, None]:
-        logits, log_normaliser, labels = ctx.saved_tensors
+        logits, labels = ctx.saved_tensors
         smoothing, V = ctx.smoothing, logits.size(-1)
         grad = torch.empty_like(logits)  # (N, V) in the logits' dtype
         for rows in _chunks(labels.numel()):
             chunk_labels = labels[rows]  # (n,)
-            # softmax - (1 - eps) * onehot - eps / V, in float32; torch.sub leaves logits intact
-            chunk = torch.sub(logits[rows].to(ctx.dtype), log_normaliser[rows, None]).exp_()
+            # softmax - (1 - eps) * onehot - eps / V, in float32
+            chunk = torch.softmax(logits[rows], dim=-1, dtype=ctx.dtype)  # (n, V)
             chunk.sub_(smoothing / V)
             chunk[torch.arange(chunk_labels.numel(), device=labels.device), chunk_labels] -= (
                 1 - smoothing
