@@ -18,11 +18,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from functools import partial
 
 import torch
 from peers import recipe_model_and_batches
 
 from transformer.device import autocast_context
+from transformer.packing import row_multiple
 from transformer.training.loss import batch_loss_sum
 from transformer.training.precision import PROBE_TOKENS, time_training_steps
 
@@ -60,10 +62,9 @@ def main() -> None:
     for index, batch in enumerate(batches):
         for precision in ("bf16", "fp32"):
             start = time.perf_counter()
+            token_logits = partial(model.token_logits, row_multiple=row_multiple(device, precision))
             with autocast_context(device, precision):
-                loss = batch_loss_sum(
-                    model.token_logits, batch.src, batch.tgt_in, batch.labels, 0.1
-                )
+                loss = batch_loss_sum(token_logits, batch.src, batch.tgt_in, batch.labels, 0.1)
             loss.backward()
             model.zero_grad(set_to_none=True)
             if index:  # the first batch warms up

@@ -12,7 +12,9 @@ label-smoothed `token_loss_sum`, divided by the batch's target tokens), gradient
 AdamW (lr 1e-4, betas 0.9/0.98):
 - project: `build_transformer` (pre-norm), trained through `Transformer.token_logits` as train.py
            does: position-wise layers and the output projection run on real tokens only
-           (transformer/packing.py);
+           (transformer/packing.py), in bf16 on a CPU rounded up to a multiple of 64 rows;
+  project+exact-rows: the same, with exactly the real tokens in every precision (the rows as
+           they were before the rounding: its before/after in one run);
 - marian:  `MarianMTModel(MarianConfig(...))`, random init, SDPA attention, fed `decoder_input_ids`
            (its own loss ignores nothing by default, so the loss is computed outside, like the
            others). Marian is post-norm: the one architectural difference;
@@ -58,6 +60,7 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +71,11 @@ from torch import Tensor, nn
 from transformer.batching import TokenBatchSampler, collate_batch
 from transformer.data import EncodedSplit
 from transformer.model import PositionalEncoding, Transformer
+from transformer.packing import row_multiple
 from transformer.tokenizer import PAD_ID
 from transformer.training.loss import batch_loss_sum, token_loss_sum
 
-IMPLEMENTATIONS = ("project", "project+compile", "marian", "torch")
+IMPLEMENTATIONS = ("project", "project+exact-rows", "project+compile", "marian", "torch")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -184,7 +188,7 @@ class MarianWrapper(nn.Module):
 
 
 def build_model(name: str, args: argparse.Namespace, vocab_size: int) -> nn.Module:
-    if name == "project":
+    if name in ("project", "project+exact-rows"):
         return project_model(args, vocab_size, dropout=args.dropout)
     if name == "project+compile":  # as train.compile=true: the forward pass through torch.compile
         model = project_model(args, vocab_size, dropout=args.dropout)
@@ -320,7 +324,11 @@ def train_step(
     start = time.perf_counter()
     with autocast:
         if isinstance(model, Transformer):  # the project: logits of real tokens only, as train.py
-            loss = batch_loss_sum(model.token_logits, src, tgt_in, labels, args.label_smoothing)
+            multiple = (
+                1 if args.only == "project+exact-rows" else row_multiple(device, args.precision)
+            )
+            token_logits = partial(model.token_logits, row_multiple=multiple)
+            loss = batch_loss_sum(token_logits, src, tgt_in, labels, args.label_smoothing)
         else:
             loss = token_loss_sum(model(src, tgt_in), labels, args.label_smoothing)
     loss = loss / n_tokens

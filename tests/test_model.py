@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,7 +25,8 @@ from transformer.model import (
     fused_attention,
     padding_mask,
 )
-from transformer.packing import Packing
+from transformer.packing import BF16_CPU_ROW_MULTIPLE, Packing, row_multiple
+from transformer.training.loss import batch_loss_sum
 
 
 def tiny_config(**changes: object) -> ModelConfig:
@@ -305,11 +308,62 @@ def padded_batch(
 def test_packing_round_trip(generator: torch.Generator) -> None:
     _, tgt = padded_batch([(1, 4), (1, 1), (1, 3)], generator)
     packing = Packing(tgt != PAD)
-    assert packing.n_tokens == 8
+    assert packing.n_rows == 8
     torch.testing.assert_close(packing.pack(tgt), tgt[tgt != PAD])
     assert packing.positions.tolist() == [0, 1, 2, 3, 0, 0, 1, 2]
     unpacked = packing.unpack(packing.pack(tgt))
     assert torch.equal(unpacked, tgt)  # padding comes back as zeros, which PAD is
+
+
+def test_packing_rounds_rows_up_with_padding_positions(generator: torch.Generator) -> None:
+    """With a row multiple the real tokens come first, in the same order, then padding positions
+    (as many as make the multiple, or as the batch has); unpacking restores the real tokens."""
+    _, tgt = padded_batch([(1, 4), (1, 1), (1, 3)], generator)  # 8 real tokens in 3 x 4
+    exact = Packing(tgt != PAD)
+    rounded = Packing(tgt != PAD, row_multiple=5)
+    assert rounded.n_rows == 10
+    assert torch.equal(rounded.index[:8], exact.index)
+    assert all(tgt.flatten()[i] == PAD for i in rounded.index[8:].tolist())
+    assert len(set(rounded.index.tolist())) == 10  # distinct positions: unpack writes each once
+    unpacked = rounded.unpack(rounded.pack(tgt))
+    assert torch.equal(unpacked, tgt)
+    assert Packing(tgt != PAD, row_multiple=64).n_rows == 12  # all the batch has
+
+
+def test_row_multiple_is_for_bf16_on_a_cpu_only() -> None:
+    assert row_multiple(torch.device("cpu"), "bf16") == BF16_CPU_ROW_MULTIPLE == 64
+    assert row_multiple(torch.device("cpu"), "fp32") == 1
+    assert row_multiple(torch.device("cuda"), "bf16") == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rounded_rows_change_no_loss_and_no_gradient(
+    dtype: torch.dtype, generator: torch.Generator
+) -> None:
+    """The padding rows taken to round the row count up reach neither the real tokens' logits nor
+    the loss nor any gradient: the same numbers as exactly the real tokens (bf16: to its rounding,
+    since a matmul's blocking may depend on its row count)."""
+    torch.manual_seed(0)
+    model = build_transformer(tiny_config(tie_output_embedding=True)).to(dtype).eval()
+    src, tgt = padded_batch([(6, 5), (2, 3), (4, 1), (7, 7)], generator)  # 16 real target tokens
+    labels = random_ids(*tgt.shape, 40, generator).masked_fill(tgt == PAD, PAD)
+    results = []
+    for multiple in (1, 12):
+        model.zero_grad()
+        token_logits = partial(model.token_logits, row_multiple=multiple)
+        loss = batch_loss_sum(token_logits, src, tgt, labels, 0.1)
+        loss.backward()
+        gradients = {name: p.grad.float().clone() for name, p in model.named_parameters()}
+        results.append((token_logits(src, tgt), loss, gradients))
+    (exact, exact_loss, exact_grads), (rounded, rounded_loss, rounded_grads) = results
+    assert exact.size(0) == 16 and rounded.size(0) == 24
+    tolerance = (
+        {"atol": 1e-5, "rtol": 1e-5} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    )
+    torch.testing.assert_close(rounded[:16], exact, **tolerance)
+    torch.testing.assert_close(rounded_loss, exact_loss, **tolerance)
+    for name, gradient in exact_grads.items():
+        torch.testing.assert_close(rounded_grads[name], gradient, **tolerance)
 
 
 @pytest.mark.parametrize("norm", ["post", "pre"])

@@ -626,19 +626,22 @@ class Transformer(nn.Module):
         out, _ = self.decode(tgt, memory, src_mask)
         return self.project(out)
 
-    def token_logits(self, src: Tensor, tgt: Tensor) -> Tensor:
-        """The same pass as `forward`, computing only what the loss needs: logits (N, V) of the
-        N real (non-PAD) positions of tgt, in the order of `tgt[tgt != pad_id]`.
+    def token_logits(self, src: Tensor, tgt: Tensor, row_multiple: int = 1) -> Tensor:
+        """The same pass as `forward`, computing only what the loss needs: logits (R, V) whose
+        first N rows are the N real (non-PAD) positions of tgt, in the order of
+        `tgt[tgt != pad_id]`; R = N unless `row_multiple` > 1 rounds it up with padding positions
+        (whose logits the loss must ignore: `training/loss.py` gives them PAD labels).
 
         Every position-wise step runs on packed real tokens (see transformer/packing.py), so
         padding costs no matmuls; training and the validation loss use this."""
         pad_id = self.config.pad_id
-        src_packing, tgt_packing = Packing(src != pad_id), Packing(tgt != pad_id)
+        src_packing = Packing(src != pad_id, row_multiple)
+        tgt_packing = Packing(tgt != pad_id, row_multiple)
         memory, src_mask = self.encode(src, src_packing)  # (N_src, D), (B, 1, 1, S)
         out, _ = self.decode(
             tgt, memory, src_mask, tgt_packing=tgt_packing, src_packing=src_packing
-        )  # (N_tgt, D)
-        return self.project(out)  # (N_tgt, V)
+        )  # (R_tgt, D)
+        return self.project(out)  # (R_tgt, V)
 
     def new_cache(self, capacity: int = 16) -> DecoderCache:
         """An empty cache for incremental decoding, with room for `capacity` target positions

@@ -14,34 +14,68 @@ so there packing gains less, and it costs only two copies per attention layer.
 
 Training uses it through `Transformer.token_logits`; decoding does not need it, because the target
 prefixes of a decoding batch all have the same length.
+
+Rows rounded up (bf16 on a CPU): oneDNN, which runs torch's bf16 matmuls on a CPU, builds (JIT-
+compiles) a kernel for every new matrix shape and keeps a limited number of them. Packed batches give
+every matmul a new row count N at almost every step, so kernels are built again and again: on an
+Intel Xeon with AMX one bf16 matmul took 4.40 ms instead of 0.49 ms when N changed at every call
+(issue 24). With `row_multiple` the packing also takes a few padding positions, so that the row
+count is a multiple of it and a step meets one of a handful of shapes: on a 2-core AMD EPYC
+(avx512_bf16) a bf16 training step went 14% faster with 64 (`python bench/train_speed.py`,
+bench/README.md). The extra rows are padding positions like any other: attention never lets a real
+token attend to them, and the loss gives them no weight. Float32 matmuls run through MKL, which
+builds nothing per shape, so there the extra rows would only cost (3% slower, same bench).
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
+
+# Rows of a packed bf16 batch on a CPU are a multiple of this (see above); 64 is the block size of
+# the AMX bf16 kernels (16 rows x 4 tiles).
+BF16_CPU_ROW_MULTIPLE = 64
+
+
+def row_multiple(device: torch.device, precision: str) -> int:
+    """What training rounds packed row counts up to on `device` in `precision` ('fp32', 'bf16',
+    'fp16'): 64 for bf16 on a CPU (oneDNN's kernels per shape), else 1 (exactly the real tokens)."""
+    return BF16_CPU_ROW_MULTIPLE if device.type == "cpu" and precision == "bf16" else 1
 
 
 class Packing:
-    """Where the real tokens of a padded batch sit: the row-major order of `ids[keep]`.
+    """Where the real tokens of a padded batch sit: the row-major order of `ids[keep]`, followed,
+    with `row_multiple` > 1, by as many padding positions as make the row count a multiple of it
+    (or as the batch has).
 
     keep: (B, T) bool, True at real tokens."""
 
-    def __init__(self, keep: Tensor) -> None:
+    def __init__(self, keep: Tensor, row_multiple: int = 1) -> None:
         self.batch_size, self.length = keep.shape
-        # One host sync per batch (nonzero must know N); nothing else in the model syncs.
-        self.index = keep.flatten().nonzero().squeeze(1)  # (N,) flat positions in B * T
-        self.positions = self.index % self.length  # (N,) position of each token in its sentence
+        flat_keep = keep.flatten()  # (B * T,)
+        # One host sync per batch (the row count must be known); nothing else in the model syncs.
+        if row_multiple == 1:
+            self.index = flat_keep.nonzero().squeeze(1)  # (N,) flat positions in B * T
+        else:
+            n_real = int(flat_keep.sum())
+            n_rows = min(-(-n_real // row_multiple) * row_multiple, flat_keep.numel())
+            # A stable sort on "is padding" lists the real positions first, in row-major order.
+            is_padding = (~flat_keep).to(torch.uint8)  # (B * T,)
+            self.index = torch.argsort(is_padding, stable=True)[:n_rows]  # (R,) R >= N
+        self.positions = self.index % self.length  # (R,) position of each row in its sentence
 
     @property
-    def n_tokens(self) -> int:
+    def n_rows(self) -> int:
+        """The real tokens, plus the padding positions taken to round their count up."""
         return self.index.numel()
 
     def pack(self, x: Tensor) -> Tensor:
-        """(B, T, ...) -> (N, ...): the real tokens, in row-major order."""
+        """(B, T, ...) -> (R, ...): the real tokens, in row-major order, then any padding rows."""
         return x.flatten(0, 1).index_select(0, self.index)
 
     def unpack(self, x: Tensor) -> Tensor:
-        """(N, ...) -> (B, T, ...) with zeros at the padding (which attention masks out anyway)."""
+        """(R, ...) -> (B, T, ...) with zeros at the padding positions that were not rows (attention
+        masks all padding out anyway)."""
         padded = x.new_zeros(self.batch_size * self.length, *x.shape[1:])  # (B * T, ...)
         return padded.index_copy(0, self.index, x).view(self.batch_size, self.length, *x.shape[1:])
 

@@ -244,9 +244,10 @@ class TokenLogits(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, src: Tensor, tgt: Tensor) -> Tensor:
-        """src (B, S), decoder input tgt (B, T) -> logits (N, V) of the N real target positions."""
-        return self.model.token_logits(src, tgt)
+    def forward(self, src: Tensor, tgt: Tensor, row_multiple: int = 1) -> Tensor:
+        """src (B, S), decoder input tgt (B, T) -> logits (R, V) of the N real target positions
+        (then R - N padding rows, see `Transformer.token_logits`)."""
+        return self.model.token_logits(src, tgt, row_multiple)
 
 
 def data_parallel(model: Transformer, device: torch.device) -> DistributedDataParallel | None:

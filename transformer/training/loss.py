@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from transformer.tokenizer import PAD_ID
@@ -87,7 +88,7 @@ def token_loss_sum(logits: Tensor, labels: Tensor, label_smoothing: float) -> Te
     return _SmoothedCrossEntropySum.apply(flat_logits, labels.reshape(-1), label_smoothing)
 
 
-LogitsFunction = Callable[[Tensor, Tensor], Tensor]
+LogitsFunction = Callable[[Tensor, Tensor], Tensor]  # (src, tgt_in) -> logits (R, V)
 
 
 def batch_loss_sum(
@@ -99,7 +100,10 @@ def batch_loss_sum(
 ) -> Tensor:
     """Summed loss of a teacher-forced batch, computed on its real target tokens only.
 
-    token_logits is `model.token_logits` (or its compiled form): (src, tgt_in) -> (N, V) for the
-    N real positions of tgt_in (B, T), which are exactly the real positions of labels (B, T)."""
-    logits = token_logits(src, tgt_in)  # (N, V)
-    return token_loss_sum(logits, labels[tgt_in != PAD_ID], label_smoothing)
+    token_logits is `model.token_logits` (or its compiled form): (src, tgt_in) -> (R, V) whose
+    first N rows are the N real positions of tgt_in (B, T), which are exactly the real positions
+    of labels (B, T); any further rows (padding taken to round R up) get PAD labels: no loss."""
+    logits = token_logits(src, tgt_in)  # (R, V)
+    real_labels = labels[tgt_in != PAD_ID]  # (N,)
+    row_labels = F.pad(real_labels, (0, logits.size(0) - real_labels.numel()), value=PAD_ID)
+    return token_loss_sum(logits, row_labels, label_smoothing)  # (R,) labels

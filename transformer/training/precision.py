@@ -10,6 +10,7 @@ measures and decides for every rank; a resumed run keeps the precision it was sa
 from __future__ import annotations
 
 import time
+from functools import partial
 from itertools import cycle, islice
 from typing import Any
 
@@ -20,6 +21,7 @@ from transformer.config import Config
 from transformer.data import EncodedSplit
 from transformer.device import PrecisionChoice, autocast_context, resolve_precision
 from transformer.model import Transformer
+from transformer.packing import row_multiple
 from transformer.training import distributed
 from transformer.training.loss import batch_loss_sum
 
@@ -52,10 +54,11 @@ def time_training_steps(
         for round_index, batch in enumerate(batches):
             for precision in precisions:
                 start = time.perf_counter()
+                token_logits = partial(
+                    model.token_logits, row_multiple=row_multiple(device, precision)
+                )  # as training will run it
                 with autocast_context(device, precision):
-                    loss = batch_loss_sum(
-                        model.token_logits, batch.src, batch.tgt_in, batch.labels, 0.0
-                    )
+                    loss = batch_loss_sum(token_logits, batch.src, batch.tgt_in, batch.labels, 0.0)
                 loss.backward()
                 seconds = time.perf_counter() - start
                 if round_index > 0:  # the first round warms up (allocations, kernel builds)

@@ -8,6 +8,7 @@ import os
 import shutil
 import warnings
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,6 +26,7 @@ from transformer.config import (
 from transformer.data import EncodedSplit
 from transformer.device import PrecisionChoice, check_precision, resolve_device
 from transformer.model import Transformer, build_transformer
+from transformer.packing import row_multiple
 from transformer.prepare import PREPARED_DIR, PreparedData, cache_root, prepare_data
 from transformer.tokenizer import PAD_ID, TokenizerPair
 from transformer.training import distributed
@@ -279,7 +281,11 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     ddp = distributed.data_parallel(model, device)
     optimizer = make_optimizer(model, config)
     sampler = make_sampler(prepared, config)
-    token_logits = ddp if ddp is not None else model.token_logits
+    # Packed rows rounded up where that spares kernel builds (bf16 on a CPU: packing.py).
+    token_logits = partial(
+        ddp if ddp is not None else model.token_logits,
+        row_multiple=row_multiple(device, config.train.precision),
+    )
     run = TrainingRun(
         config=config,
         run_dir=run_dir,
