@@ -20,11 +20,13 @@ compiles) a kernel for every new matrix shape and keeps a limited number of them
 every matmul a new row count N at almost every step, so kernels are built again and again: on an
 Intel Xeon with AMX one bf16 matmul took 4.40 ms instead of 0.49 ms when N changed at every call
 (issue 24). With `row_multiple` the packing also takes a few padding positions, so that the row
-count is a multiple of it and a step meets one of a handful of shapes: on a 2-core AMD EPYC
-(avx512_bf16) a bf16 training step went 14% faster with 64 (`python bench/train_speed.py`,
-bench/README.md). The extra rows are padding positions like any other: attention never lets a real
-token attend to them, and the loss gives them no weight. Float32 matmuls run through MKL, which
-builds nothing per shape, so there the extra rows would only cost (3% slower, same bench).
+count is a multiple of it and a step meets one of a handful of shapes. Issue 24 measured a bf16
+step 11% faster on that Intel CPU with rows rounded to 64; on a 2-core AMD EPYC (avx512_bf16,
+no AMX) it makes no difference (4,839 against 4,828 target tokens/s, interleaved in one process:
+bench/README.md), its kernels being cheap to build. The extra rows are padding positions like any
+other: attention never lets a real token attend to them, and the loss gives them no weight.
+Float32 matmuls run through MKL, which builds nothing per shape, so there the extra rows would
+only cost (3-5% slower on that AMD).
 """
 
 from __future__ import annotations
