@@ -4,6 +4,7 @@ sentence generates exactly --new-tokens tokens).
 
     python bench/decode_profile.py                   # greedy, 64 sentences
     python bench/decode_profile.py --beam 5 --threads 1
+    python bench/decode_profile.py --beam 5 --unpacked   # F.linear (MKL), as before packing
 
 Sources are random ids of 8 to 24 tokens (no corpus needed). Prints the time per search, the
 tokens per second, and the profiler's table of operators by their own time. Asserts nothing.
@@ -20,12 +21,16 @@ from peers import project_model
 from torch.profiler import ProfilerActivity, profile
 
 from transformer.decoding import BEAM_DEFAULTS, SearchSettings, beam_search, greedy_search
+from transformer.onednn_linear import pack_linear_layers
 from transformer.tokenizer import EOS_ID, PAD_ID
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--beam", type=int, default=1, help="1: greedy search")
+    parser.add_argument(
+        "--unpacked", action="store_true", help="linear layers through F.linear, not packed oneDNN"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--new-tokens", type=int, default=20, help="tokens per sentence, EOS incl.")
     parser.add_argument("--repeats", type=int, default=3, help="timed searches before profiling")
@@ -44,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     model = project_model(sizes, args.vocab_size).eval()
     with torch.no_grad():
         model.projection.linear.bias[EOS_ID] = -1e4  # EOS only where the search forces it
+    if not args.unpacked:
+        model = pack_linear_layers(model)  # as translate.py decodes float32 on a CPU
     generator = torch.Generator().manual_seed(0)
     lengths = torch.randint(8, 25, (args.batch_size,), generator=generator)
     src = torch.full((args.batch_size, int(lengths.max())), PAD_ID)  # (B, S)

@@ -22,6 +22,7 @@ from transformer.model import (
     build_transformer,
     causal_mask,
     count_parameters,
+    explicit_attention,
     fused_attention,
     padding_mask,
 )
@@ -420,3 +421,17 @@ def test_token_logits_under_bf16_autocast_track_float32(generator: torch.Generat
         logits = model.token_logits(src, tgt)
     assert logits.dtype == torch.bfloat16 and logits.shape == expected.shape
     torch.testing.assert_close(logits.float(), expected, atol=0.1, rtol=0.05)
+
+
+@pytest.mark.parametrize("queries", [1, 5, 9])
+def test_few_query_attention_equals_the_fused_kernel(queries: int) -> None:
+    """Decoding's few-query attention (explicit below FEW_QUERIES, fused above) computes what
+    torch's fused kernel does, padding mask included."""
+    generator = torch.Generator().manual_seed(0)
+    q = torch.randn(6, 4, queries, 16, generator=generator)
+    k, v = torch.randn(2, 6, 4, 11, 16, generator=generator)
+    mask = torch.ones(6, 1, 1, 11, dtype=torch.bool)
+    mask[3:, :, :, 7:] = False
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(fused_attention(q, k, v, mask, 0.0, False), expected)
+    torch.testing.assert_close(explicit_attention(q, k, v, mask), expected)

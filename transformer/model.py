@@ -39,6 +39,20 @@ def causal_mask(query_length: int, key_length: int, device: torch.device) -> Ten
     return key_positions <= query_positions  # (Tq, Tk)
 
 
+# Up to this many query positions per (batch entry, head), CPU attention is computed explicitly.
+FEW_QUERIES = 8
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(Dh)) v as two batched matmuls: (B, H, T, Dh) -> (B, H, T, Dh); mask
+    (True = may attend) broadcastable to (B, H, T, S)."""
+    scores = q @ k.transpose(-2, -1)  # (B, H, T, S)
+    scores.mul_(1 / math.sqrt(q.size(-1)))
+    if mask is not None:
+        scores.masked_fill_(~mask, float("-inf"))
+    return scores.softmax(dim=-1) @ v  # (B, H, T, Dh)
+
+
 def fused_attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, is_causal: bool
 ) -> Tensor:
@@ -47,7 +61,21 @@ def fused_attention(
     On a CPU under bf16 autocast it runs in float32: PyTorch's CPU flash-attention kernel is about
     twice as slow in bf16 as in fp32 once its backward pass is counted (17.6 vs 9.5 ms forward +
     backward for 128 x 4 heads x 16 x 64, 2 cores, AVX512-BF16), and attention is a small share of
-    the model's FLOPs, so the projections around it stay in bf16."""
+    the model's FLOPs, so the projections around it stay in bf16.
+
+    A few queries per batch entry on a CPU (decoding: one new token per row, or the r beams of a
+    sentence folded onto its source) go through the explicit form instead: the fused kernel's
+    blocks are made for long query sequences, and for beam search's cross-attention, (64, 4, 5, 64)
+    queries against 20 source positions, it took 558 us where two matmuls and a softmax take 156
+    (2 cores, `python bench/attention_speed.py`): a batched beam-5 search 4% faster. A single
+    query (greedy, or self-attention over the cache) stays fused: explicit was no faster there."""
+    if (
+        q.device.type == "cpu"
+        and 1 < q.size(-2) <= FEW_QUERIES
+        and dropout == 0.0
+        and not is_causal
+    ):
+        return explicit_attention(q, k, v, mask)
     dtype = q.dtype
     if dtype == torch.bfloat16 and q.device.type == "cpu":
         with torch.autocast("cpu", enabled=False):  # autocast would cast back to bf16
