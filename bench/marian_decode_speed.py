@@ -20,7 +20,9 @@ per sentence (EOS included) and the work does not depend on what the weights say
   layers; "project int8" keeps the output projection float32, "project int8 +proj" makes it int8
   too), and the same CTranslate2 model loaded with
   compute_type="int8" (int8 weights, quantized on load, the output projection included).
-Each model is checked to have produced exactly N tokens for every sentence.
+Each model is checked to have produced exactly N tokens for every sentence. Times are medians of
+--rounds rounds in which every decoder runs once, in turn (this VM's speed drifts by tens of
+percent within minutes; one pass each made ratios move by 0.2 between runs).
 
 Sources: Multi30k test_2016_flickr English, encoded with a joint BPE tokenizer that the project trains
 on the training split (no EOS appended; the same ids for all three). Batch 1: the first
@@ -34,6 +36,8 @@ Prints a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -63,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-ctranslate2", action="store_true", help="skip CTranslate2")
     parser.add_argument("--no-int8", action="store_true", help="skip the int8 rows")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="rounds of every decoder in turn; medians shown"
+    )
     parser.add_argument("--seed", type=int, default=1234)
     return parser.parse_args(argv)
 
@@ -176,16 +183,91 @@ def ct2_decode(
 # --- timing ---------------------------------------------------------------------------------------
 
 
-def time_mode(
-    decode: Callable[[Tensor], list[list[int]]], batches: list[Tensor]
-) -> tuple[float, list[list[int]]]:
-    """Seconds to decode every batch, and the generated ids of every sentence."""
-    decode(batches[0])  # warm-up
-    outputs = []
-    start = time.perf_counter()
-    for batch in batches:
-        outputs += decode(batch)
-    return time.perf_counter() - start, outputs
+# A runner decodes a list of batches with a beam size: (seconds taken, generated ids per sentence).
+Runner = Callable[[list[Tensor], int], tuple[float, list[list[int]]]]
+
+
+def in_process(decode: Callable[[Tensor, int], list[list[int]]]) -> Runner:
+    """A runner timing `decode` (src, beam) -> ids over the batches, in this process."""
+
+    def run(batches: list[Tensor], beam: int) -> tuple[float, list[list[int]]]:
+        outputs = []
+        start = time.perf_counter()
+        for batch in batches:
+            outputs += decode(batch, beam)
+        return time.perf_counter() - start, outputs
+
+    return run
+
+
+class CTranslate2Process:
+    """A CTranslate2 translator in a process of its own, timed there.
+
+    Once CTranslate2 has translated in a process, torch's own CPU kernels in that process run
+    slower for good (here, on 2 cores: a packed 1 x 256 -> 1,024 linear layer 26 -> 91 us, at 64
+    rows 100 -> 225 us; F.linear at 64 rows 231 -> 313 us; nothing left spinning, the affinity
+    unchanged: two OpenMP runtimes, CTranslate2 bundles its own libgomp). In one process every
+    torch row measured after a CTranslate2 row was slowed down that much; a user runs one or the
+    other, so each gets a process, and this one waits (blocked, using no CPU) while the other
+    works."""
+
+    def __init__(
+        self, model_dir: Path, compute_type: str, threads: int, n: int, vocabulary
+    ) -> None:
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter, no torch threads
+        self.connection, child = context.Pipe()
+        self.process = context.Process(
+            target=_ctranslate2_worker,
+            args=(child, str(model_dir), compute_type, threads, n, vocabulary),
+            daemon=True,
+        )
+        self.process.start()
+        self.version = self.connection.recv()  # the worker's first message: it is ready
+
+    def __call__(self, batches: list[Tensor], beam: int) -> tuple[float, list[list[int]]]:
+        self.connection.send(([batch.tolist() for batch in batches], beam))
+        return self.connection.recv()
+
+    def close(self) -> None:
+        self.connection.send(None)
+        self.process.join(timeout=30)
+
+
+def _ctranslate2_worker(
+    connection, model_dir: str, compute_type: str, threads: int, n: int, vocabulary
+) -> None:  # noqa: ANN001
+    """Translate what the parent sends, timing only the translation (ids -> tokens before)."""
+    import ctranslate2
+
+    translator = ctranslate2.Translator(
+        model_dir, device="cpu", compute_type=compute_type, intra_threads=threads
+    )
+    id_to_token = {i: token for token, i in vocabulary.items()}
+    connection.send(ctranslate2.__version__)
+    while (request := connection.recv()) is not None:
+        batches, beam = request
+        tokens = [[[id_to_token[i] for i in row if i != PAD_ID] for row in b] for b in batches]
+        outputs: list[list[int]] = []
+        start = time.perf_counter()
+        for batch_tokens in tokens:
+            outputs += ct2_decode(translator, batch_tokens, beam, n, vocabulary)
+        connection.send((time.perf_counter() - start, outputs))
+
+
+def time_in_rounds(
+    runners: dict[str, Runner], batches: list[Tensor], beam: int, rounds: int
+) -> dict[str, tuple[float, list[list[int]]]]:
+    """Each runner's median seconds over `rounds` rounds, and its outputs. Within a round every
+    runner runs once, in turn, so a machine whose speed drifts slows them all alike."""
+    for run in runners.values():
+        run(batches[:1], beam)  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in runners}
+    outputs: dict[str, list[list[int]]] = {}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            taken, outputs[name] = run(batches, beam)
+            seconds[name].append(taken)
+    return {name: (statistics.median(seconds[name]), outputs[name]) for name in runners}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -211,50 +293,34 @@ def main(argv: list[str] | None = None) -> None:
     settings = [("batch 1", batch1), (f"batched ({args.batch_size})", batched)]
 
     packed = pack_linear_layers(project)  # what translate.py and serve.py decode with
-    decoders: dict[str, Callable[[Tensor, int], list[list[int]]]] = {
-        "project": lambda src, beam: project_decode(packed, src, beam, n),
-        "project unpacked": lambda src, beam: project_decode(project, src, beam, n),
+    runners: dict[str, Runner] = {
+        "project": in_process(lambda src, beam: project_decode(packed, src, beam, n)),
+        "project unpacked": in_process(lambda src, beam: project_decode(project, src, beam, n)),
     }
     if not args.no_int8:
         project_int8 = quantize_model(project, "int8", output_projection=False)
-        decoders["project int8"] = lambda src, beam: project_decode(project_int8, src, beam, n)
+        runners["project int8"] = in_process(
+            lambda src, beam: project_decode(project_int8, src, beam, n)
+        )
         all_int8 = quantize_model(project, "int8", output_projection=True)
-        decoders["project int8 +proj"] = lambda src, beam: project_decode(all_int8, src, beam, n)
-    decoders["marian generate"] = lambda src, beam: marian_decode(marian, src, beam, n)
+        runners["project int8 +proj"] = in_process(
+            lambda src, beam: project_decode(all_int8, src, beam, n)
+        )
+    runners["marian generate"] = in_process(lambda src, beam: marian_decode(marian, src, beam, n))
     skipped = ""
     directory = tempfile.TemporaryDirectory()
+    workers: list[CTranslate2Process] = []
     if args.no_ctranslate2:
         skipped = "skipped: --no-ctranslate2"
     else:
         try:
-            import ctranslate2
-
             vocabulary = tokenizers.source.get_vocab()
             convert_to_ctranslate2(marian, vocabulary, Path(directory.name))
-            translator = ctranslate2.Translator(
-                str(Path(directory.name) / "ct2"),
-                device="cpu",
-                compute_type="float32",
-                intra_threads=threads,
-            )
-            id_to_token = {i: token for token, i in vocabulary.items()}
-
-            def as_tokens(src: Tensor) -> list[list[str]]:
-                return [[id_to_token[i] for i in row if i != PAD_ID] for row in src.tolist()]
-
-            decoders[f"ctranslate2 {ctranslate2.__version__}"] = lambda src, beam: ct2_decode(
-                translator, as_tokens(src), beam, n, vocabulary
-            )
-            if not args.no_int8:
-                translator_int8 = ctranslate2.Translator(
-                    str(Path(directory.name) / "ct2"),
-                    device="cpu",
-                    compute_type="int8",
-                    intra_threads=threads,
-                )
-                decoders["ctranslate2 int8"] = lambda src, beam: ct2_decode(
-                    translator_int8, as_tokens(src), beam, n, vocabulary
-                )
+            model_dir = Path(directory.name) / "ct2"
+            for compute_type in ["float32"] if args.no_int8 else ["float32", "int8"]:
+                workers.append(CTranslate2Process(model_dir, compute_type, threads, n, vocabulary))
+                suffix = "" if compute_type == "float32" else " int8"
+                runners[f"ctranslate2{suffix}"] = workers[-1]
         except Exception as error:  # noqa: BLE001  (any failure: report it and go on)
             skipped = f"skipped: {type(error).__name__}: {error}"
 
@@ -274,8 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         for setting, batches in settings:
             count = sum(b.size(0) for b in batches)
             project_speed, marian_outputs = None, None
-            for name, decode in decoders.items():
-                seconds, outputs = time_mode(lambda src: decode(src, beam), batches)  # noqa: B023
+            timed = time_in_rounds(runners, batches, beam, args.rounds)
+            for name, (seconds, outputs) in timed.items():
                 speed = count / seconds
                 project_speed = project_speed or speed
                 exact = "yes" if all(len(output) == n for output in outputs) else "NO"
@@ -292,6 +358,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
     if skipped:
         print(f"ctranslate2 {skipped}")
+    elif workers:
+        print(f"ctranslate2 {workers[0].version}, each compute type in a process of its own")
+    for worker in workers:
+        worker.close()
     directory.cleanup()
 
 
