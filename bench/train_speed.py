@@ -12,9 +12,9 @@ label-smoothed `token_loss_sum`, divided by the batch's target tokens), gradient
 AdamW (lr 1e-4, betas 0.9/0.98):
 - project: `build_transformer` (pre-norm), trained through `Transformer.token_logits` as train.py
            does: position-wise layers and the output projection run on real tokens only
-           (transformer/packing.py), in bf16 on a CPU rounded up to a multiple of 64 rows;
-  project+exact-rows: the same, with exactly the real tokens in every precision (the rows as
-           they were before the rounding: its before/after in one run);
+           (transformer/packing.py), in bf16 on a CPU with AMX rounded up to a multiple of 64 rows;
+  project+rows64: the same with the rows rounded up to 64 on any CPU in bf16 (what an AMX CPU
+           does), to see what the rounding does on this one;
 - marian:  `MarianMTModel(MarianConfig(...))`, random init, SDPA attention, fed `decoder_input_ids`
            (its own loss ignores nothing by default, so the loss is computed outside, like the
            others). Marian is post-norm: the one architectural difference;
@@ -75,7 +75,7 @@ from transformer.packing import row_multiple
 from transformer.tokenizer import PAD_ID
 from transformer.training.loss import batch_loss_sum, token_loss_sum
 
-IMPLEMENTATIONS = ("project", "project+exact-rows", "project+compile", "marian", "torch")
+IMPLEMENTATIONS = ("project", "project+rows64", "project+compile", "marian", "torch")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -188,7 +188,7 @@ class MarianWrapper(nn.Module):
 
 
 def build_model(name: str, args: argparse.Namespace, vocab_size: int) -> nn.Module:
-    if name in ("project", "project+exact-rows"):
+    if name in ("project", "project+rows64"):
         return project_model(args, vocab_size, dropout=args.dropout)
     if name == "project+compile":  # as train.compile=true: the forward pass through torch.compile
         model = project_model(args, vocab_size, dropout=args.dropout)
@@ -324,9 +324,8 @@ def train_step(
     start = time.perf_counter()
     with autocast:
         if isinstance(model, Transformer):  # the project: logits of real tokens only, as train.py
-            multiple = (
-                1 if args.only == "project+exact-rows" else row_multiple(device, args.precision)
-            )
+            amx = True if args.only == "project+rows64" else None  # None: this CPU's answer
+            multiple = row_multiple(device, args.precision, amx=amx)
             token_logits = partial(model.token_logits, row_multiple=multiple)
             loss = batch_loss_sum(token_logits, src, tgt_in, labels, args.label_smoothing)
         else:

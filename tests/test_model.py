@@ -26,7 +26,7 @@ from transformer.model import (
     fused_attention,
     padding_mask,
 )
-from transformer.packing import BF16_CPU_ROW_MULTIPLE, Packing, row_multiple
+from transformer.packing import AMX_BF16_ROW_MULTIPLE, Packing, cpu_has_amx, row_multiple
 from transformer.training.loss import batch_loss_sum
 
 
@@ -331,10 +331,13 @@ def test_packing_rounds_rows_up_with_padding_positions(generator: torch.Generato
     assert Packing(tgt != PAD, row_multiple=64).n_rows == 12  # all the batch has
 
 
-def test_row_multiple_is_for_bf16_on_a_cpu_only() -> None:
-    assert row_multiple(torch.device("cpu"), "bf16") == BF16_CPU_ROW_MULTIPLE == 64
-    assert row_multiple(torch.device("cpu"), "fp32") == 1
-    assert row_multiple(torch.device("cuda"), "bf16") == 1
+def test_row_multiple_is_for_bf16_on_an_amx_cpu_only() -> None:
+    cpu = torch.device("cpu")
+    assert row_multiple(cpu, "bf16", amx=True) == AMX_BF16_ROW_MULTIPLE == 64
+    assert row_multiple(cpu, "bf16", amx=False) == 1
+    assert row_multiple(cpu, "fp32", amx=True) == 1
+    assert row_multiple(torch.device("cuda"), "bf16", amx=True) == 1
+    assert row_multiple(cpu, "bf16") == (64 if cpu_has_amx() else 1)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

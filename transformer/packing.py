@@ -15,34 +15,49 @@ so there packing gains less, and it costs only two copies per attention layer.
 Training uses it through `Transformer.token_logits`; decoding does not need it, because the target
 prefixes of a decoding batch all have the same length.
 
-Rows rounded up (bf16 on a CPU): oneDNN, which runs torch's bf16 matmuls on a CPU, builds (JIT-
-compiles) a kernel for every new matrix shape and keeps a limited number of them. Packed batches give
-every matmul a new row count N at almost every step, so kernels are built again and again: on an
-Intel Xeon with AMX one bf16 matmul took 4.40 ms instead of 0.49 ms when N changed at every call
+Rows rounded up (bf16 on a CPU with AMX): oneDNN, which runs torch's bf16 matmuls on a CPU, builds
+(JIT-compiles) a kernel for every new matrix shape and keeps a limited number of them. Packed
+batches give every matmul a new row count N at almost every step, so kernels are built again and
+again: on an Intel Xeon with AMX one bf16 matmul took 4.40 ms instead of 0.49 ms when N changed at
+every call, and a bf16 training step was 11% faster with the rows rounded up to a multiple of 64
 (issue 24). With `row_multiple` the packing also takes a few padding positions, so that the row
-count is a multiple of it and a step meets one of a handful of shapes. Issue 24 measured a bf16
-step 11% faster on that Intel CPU with rows rounded to 64; on a 2-core AMD EPYC (avx512_bf16,
-no AMX) it makes no difference (4,839 against 4,828 target tokens/s, interleaved in one process:
-bench/README.md), its kernels being cheap to build. The extra rows are padding positions like any
-other: attention never lets a real token attend to them, and the loss gives them no weight.
-Float32 matmuls run through MKL, which builds nothing per shape, so there the extra rows would
-only cost (3-5% slower on that AMD).
+count is a multiple of it and a step meets one of a handful of shapes. The extra rows are padding
+positions like any other: attention never lets a real token attend to them, and the loss gives
+them no weight. On a 2-core AMD EPYC (avx512_bf16, no AMX) the kernels are cheap to build and the
+extra rows only cost: bf16 steps 3% slower with 64 (interleaved in one process, bench/README.md),
+so rows are rounded on AMX CPUs only. Float32 matmuls run through MKL, which builds nothing per
+shape.
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
-# Rows of a packed bf16 batch on a CPU are a multiple of this (see above); 64 is the block size of
-# the AMX bf16 kernels (16 rows x 4 tiles).
-BF16_CPU_ROW_MULTIPLE = 64
+# Rows of a packed bf16 batch on an AMX CPU are a multiple of this (see above); 64 is the block size
+# of the AMX bf16 kernels (16 rows x 4 tiles).
+AMX_BF16_ROW_MULTIPLE = 64
 
 
-def row_multiple(device: torch.device, precision: str) -> int:
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles for bf16 (Linux: /proc/cpuinfo's `amx_bf16` flag)."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+def row_multiple(device: torch.device, precision: str, amx: bool | None = None) -> int:
     """What training rounds packed row counts up to on `device` in `precision` ('fp32', 'bf16',
-    'fp16'): 64 for bf16 on a CPU (oneDNN's kernels per shape), else 1 (exactly the real tokens)."""
-    return BF16_CPU_ROW_MULTIPLE if device.type == "cpu" and precision == "bf16" else 1
+    'fp16'): 64 for bf16 on a CPU with AMX (`amx`: detected when None), else 1 (exactly the real
+    tokens)."""
+    if device.type != "cpu" or precision != "bf16":
+        return 1
+    return AMX_BF16_ROW_MULTIPLE if (cpu_has_amx() if amx is None else amx) else 1
 
 
 class Packing:
