@@ -63,7 +63,7 @@ def make_run(args: argparse.Namespace, run_dir: Path) -> TrainingRun:
 def unguarded_step(run: TrainingRun, batches: list) -> None:
     """train_step with the guard taken out: no flag, a plain optimiser step."""
     guard_flag, skip_step = run.guard.bad_step_flag, loop.step_unless_bad
-    run.guard.bad_step_flag = lambda loss, norm: None  # type: ignore[method-assign]
+    run.guard.bad_step_flag = lambda loss, norm, tokens: None  # type: ignore[method-assign]
     loop.step_unless_bad = lambda optimizer, scaler, bad: scaler.step(optimizer)
     try:
         loop.train_step(run, batches)

@@ -21,6 +21,7 @@ import train
 from transformer import checkpoint
 from transformer.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from transformer.training import loop
+from transformer.training.divergence import EXPLODED_LOSS_PER_TOKEN, DivergenceGuard
 from transformer.training.start import RunDirLock
 
 ROOT = Path(__file__).parent.parent
@@ -63,6 +64,25 @@ def test_divergent_learning_rate_stops_with_exit_1_and_finite_checkpoints(
         assert all_finite(torch.load(path, weights_only=True)["model"]), path.name
 
 
+def test_the_guard_flags_non_finite_and_exploded_steps_only() -> None:
+    """A step is bad when its loss or gradient norm is NaN/inf, or its loss per target token is
+    above EXPLODED_LOSS_PER_TOKEN (finite but hopeless: the fast path of a far too high lr)."""
+    guard = DivergenceGuard(max_bad_steps=3, device=torch.device("cpu"))
+    limit, tokens, finite_norm = EXPLODED_LOSS_PER_TOKEN, 50, torch.tensor(2.0)
+    flags = [
+        guard.bad_step_flag(torch.tensor(loss), norm, tokens).item()
+        for loss, norm in [
+            (9.0 * tokens, finite_norm),  # an untrained model: ln(8000) per token
+            (limit * tokens * 0.99, finite_norm),
+            (limit * tokens * 1.01, finite_norm),
+            (float("nan"), finite_norm),
+            (9.0 * tokens, torch.tensor(float("inf"))),
+        ]
+    ]
+    assert flags == [0.0, 0.0, 1.0, 1.0, 1.0]
+    assert guard.in_a_row.item() == 3 and guard.total.item() == 3
+
+
 def test_nan_loss_is_not_applied_and_stops_training(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
@@ -99,7 +119,7 @@ def test_one_bad_step_is_skipped_and_training_goes_on(
 
     monkeypatch.setattr(loop, "batch_loss_sum", nan_once)
     assert run_train(tmp_path, "train.max_steps=6", "train.validate_every=6") == 0
-    assert "skipped 1 update(s) with a non-finite loss" in capsys.readouterr().out
+    assert "skipped 1 update(s) with a non-finite or exploded loss" in capsys.readouterr().out
     last = torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)
     assert last["step"] == 6 and all_finite(last["model"])
     assert all(state["step"] == 5 for state in last["optimizer"]["state"].values())  # 6 - 1 skip

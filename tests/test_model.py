@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import pytest
@@ -11,6 +12,7 @@ from helpers import BOS, EOS, PAD, tiny_model_config
 from torch import Tensor, nn
 
 from transformer.config import ConfigError, ModelConfig
+from transformer.dropout import keep_mask
 from transformer.model import (
     DecoderBlock,
     EncoderBlock,
@@ -438,3 +440,43 @@ def test_few_query_attention_equals_the_fused_kernel(queries: int) -> None:
     expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
     torch.testing.assert_close(fused_attention(q, k, v, mask, 0.0, False), expected)
     torch.testing.assert_close(explicit_attention(q, k, v, mask), expected)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_training_attention_on_a_cpu_equals_the_fused_kernel_with_gradients(causal: bool) -> None:
+    """Training attention (explicit on a CPU) gives the fused kernel's outputs and gradients."""
+    generator = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(3, 2, 7, 8, generator=generator, requires_grad=True) for _ in range(3))
+    mask = None if causal else torch.tensor([True] * 5 + [False] * 2).expand(3, 1, 1, 7)
+    grad = torch.randn(3, 2, 7, 8, generator=generator)
+    results = []
+    for attention in (fused_attention, F.scaled_dot_product_attention):
+        if attention is fused_attention:
+            out = fused_attention(q, k, v, mask, 0.0, causal)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        gradients = torch.autograd.grad(out, (q, k, v), grad)
+        results.append((out, gradients))
+    (out, gradients), (expected, expected_gradients) = results
+    torch.testing.assert_close(out, expected)
+    for gradient, expected_gradient in zip(gradients, expected_gradients, strict=True):
+        torch.testing.assert_close(gradient, expected_gradient)
+
+
+def test_training_attention_drops_probabilities_with_the_fast_mask_and_keeps_bf16_out() -> None:
+    """Training attention drops attention probabilities with the project's mask (transformer/
+    dropout.py, drawn from the global generator) and rescales the kept ones; under bf16 autocast it
+    computes in float32 and returns bf16."""
+    q, k, v = (torch.randn(4, 2, 6, 8, requires_grad=True) for _ in range(3))
+    torch.manual_seed(3)
+    out = fused_attention(q, k, v, None, 0.25, True)
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(8)).masked_fill(
+        ~causal_mask(6, 6, "cpu"), -math.inf
+    )
+    torch.manual_seed(3)
+    keep = keep_mask(scores.shape, round(0.25 * 65536), torch.float32, torch.device("cpu"))
+    expected = (scores.softmax(-1) * keep / 0.75) @ v
+    torch.testing.assert_close(out, expected)
+    assert not torch.equal(out, fused_attention(q, k, v, None, 0.0, True))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert fused_attention(q.bfloat16(), k, v, None, 0.1, False).dtype == torch.bfloat16

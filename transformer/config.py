@@ -310,7 +310,7 @@ class TrainConfig:
     keep_checkpoints: int = 5  # most recent step checkpoints kept besides last.pt and best.pt
     patience: int = 0  # stop after this many validations without a better BLEU; 0 = never
     num_samples: int = 3  # sentences shown at each validation: translations and attention maps
-    max_bad_steps: int = 20  # stop after this many steps in a row with a non-finite loss/gradient
+    max_bad_steps: int = 20  # stop after this many non-finite or exploded steps in a row
     dist_timeout_s: float = 600.0  # torchrun: seconds a rank waits for the others before it stops
     init_from: str = ""  # a checkpoint (.pt) whose weights, model config and tokenizers start a new run; "" = none
 

@@ -53,16 +53,23 @@ def keep_mask(
     return keep.to(dtype)
 
 
+def dropout(x: Tensor, p: float, training: bool = True) -> Tensor:
+    """F.dropout with the fast CPU mask above (on other devices, or in place, F.dropout itself)."""
+    if not training or p == 0.0 or x.device.type != "cpu":
+        return F.dropout(x, p, training)
+    dropped_levels = round(p * _LEVELS)  # p rounded to 1/65536
+    if dropped_levels == _LEVELS:  # p rounds to 1: everything is dropped
+        return torch.zeros_like(x)
+    keep = keep_mask(x.shape, dropped_levels, x.dtype, x.device)  # (*x.shape), 0.0 or 1.0
+    # Multiplying saves the mask for the backward (grad * keep); the in-place rescale by
+    # 1 / kept fraction saves nothing.
+    return torch.mul(x, keep).mul_(_LEVELS / (_LEVELS - dropped_levels))
+
+
 class Dropout(nn.Dropout):
     """nn.Dropout (same `p`, same state dict, same eval behaviour) with the fast CPU mask above."""
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:
+        if self.inplace:
             return F.dropout(x, self.p, self.training, self.inplace)
-        dropped_levels = round(self.p * _LEVELS)  # p rounded to 1/65536
-        if dropped_levels == _LEVELS:  # p rounds to 1: everything is dropped
-            return torch.zeros_like(x)
-        keep = keep_mask(x.shape, dropped_levels, x.dtype, x.device)  # (*x.shape), 0.0 or 1.0
-        # Multiplying saves the mask for the backward (grad * keep); the in-place rescale by
-        # 1 / kept fraction saves nothing.
-        return torch.mul(x, keep).mul_(_LEVELS / (_LEVELS - dropped_levels))
+        return dropout(x, self.p, self.training)

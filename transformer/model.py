@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from transformer.config import ModelConfig
-from transformer.dropout import Dropout
+from transformer.dropout import Dropout, dropout
 from transformer.packing import Packing, pack, unpack
 
 # --- masks ---------------------------------------------------------------------------------------
@@ -39,43 +39,47 @@ def causal_mask(query_length: int, key_length: int, device: torch.device) -> Ten
     return key_positions <= query_positions  # (Tq, Tk)
 
 
-# Up to this many query positions per (batch entry, head), CPU attention is computed explicitly.
+# Up to this many query positions per (batch entry, head), CPU decoding attends explicitly.
 FEW_QUERIES = 8
 
 
-def explicit_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+def explicit_attention(
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float = 0.0
+) -> Tensor:
     """softmax(q k^T / sqrt(Dh)) v as two batched matmuls: (B, H, T, Dh) -> (B, H, T, Dh); mask
-    (True = may attend) broadcastable to (B, H, T, S)."""
+    (True = may attend) broadcastable to (B, H, T, S); dropout on the attention probabilities."""
     scores = q @ k.transpose(-2, -1)  # (B, H, T, S)
     scores.mul_(1 / math.sqrt(q.size(-1)))
     if mask is not None:
         scores.masked_fill_(~mask, float("-inf"))
-    return scores.softmax(dim=-1) @ v  # (B, H, T, Dh)
+    probabilities = dropout(scores.softmax(dim=-1), dropout_p)  # (B, H, T, S)
+    return probabilities @ v  # (B, H, T, Dh)
 
 
 def fused_attention(
-    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout: float, is_causal: bool
+    q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, dropout_p: float, is_causal: bool
 ) -> Tensor:
-    """softmax(q k^T / sqrt(Dh)) v through PyTorch's fused kernel: (B, H, T, Dh) -> (B, H, T, Dh).
+    """softmax(q k^T / sqrt(Dh)) v: (B, H, T, Dh) -> (B, H, T, Dh), through PyTorch's fused kernel
+    (`F.scaled_dot_product_attention`) except where the explicit form is faster on a CPU:
 
-    On a CPU under bf16 autocast it runs in float32: PyTorch's CPU flash-attention kernel is about
-    twice as slow in bf16 as in fp32 once its backward pass is counted (17.6 vs 9.5 ms forward +
-    backward for 128 x 4 heads x 16 x 64, 2 cores, AVX512-BF16), and attention is a small share of
-    the model's FLOPs, so the projections around it stay in bf16.
-
-    A few queries per batch entry on a CPU (decoding: one new token per row, or the r beams of a
-    sentence folded onto its source) go through the explicit form instead: the fused kernel's
-    blocks are made for long query sequences, and for beam search's cross-attention, (64, 4, 5, 64)
-    queries against 20 source positions, it took 558 us where two matmuls and a softmax take 156
-    (2 cores, `python bench/attention_speed.py`): a batched beam-5 search 4% faster. A single
-    query (greedy, or self-attention over the cache) stays fused: explicit was no faster there."""
-    if (
-        q.device.type == "cpu"
-        and 1 < q.size(-2) <= FEW_QUERIES
-        and dropout == 0.0
-        and not is_causal
-    ):
-        return explicit_attention(q, k, v, mask)
+    - Training (q needs a gradient): explicit, in float32 even under bf16 autocast. At every
+      training shape measured, (260, 4, 8, 64) to (25, 4, 100, 64), forward + backward took 1.15-
+      2.8x less time than the fused kernel's in float32 (whose bf16 backward was slower still), with
+      or without attention dropout, which the fused kernel draws one element at a time
+      (`python bench/attention_speed.py --training`).
+    - Decoding with a few queries per batch entry (the r beams of a sentence folded onto its
+      source): for beam search's cross-attention, (64, 4, 5, 64) queries against 20 source
+      positions, the fused kernel took 558 us where the explicit form takes 156: a batched beam-5
+      search 4% faster. A single query (greedy, or self-attention over the cache) stays fused:
+      explicit was no faster there."""
+    if q.device.type == "cpu" and q.requires_grad:
+        if is_causal:
+            mask = causal_mask(q.size(-2), k.size(-2), q.device)  # (T, S)
+        with torch.autocast("cpu", enabled=False):  # autocast would cast back to bf16
+            out = explicit_attention(q.float(), k.float(), v.float(), mask, dropout_p)
+        return out.to(q.dtype)
+    if q.device.type == "cpu" and 1 < q.size(-2) <= FEW_QUERIES and not is_causal:
+        return explicit_attention(q, k, v, mask, dropout_p)
     dtype = q.dtype
     if dtype == torch.bfloat16 and q.device.type == "cpu":
         with torch.autocast("cpu", enabled=False):  # autocast would cast back to bf16
@@ -84,12 +88,12 @@ def fused_attention(
                 k.float(),
                 v.float(),
                 attn_mask=mask,
-                dropout_p=dropout,
+                dropout_p=dropout_p,
                 is_causal=is_causal,
             )
         return out.to(dtype)
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal
+        q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal
     )
 
 
@@ -338,7 +342,7 @@ class MultiHeadAttentionBlock(nn.Module):
         """q (B, H, T, Dh), k and v (B, H, S, Dh), mask broadcastable to (B, H, T, S) ->
         output (B, T, D), or (N, D) packed by the queries' `packing`, and, only when asked for,
         the attention weights (B, H, T, S)."""
-        dropout = self.attention_dropout if self.training else 0.0
+        dropout_p = self.attention_dropout if self.training else 0.0
         if need_weights:
             # The explicit form, for visualisation; the fused kernel never materialises weights.
             scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)  # (B, H, T, S)
@@ -347,10 +351,10 @@ class MultiHeadAttentionBlock(nn.Module):
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
             weights = scores.softmax(dim=-1)  # (B, H, T, S)
-            out = F.dropout(weights, dropout, self.training) @ v  # (B, H, T, Dh)
+            out = dropout(weights, dropout_p, self.training) @ v  # (B, H, T, Dh)
         else:
             weights = None
-            out = fused_attention(q, k, v, mask, dropout, is_causal)  # (B, H, T, Dh)
+            out = fused_attention(q, k, v, mask, dropout_p, is_causal)  # (B, H, T, Dh)
         B, H, T, Dh = out.shape
         out = out.transpose(1, 2).reshape(B, T, H * Dh)  # (B, T, D)
         return self.out_proj(pack(out, packing)), weights

@@ -75,7 +75,7 @@ def train_step(run: TrainingRun, batches: list[Batch]) -> StepStats:
     max_norm = train.clip_norm if train.clip_norm > 0 else math.inf
     grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), max_norm)
     learning_rate = run.scheduler.get_last_lr()[0]
-    bad_step = run.guard.bad_step_flag(loss_total, grad_norm)  # on the device: no sync
+    bad_step = run.guard.bad_step_flag(loss_total, grad_norm, local_tokens)  # on the device
     step_unless_bad(run.optimizer, run.scaler, bad_step)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
