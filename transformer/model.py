@@ -63,7 +63,7 @@ def fused_attention(
     (`F.scaled_dot_product_attention`) except where the explicit form is faster on a CPU:
 
     - Training (q needs a gradient): explicit, in float32 even under bf16 autocast. At every
-      training shape measured, (260, 4, 8, 64) to (25, 4, 100, 64), forward + backward took 1.15-
+      training shape measured, (260, 4, 8, 64) to (25, 4, 100, 64), forward + backward took 1.1-
       2.8x less time than the fused kernel's in float32 (whose bf16 backward was slower still), with
       or without attention dropout, which the fused kernel draws one element at a time
       (`python bench/attention_speed.py --training`).
