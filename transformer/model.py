@@ -48,12 +48,16 @@ def explicit_attention(
 ) -> Tensor:
     """softmax(q k^T / sqrt(Dh)) v as two batched matmuls: (B, H, T, Dh) -> (B, H, T, Dh); mask
     (True = may attend) broadcastable to (B, H, T, S); dropout on the attention probabilities."""
+    return dropout(attention_weights(q, k, mask), dropout_p) @ v  # (B, H, T, Dh)
+
+
+def attention_weights(q: Tensor, k: Tensor, mask: Tensor | None) -> Tensor:
+    """softmax(q k^T / sqrt(Dh)) under `mask` (True = may attend, broadcastable): (B, H, T, S)."""
     scores = q @ k.transpose(-2, -1)  # (B, H, T, S)
     scores.mul_(1 / math.sqrt(q.size(-1)))
     if mask is not None:
         scores.masked_fill_(~mask, float("-inf"))
-    probabilities = dropout(scores.softmax(dim=-1), dropout_p)  # (B, H, T, S)
-    return probabilities @ v  # (B, H, T, Dh)
+    return scores.softmax(dim=-1)  # (B, H, T, S)
 
 
 def fused_attention(
@@ -345,12 +349,9 @@ class MultiHeadAttentionBlock(nn.Module):
         dropout_p = self.attention_dropout if self.training else 0.0
         if need_weights:
             # The explicit form, for visualisation; the fused kernel never materialises weights.
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_size)  # (B, H, T, S)
             if is_causal:
                 mask = causal_mask(q.size(-2), k.size(-2), q.device)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, float("-inf"))
-            weights = scores.softmax(dim=-1)  # (B, H, T, S)
+            weights = attention_weights(q, k, mask)  # (B, H, T, S)
             out = dropout(weights, dropout_p, self.training) @ v  # (B, H, T, Dh)
         else:
             weights = None

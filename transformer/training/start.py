@@ -7,12 +7,14 @@ import fcntl
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 import torch
+from torch import Tensor
 
 from transformer.batching import TokenBatchSampler, make_loader
 from transformer.checkpoint import CheckpointError, load_checkpoint, step_checkpoints
@@ -246,6 +248,19 @@ def settle_precision(
     return replace(config, train=replace(config.train, precision=precision.precision)), precision
 
 
+def training_logits(
+    model: Transformer, ddp: torch.nn.Module | None, device: torch.device, config: Config
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """What a training step calls for its logits: the model's `token_logits` (through DDP under
+    torchrun), with packed rows rounded up where that spares kernel builds (bf16 on an AMX CPU:
+    packing.py), compiled when `train.compile` asks."""
+    token_logits = partial(
+        ddp if ddp is not None else model.token_logits,
+        row_multiple=row_multiple(device, config.train.precision),
+    )
+    return torch.compile(token_logits) if config.train.compile else token_logits
+
+
 def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainingRun:
     """Everything before the first step: checks, data and tokenizers, model, optimizer, schedule,
     sampler, and (with `resume`) the saved state of all of them."""
@@ -281,17 +296,12 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     ddp = distributed.data_parallel(model, device)
     optimizer = make_optimizer(model, config)
     sampler = make_sampler(prepared, config)
-    # Packed rows rounded up where that spares kernel builds (bf16 on a CPU: packing.py).
-    token_logits = partial(
-        ddp if ddp is not None else model.token_logits,
-        row_multiple=row_multiple(device, config.train.precision),
-    )
     run = TrainingRun(
         config=config,
         run_dir=run_dir,
         device=device,
         model=model,
-        token_logits=torch.compile(token_logits) if config.train.compile else token_logits,
+        token_logits=training_logits(model, ddp, device, config),
         ddp=ddp,
         moving_average=(
             WeightMovingAverage(model, config.train.ema_decay) if config.train.ema_decay else None
