@@ -318,19 +318,21 @@ def test_packing_round_trip(generator: torch.Generator) -> None:
     assert torch.equal(unpacked, tgt)  # padding comes back as zeros, which PAD is
 
 
-def test_packing_rounds_rows_up_with_padding_positions(generator: torch.Generator) -> None:
-    """With a row multiple the real tokens come first, in the same order, then padding positions
-    (as many as make the multiple, or as the batch has); unpacking restores the real tokens."""
+def test_packing_rounds_rows_up_with_extra_zero_rows(generator: torch.Generator) -> None:
+    """With a row multiple the real tokens come first, in the same order, then zero rows up to the
+    multiple, even past the batch's own size (token batches have little padding); unpacking drops
+    them and restores the real tokens."""
     _, tgt = padded_batch([(1, 4), (1, 1), (1, 3)], generator)  # 8 real tokens in 3 x 4
     exact = Packing(tgt != PAD)
-    rounded = Packing(tgt != PAD, row_multiple=5)
-    assert rounded.n_rows == 10
-    assert torch.equal(rounded.index[:8], exact.index)
-    assert all(tgt.flatten()[i] == PAD for i in rounded.index[8:].tolist())
-    assert len(set(rounded.index.tolist())) == 10  # distinct positions: unpack writes each once
-    unpacked = rounded.unpack(rounded.pack(tgt))
-    assert torch.equal(unpacked, tgt)
-    assert Packing(tgt != PAD, row_multiple=64).n_rows == 12  # all the batch has
+    for multiple, rows in ((5, 10), (8, 8), (64, 64)):  # 64 > the 12 positions of the batch
+        rounded = Packing(tgt != PAD, row_multiple=multiple)
+        assert rounded.n_rows == rows
+        packed = rounded.pack(tgt)
+        assert packed.shape == (rows,)
+        assert torch.equal(packed[:8], exact.pack(tgt)) and not packed[8:].any()
+        assert rounded.positions.shape == (rows,)
+        assert torch.equal(rounded.positions[:8], exact.positions)
+        assert torch.equal(rounded.unpack(packed), tgt)
 
 
 def test_row_multiple_is_for_bf16_on_an_amx_cpu_only() -> None:

@@ -20,10 +20,11 @@ Rows rounded up (bf16 on a CPU with AMX): oneDNN, which runs torch's bf16 matmul
 batches give every matmul a new row count N at almost every step, so kernels are built again and
 again: on an Intel Xeon with AMX one bf16 matmul took 4.40 ms instead of 0.49 ms when N changed at
 every call, and a bf16 training step was 11% faster with the rows rounded up to a multiple of 64
-(issue 24). With `row_multiple` the packing also takes a few padding positions, so that the row
-count is a multiple of it and a step meets one of a handful of shapes. The extra rows are padding
-positions like any other: attention never lets a real token attend to them, and the loss gives
-them no weight. On a 2-core AMD EPYC (avx512_bf16, no AMX) the kernels are cheap to build and the
+(issue 24). With `row_multiple` the packing appends a few zero rows, so that the row count is a
+multiple of it and a step meets one of a handful of shapes. (Taking padding positions instead is
+not enough: token batches are ~97% real tokens, so they often lack the padding to round up with.)
+The extra rows belong to no position: attention never sees them, and the loss gives them no
+weight. On a 2-core AMD EPYC (avx512_bf16, no AMX) the kernels are cheap to build and the
 extra rows only cost: bf16 steps 3% slower with 64 (interleaved in one process, bench/README.md),
 so rows are rounded on AMX CPUs only. Float32 matmuls run through MKL, which builds nothing per
 shape.
@@ -61,40 +62,45 @@ def row_multiple(device: torch.device, precision: str, amx: bool | None = None) 
 
 
 class Packing:
-    """Where the real tokens of a padded batch sit: the row-major order of `ids[keep]`, followed,
-    with `row_multiple` > 1, by as many padding positions as make the row count a multiple of it
-    (or as the batch has).
+    """Where the real tokens of a padded batch sit: the row-major order of `ids[keep]`; with
+    `row_multiple` > 1, followed by as many extra rows as round the row count up to a multiple of
+    it. The extra rows are zeros that belong to no position: they run through the position-wise
+    layers like any row, the unpacking drops them, and the loss gives them PAD labels.
 
     keep: (B, T) bool, True at real tokens."""
 
     def __init__(self, keep: Tensor, row_multiple: int = 1) -> None:
         self.batch_size, self.length = keep.shape
-        flat_keep = keep.flatten()  # (B * T,)
         # One host sync per batch (the row count must be known); nothing else in the model syncs.
-        if row_multiple == 1:
-            self.index = flat_keep.nonzero().squeeze(1)  # (N,) flat positions in B * T
-        else:
-            n_real = int(flat_keep.sum())
-            n_rows = min(-(-n_real // row_multiple) * row_multiple, flat_keep.numel())
-            # A stable sort on "is padding" lists the real positions first, in row-major order.
-            is_padding = (~flat_keep).to(torch.uint8)  # (B * T,)
-            self.index = torch.argsort(is_padding, stable=True)[:n_rows]  # (R,) R >= N
-        self.positions = self.index % self.length  # (R,) position of each row in its sentence
+        self.index = keep.flatten().nonzero().squeeze(1)  # (N,) flat positions in B * T
+        n_real = self.index.numel()
+        self.n_extra = -(-n_real // row_multiple) * row_multiple - n_real
+        positions = self.index % self.length  # (N,) position of each token in its sentence
+        self.positions = self._with_extra_rows(positions)  # (R,)
 
     @property
     def n_rows(self) -> int:
-        """The real tokens, plus the padding positions taken to round their count up."""
-        return self.index.numel()
+        """The real tokens, plus the extra rows that round their count up."""
+        return self.index.numel() + self.n_extra
+
+    def _with_extra_rows(self, rows: Tensor) -> Tensor:
+        """(N, ...) -> (R, ...): zeros appended (a copy only when there are extra rows)."""
+        if self.n_extra == 0:
+            return rows
+        return torch.cat([rows, rows.new_zeros(self.n_extra, *rows.shape[1:])])
 
     def pack(self, x: Tensor) -> Tensor:
-        """(B, T, ...) -> (R, ...): the real tokens, in row-major order, then any padding rows."""
-        return x.flatten(0, 1).index_select(0, self.index)
+        """(B, T, ...) -> (R, ...): the real tokens, in row-major order, then any extra rows."""
+        return self._with_extra_rows(x.flatten(0, 1).index_select(0, self.index))
 
     def unpack(self, x: Tensor) -> Tensor:
-        """(R, ...) -> (B, T, ...) with zeros at the padding positions that were not rows (attention
-        masks all padding out anyway)."""
+        """(R, ...) -> (B, T, ...) with zeros at the padding positions (attention masks them out
+        anyway); the extra rows are dropped."""
         padded = x.new_zeros(self.batch_size * self.length, *x.shape[1:])  # (B * T, ...)
-        return padded.index_copy(0, self.index, x).view(self.batch_size, self.length, *x.shape[1:])
+        real = x[: self.index.numel()]  # (N, ...)
+        return padded.index_copy(0, self.index, real).view(
+            self.batch_size, self.length, *x.shape[1:]
+        )
 
 
 def unpack(x: Tensor, packing: Packing | None) -> Tensor:
