@@ -70,6 +70,7 @@ from torch import Tensor, nn
 
 from transformer.batching import TokenBatchSampler, collate_batch
 from transformer.data import EncodedSplit
+from transformer.device import keep_freed_cpu_memory
 from transformer.model import PositionalEncoding, Transformer
 from transformer.packing import row_multiple
 from transformer.tokenizer import PAD_ID
@@ -355,6 +356,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_cpu_memory()  # as train.py does, for every implementation alike
     saved = torch.load(args.batches, weights_only=True)
     batches, vocab_size = saved["batches"], saved["vocab_size"]
 

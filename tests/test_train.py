@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -349,3 +351,29 @@ def test_max_epochs_ends_with_one_validation_at_the_end_of_the_epoch(tmp_path: P
     assert saved["train_state"]["epoch"] == 1
     assert (saved["sampler"]["epoch"], saved["sampler"]["position"]) == (1, 0)
     assert [entry["step"] for entry in saved["train_state"]["history"]] == [saved["step"]]
+
+
+KEEP_MEMORY_PROBE = """
+import resource, sys, torch
+from transformer.device import keep_freed_cpu_memory
+kept = keep_freed_cpu_memory() if sys.argv[1] == "keep" else False
+for round in range(3):  # 10 blocks of 8 MB, all freed, three times (a step's activations)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    blocks = [torch.empty(8 * 2**20, dtype=torch.uint8).fill_(1) for _ in range(10)]
+    del blocks
+print(kept, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc settings")
+def test_kept_cpu_memory_is_reused_without_page_faults() -> None:
+    """After keep_freed_cpu_memory(), tensors allocated again after being freed reuse the same
+    pages: the third round of 80 MB of blocks faults in at most a quarter of its 20,480 pages (seen:
+    0 or 2,048 with the setting; 20,448 in most runs with glibc's defaults)."""
+    result = subprocess.run(
+        [sys.executable, "-c", KEEP_MEMORY_PROBE, "keep"], capture_output=True, text=True
+    )
+    kept, faults = result.stdout.split()
+    if kept != "True":
+        pytest.skip("not glibc: mallopt is not available")
+    assert int(faults) < 20480 // 4

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -46,6 +48,31 @@ def cpu_has_native_bf16() -> bool:
     except OSError:
         return True  # not Linux: cannot tell, so do not warn
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+# glibc's mallopt() parameters (malloc.h) and the largest mmap threshold it accepts on 64 bits.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_LARGEST_MMAP_THRESHOLD = 32 * 1024 * 1024
+
+
+def keep_freed_cpu_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the system.
+
+    A training step allocates and frees the same large tensors every time (activations, logits,
+    gradients: 1-64 MB each). By default glibc gives blocks above a threshold back to the kernel
+    when they are freed, so the next step's tensors are fresh pages, and every 4 KB page faults on
+    first touch. Keeping them (blocks up to 32 MB from the heap, which is never trimmed) made CPU
+    training steps 3-5% faster on an Intel Xeon (bf16 6,760 -> 7,108 target tokens/s, fp32 +3%;
+    bench/README.md); the process keeps its peak memory instead of shrinking between steps.
+    Returns whether both settings took (False off glibc, e.g. macOS or musl: nothing changes)."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    trim = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    mmap = mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD)
+    return trim == 1 and mmap == 1
 
 
 @dataclass(frozen=True)

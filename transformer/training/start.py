@@ -26,7 +26,12 @@ from transformer.config import (
     save_config,
 )
 from transformer.data import EncodedSplit
-from transformer.device import PrecisionChoice, check_precision, resolve_device
+from transformer.device import (
+    PrecisionChoice,
+    check_precision,
+    keep_freed_cpu_memory,
+    resolve_device,
+)
 from transformer.model import Transformer, build_transformer
 from transformer.packing import row_multiple
 from transformer.prepare import PREPARED_DIR, PreparedData, cache_root, prepare_data
@@ -279,6 +284,8 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     device = distributed.local_device(resolve_device(config.train.device))
+    if device.type == "cpu":
+        keep_freed_cpu_memory()  # the same tensors every step: no page faults on reuse
     check_precision(config.train.precision, device)  # before any work: fp16 off CUDA is refused
 
     prepared = prepared_data(config, checkpoint or initial)
