@@ -348,7 +348,7 @@ def test_row_multiple_is_for_bf16_on_an_amx_cpu_only() -> None:
 def test_rounded_rows_change_no_loss_and_no_gradient(
     dtype: torch.dtype, generator: torch.Generator
 ) -> None:
-    """The padding rows taken to round the row count up reach neither the real tokens' logits nor
+    """The extra rows that round the row count up reach neither the real tokens' logits nor
     the loss nor any gradient: the same numbers as exactly the real tokens (bf16: to its rounding,
     since a matmul's blocking may depend on its row count)."""
     torch.manual_seed(0)

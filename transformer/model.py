@@ -662,7 +662,7 @@ class Transformer(nn.Module):
     def token_logits(self, src: Tensor, tgt: Tensor, row_multiple: int = 1) -> Tensor:
         """The same pass as `forward`, computing only what the loss needs: logits (R, V) whose
         first N rows are the N real (non-PAD) positions of tgt, in the order of
-        `tgt[tgt != pad_id]`; R = N unless `row_multiple` > 1 rounds it up with padding positions
+        `tgt[tgt != pad_id]`; R = N unless `row_multiple` > 1 rounds it up with extra zero rows
         (whose logits the loss must ignore: `training/loss.py` gives them PAD labels).
 
         Every position-wise step runs on packed real tokens (see transformer/packing.py), so

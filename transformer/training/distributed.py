@@ -246,7 +246,7 @@ class TokenLogits(nn.Module):
 
     def forward(self, src: Tensor, tgt: Tensor, row_multiple: int = 1) -> Tensor:
         """src (B, S), decoder input tgt (B, T) -> logits (R, V) of the N real target positions
-        (then R - N padding rows, see `Transformer.token_logits`)."""
+        (then R - N extra rows, see `Transformer.token_logits`)."""
         return self.model.token_logits(src, tgt, row_multiple)
 
 

@@ -102,7 +102,7 @@ def batch_loss_sum(
 
     token_logits is `model.token_logits` (or its compiled form): (src, tgt_in) -> (R, V) whose
     first N rows are the N real positions of tgt_in (B, T), which are exactly the real positions
-    of labels (B, T); any further rows (padding taken to round R up) get PAD labels: no loss."""
+    of labels (B, T); any further rows (the extra rows that round R up) get PAD labels: no loss."""
     logits = token_logits(src, tgt_in)  # (R, V)
     real_labels = labels[tgt_in != PAD_ID]  # (N,)
     row_labels = F.pad(real_labels, (0, logits.size(0) - real_labels.numel()), value=PAD_ID)
