@@ -86,12 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
-        from transformer.device import resolve_device
+        from transformer.device import keep_freed_cpu_memory, resolve_device
         from transformer.translator import Translator
 
         if args.threads:
             torch.set_num_threads(args.threads)
         device = resolve_device(args.device, setting="--device")
+        if device.type == "cpu":
+            keep_freed_cpu_memory()  # each request's search allocates the same tensors again
         loaded = load_model(args.checkpoint, device)
         translator = Translator.with_options(
             loaded,

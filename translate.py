@@ -268,12 +268,14 @@ def build_translator(args: argparse.Namespace) -> Translator:
     """Load the checkpoint(s) and apply the command line's decoding options."""
     import torch
 
-    from transformer.device import resolve_device
+    from transformer.device import keep_freed_cpu_memory, resolve_device
     from transformer.translator import Translator, choose_beam
 
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device, setting="--device")
+    if device.type == "cpu":
+        keep_freed_cpu_memory()  # each batch's search allocates the same tensors again
     members = [load_model(path, device) for path in args.checkpoint]
     nbest = args.nbest or 1
     # Sampling draws nbest times instead of searching with beams.

@@ -50,6 +50,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from transformer.decoding import BEAM_DEFAULTS, SearchSettings, beam_search, greedy_search
+from transformer.device import keep_freed_cpu_memory
 from transformer.model import Transformer
 from transformer.onednn_linear import pack_linear_layers
 from transformer.quantize import quantize_model
@@ -275,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
+    keep_freed_cpu_memory()  # as translate.py does on a CPU (CTranslate2 runs in its own processes)
     tokenizers, splits = prepare_corpus(args)
     vocab_size = tokenizers.src_vocab_size
     test = splits["test"]
