@@ -92,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         device = resolve_device(args.device, setting="--device")
-        if device.type == "cpu":
-            keep_freed_cpu_memory()  # each request's search allocates the same tensors again
+        keep_freed_cpu_memory(device)  # each request's search allocates the same tensors again
         loaded = load_model(args.checkpoint, device)
         translator = Translator.with_options(
             loaded,

@@ -274,8 +274,7 @@ def build_translator(args: argparse.Namespace) -> Translator:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device, setting="--device")
-    if device.type == "cpu":
-        keep_freed_cpu_memory()  # each batch's search allocates the same tensors again
+    keep_freed_cpu_memory(device)  # each batch's search allocates the same tensors again
     members = [load_model(path, device) for path in args.checkpoint]
     nbest = args.nbest or 1
     # Sampling draws nbest times instead of searching with beams.

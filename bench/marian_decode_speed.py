@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     threads = torch.get_num_threads()
-    keep_freed_cpu_memory()  # as translate.py does on a CPU (CTranslate2 runs in its own processes)
+    # As translate.py does on a CPU (CTranslate2 runs in processes of its own).
+    keep_freed_cpu_memory(torch.device("cpu"))
     tokenizers, splits = prepare_corpus(args)
     vocab_size = tokenizers.src_vocab_size
     test = splits["test"]

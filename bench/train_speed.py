@@ -361,8 +361,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    if device.type == "cpu":
-        keep_freed_cpu_memory()  # as train.py does, for every implementation alike
+    keep_freed_cpu_memory(device)  # as train.py does, for every implementation alike
     saved = torch.load(args.batches, weights_only=True)
     batches, vocab_size = saved["batches"], saved["vocab_size"]
 

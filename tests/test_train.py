@@ -356,7 +356,7 @@ def test_max_epochs_ends_with_one_validation_at_the_end_of_the_epoch(tmp_path: P
 KEEP_MEMORY_PROBE = """
 import resource, sys, torch
 from transformer.device import keep_freed_cpu_memory
-kept = keep_freed_cpu_memory() if sys.argv[1] == "keep" else False
+kept = keep_freed_cpu_memory(torch.device("cpu")) if sys.argv[1] == "keep" else False
 for round in range(3):  # 10 blocks of 8 MB, all freed, three times (a step's activations)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     blocks = [torch.empty(8 * 2**20, dtype=torch.uint8).fill_(1) for _ in range(10)]
@@ -377,3 +377,4 @@ def test_kept_cpu_memory_is_reused_without_page_faults() -> None:
     if kept != "True":
         pytest.skip("not glibc: mallopt is not available")
     assert int(faults) < 20480 // 4
+    assert device.keep_freed_cpu_memory(torch.device("meta")) is False  # not the CPU: untouched

@@ -55,8 +55,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _LARGEST_MMAP_THRESHOLD = 32 * 1024 * 1024
 
 
-def keep_freed_cpu_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the system.
+def keep_freed_cpu_memory(device: torch.device) -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the system,
+    when `device` is the CPU (elsewhere the large tensors are not in malloc's memory).
 
     A training step allocates and frees the same large tensors every time (activations, logits,
     gradients: 1-64 MB each). By default glibc gives blocks above a threshold back to the kernel
@@ -65,7 +66,10 @@ def keep_freed_cpu_memory() -> bool:
     training steps 3-5% faster on an Intel Xeon (bf16 6,760 -> 7,108 target tokens/s, fp32 +3%;
     bench/README.md); the process keeps its peak memory instead of shrinking between steps.
     Decoding repeats itself the same way (translate.py and serve.py call it too): a batched beam-5
-    search 548 -> 522-529 ms. Returns whether both settings took (False off glibc, e.g. macOS or musl: nothing changes)."""
+    search 548 -> 522-529 ms. Returns whether both settings took (False off the CPU, and off glibc,
+    e.g. macOS or musl: nothing changes)."""
+    if device.type != "cpu":
+        return False
     name = ctypes.util.find_library("c")
     try:
         mallopt = ctypes.CDLL(name).mallopt

@@ -284,8 +284,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
     if config.train.threads > 0:
         torch.set_num_threads(config.train.threads)
     device = distributed.local_device(resolve_device(config.train.device))
-    if device.type == "cpu":
-        keep_freed_cpu_memory()  # the same tensors every step: no page faults on reuse
+    keep_freed_cpu_memory(device)  # the same tensors every step: no page faults on reuse
     check_precision(config.train.precision, device)  # before any work: fp16 off CUDA is refused
 
     prepared = prepared_data(config, checkpoint or initial)
