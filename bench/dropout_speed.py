@@ -3,10 +3,11 @@
     python bench/dropout_speed.py
     python bench/dropout_speed.py --rows 2000 --widths 256 1024 --dtypes bf16 fp32
 
-Three ways to drop the same fraction of a (rows, width) activation, each timed alone and in turn:
-`nn.Dropout` (bernoulli_ per element), the same random integers as the project's turned into a bool
-mask applied with `masked_fill` (the project's layer before it multiplied), and
-`transformer.dropout.Dropout` (a 0/1 multiplier in the activation's dtype). The shapes are those of
+Four ways to drop the same fraction of a (rows, width) activation, each timed alone and in turn:
+`nn.Dropout` (bernoulli_ per element), 16-bit random integers turned into a bool mask applied with
+`masked_fill` (the project's first layer), the project's 0/1 multiplier from 16 random bits per
+element (its layer until issue 24's sixth round), and `transformer.dropout.Dropout` (the same
+multiplier from 8 bits per element wherever p allows: see transformer/dropout.py). The shapes are those of
 a training step of the recipe (about 2,000 real target tokens per batch; d_model 256, d_ff 1,024).
 Prints milliseconds per call (median of `--repeats` rounds); asserts nothing.
 """
@@ -21,7 +22,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from transformer.dropout import Dropout
+from transformer.device import keep_freed_cpu_memory
+from transformer.dropout import Dropout, keep_mask
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
@@ -33,6 +35,13 @@ def bool_mask_dropout(x: Tensor, p: float) -> Tensor:
     uniform = words.view(torch.int16)[: x.numel()].view(x.shape)
     dropped = uniform < dropped_levels - 32768  # (*x.shape) bool
     return x.masked_fill(dropped, 0.0).mul_(65536 / (65536 - dropped_levels))
+
+
+def sixteen_bit_dropout(x: Tensor, p: float) -> Tensor:
+    """The project's layer with 16 random bits per element, whatever p."""
+    dropped_levels = round(p * 65536)
+    keep = keep_mask(x.shape, dropped_levels, x.dtype, x.device, bits=16)
+    return torch.mul(x, keep).mul_(65536 / (65536 - dropped_levels))
 
 
 def forward_backward_ms(layer: Callable[[Tensor], Tensor], x: Tensor, calls: int) -> float:
@@ -60,9 +69,11 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
+    keep_freed_cpu_memory(torch.device("cpu"))  # as train.py: no page faults on fresh tensors
     layers: dict[str, Callable[[Tensor], Tensor]] = {
         "nn.Dropout": nn.Dropout(args.p).train(),
         "bool mask": lambda x: bool_mask_dropout(x, args.p),
+        "16-bit draws": lambda x: sixteen_bit_dropout(x, args.p),
         "project": Dropout(args.p).train(),
     }
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, p {args.p}")

@@ -5,18 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from transformer.dropout import Dropout, keep_mask
+from transformer.dropout import Dropout, drop_levels, keep_mask
 
 
-@pytest.mark.parametrize("p", [0.1, 0.3])
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.01])
 def test_drops_the_right_fraction_and_keeps_the_mean(p: float) -> None:
     torch.manual_seed(0)
     x = torch.ones(400, 1000)
     y = Dropout(p).train()(x)
+    bits, dropped_levels = drop_levels(p)
+    rounded_p = dropped_levels / 2**bits  # 0.1 -> 26/256, 0.3 -> 77/256, 0.01 -> 655/65536
+    assert abs(rounded_p - p) <= 0.02 * p
     dropped = (y == 0).float().mean().item()
-    assert abs(dropped - p) < 0.005  # 400,000 draws: the standard error is < 0.001
-    assert abs(y.mean().item() - 1.0) < 0.01  # kept elements are scaled by 1 / (1 - p)
-    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - p)), rtol=1e-4)
+    assert abs(dropped - rounded_p) < 0.005 * max(
+        p, 0.1
+    )  # 400,000 draws: the standard error is < 0.001
+    assert abs(y.mean().item() - 1.0) < 0.01  # kept elements are scaled by 1 / (1 - rounded p)
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / (1 - rounded_p)), rtol=1e-6)
 
 
 def test_eval_and_zero_probability_are_the_identity() -> None:
@@ -52,22 +57,50 @@ def test_a_probability_that_rounds_to_one_drops_everything() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
-@pytest.mark.parametrize("p", [1 / 65536, 0.1, 65535 / 65536])
+@pytest.mark.parametrize(
+    ("bits", "dropped_levels"), [(16, 1), (16, 655), (16, 65535), (8, 1), (8, 26), (8, 255)]
+)
 def test_the_mask_is_the_comparison_of_the_random_integers_with_the_threshold(
-    dtype: torch.dtype, p: float
+    dtype: torch.dtype, bits: int, dropped_levels: int
 ) -> None:
-    """The 0/1 multiplier built with integer arithmetic drops exactly the elements whose 16-bit
-    integer is below the threshold, in every float dtype, at both ends of the probability range."""
-    shape, dropped_levels = torch.Size([37, 129]), round(p * 65536)
+    """The 0/1 multiplier built with integer arithmetic drops exactly the elements whose 8- or
+    16-bit integer is below the threshold, in every float dtype, at both ends of the range."""
+    shape, per_word = torch.Size([37, 129]), 64 // bits
     torch.manual_seed(5)
-    words = torch.randint(-(2**63), 2**63 - 1, ((shape.numel() + 3) // 4,), dtype=torch.int64)
-    uniform = words.view(torch.int16)[: shape.numel()].view(shape)
-    expected_keep = uniform >= dropped_levels - 32768
+    words = torch.randint(-(2**63), 2**63 - 1, (-(-shape.numel() // per_word),), dtype=torch.int64)
+    uniform = words.view({8: torch.int8, 16: torch.int16}[bits])[: shape.numel()].view(shape)
+    expected_keep = uniform >= dropped_levels - 2 ** (bits - 1)
     torch.manual_seed(5)
-    keep = keep_mask(shape, dropped_levels, dtype, torch.device("cpu"))
+    keep = keep_mask(shape, dropped_levels, dtype, torch.device("cpu"), bits)
     assert keep.dtype == dtype
     assert torch.equal(keep, expected_keep.to(dtype))
+    p = dropped_levels / 2**bits
+    assert drop_levels(p) == (bits, dropped_levels)  # so Dropout(p) draws this very mask
     x = torch.randn(shape, dtype=dtype)
     torch.manual_seed(5)
     y = Dropout(p).train()(x)
-    assert torch.equal(y, x.masked_fill(~expected_keep, 0.0) * (65536 / (65536 - dropped_levels)))
+    assert torch.equal(
+        y, x.masked_fill(~expected_keep, 0.0) * (2**bits / (2**bits - dropped_levels))
+    )
+
+
+@pytest.mark.parametrize(
+    ("p", "expected"),
+    [
+        (0.1, (8, 26)),
+        (0.2, (8, 51)),
+        (0.3, (8, 77)),
+        (0.5, (8, 128)),
+        (0.9, (8, 230)),
+        (0.01, (16, 655)),
+        (0.99, (16, 64881)),
+        (1 / 65536, (16, 1)),
+        (1.0, (8, 256)),
+    ],
+)
+def test_eight_random_bits_where_they_move_p_and_1_minus_p_by_at_most_two_percent(
+    p: float, expected: tuple[int, int]
+) -> None:
+    assert drop_levels(p) == expected
+    bits, dropped = drop_levels(p)
+    assert abs(dropped / 2**bits - p) <= 0.02 * min(p, 1 - p) or bits == 16

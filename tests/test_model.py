@@ -476,7 +476,7 @@ def test_training_attention_drops_probabilities_with_the_fast_mask_and_keeps_bf1
         ~causal_mask(6, 6, "cpu"), -math.inf
     )
     torch.manual_seed(3)
-    keep = keep_mask(scores.shape, round(0.25 * 65536), torch.float32, torch.device("cpu"))
+    keep = keep_mask(scores.shape, 64, torch.float32, torch.device("cpu"), bits=8)  # 0.25 = 64/256
     expected = (scores.softmax(-1) * keep / 0.75) @ v
     torch.testing.assert_close(out, expected)
     assert not torch.equal(out, fused_attention(q, k, v, None, 0.0, True))
