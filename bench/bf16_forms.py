@@ -55,9 +55,11 @@ def autocast_step(
     optimizer = make_optimizer(model, config)
 
     def step(batch: Batch) -> None:
-        token_logits = partial(model.token_logits, row_multiple=row_multiple(CPU, precision))
+        token_states = partial(model.token_states, row_multiple=row_multiple(CPU, precision))
         with autocast_context(CPU, precision):
-            loss = batch_loss_sum(token_logits, batch.src, batch.tgt_in, batch.labels, 0.1)
+            loss = batch_loss_sum(
+                token_states, model.projection.linear, batch.src, batch.tgt_in, batch.labels, 0.1
+            )
         (loss / batch.n_tgt_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -73,8 +75,10 @@ def bf16_weights_step(model: torch.nn.Module, config: Config) -> Callable[[Batch
     master_parameters, compute_parameters = list(master.parameters()), list(compute.parameters())
 
     def step(batch: Batch) -> None:
-        token_logits = partial(compute.token_logits, row_multiple=row_multiple(CPU, "bf16"))
-        loss = batch_loss_sum(token_logits, batch.src, batch.tgt_in, batch.labels, 0.1)
+        token_states = partial(compute.token_states, row_multiple=row_multiple(CPU, "bf16"))
+        loss = batch_loss_sum(
+            token_states, compute.projection.linear, batch.src, batch.tgt_in, batch.labels, 0.1
+        )
         (loss / batch.n_tgt_tokens).backward()
         for weight, bf16_weight in zip(master_parameters, compute_parameters, strict=True):
             weight.grad = bf16_weight.grad.float()

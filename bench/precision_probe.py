@@ -62,9 +62,16 @@ def main() -> None:
     for index, batch in enumerate(batches):
         for precision in ("bf16", "fp32"):
             start = time.perf_counter()
-            token_logits = partial(model.token_logits, row_multiple=row_multiple(device, precision))
+            token_states = partial(model.token_states, row_multiple=row_multiple(device, precision))
             with autocast_context(device, precision):
-                loss = batch_loss_sum(token_logits, batch.src, batch.tgt_in, batch.labels, 0.1)
+                loss = batch_loss_sum(
+                    token_states,
+                    model.projection.linear,
+                    batch.src,
+                    batch.tgt_in,
+                    batch.labels,
+                    0.1,
+                )
             loss.backward()
             model.zero_grad(set_to_none=True)
             if index:  # the first batch warms up

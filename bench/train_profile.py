@@ -40,11 +40,13 @@ def main() -> None:
     optimizer = make_optimizer(model, config)
     device = torch.device("cpu")
 
-    token_logits = partial(model.token_logits, row_multiple=row_multiple(device, args.precision))
+    token_states = partial(model.token_states, row_multiple=row_multiple(device, args.precision))
 
     def step(batch: object) -> None:
         with autocast_context(device, args.precision):
-            loss = batch_loss_sum(token_logits, batch.src, batch.tgt_in, batch.labels, 0.1)
+            loss = batch_loss_sum(
+                token_states, model.projection.linear, batch.src, batch.tgt_in, batch.labels, 0.1
+            )
         (loss / batch.n_tgt_tokens).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -10,7 +10,7 @@ sinusoidal positions, ReLU, dropout on embeddings / sub-layer outputs / feed-for
 no attention dropout) train on the same Multi30k en->de batches, with the same loss (the project's
 label-smoothed `token_loss_sum`, divided by the batch's target tokens), gradient clipping at 1.0 and
 AdamW (lr 1e-4, betas 0.9/0.98):
-- project: `build_transformer` (pre-norm), trained through `Transformer.token_logits` as train.py
+- project: `build_transformer` (pre-norm), trained through `Transformer.token_states` as train.py
            does: position-wise layers and the output projection run on real tokens only
            (transformer/packing.py), in bf16 on a CPU with AMX rounded up to a multiple of 64 rows;
   project+rows64: the same with the rows rounded up to 64 on any CPU in bf16 (what an AMX CPU
@@ -198,7 +198,7 @@ def build_model(name: str, args: argparse.Namespace, vocab_size: int) -> nn.Modu
         return project_model(args, vocab_size, dropout=args.dropout)
     if name == "project+compile":  # as train.compile=true: the forward pass through torch.compile
         model = project_model(args, vocab_size, dropout=args.dropout)
-        model.token_logits = torch.compile(model.token_logits, dynamic=True)
+        model.token_states = torch.compile(model.token_states, dynamic=True)
         return model
     if name == "marian":
         return MarianWrapper(args, vocab_size)
@@ -332,8 +332,11 @@ def train_step(
         if isinstance(model, Transformer):  # the project: logits of real tokens only, as train.py
             amx = True if args.only == "project+rows64" else None  # None: this CPU's answer
             multiple = row_multiple(device, args.precision, amx=amx)
-            token_logits = partial(model.token_logits, row_multiple=multiple)
-            loss = batch_loss_sum(token_logits, src, tgt_in, labels, args.label_smoothing)
+            token_states = partial(model.token_states, row_multiple=multiple)
+            projection = model.projection.linear
+            loss = batch_loss_sum(
+                token_states, projection, src, tgt_in, labels, args.label_smoothing
+            )
         else:
             loss = token_loss_sum(model(src, tgt_in), labels, args.label_smoothing)
     loss = loss / n_tokens

@@ -521,7 +521,14 @@ def test_init_from_starts_at_hf_loss_learns_and_resumes_exactly(
     last_real = (batch.src != PAD_ID).sum(dim=1) - 1  # (B,): collate pads after the </s>
     assert (batch.src[torch.arange(batch.src.size(0)), last_real] == EOS_ID).all()
     with torch.no_grad():
-        ours = batch_loss_sum(run.model.token_logits, batch.src, batch.tgt_in, batch.labels, 0.0)
+        ours = batch_loss_sum(
+            run.model.token_states,
+            run.model.projection.linear,
+            batch.src,
+            batch.tgt_in,
+            batch.labels,
+            0.0,
+        )
     ours = ours.item() / batch.n_tgt_tokens
     # The same batch in Marian's ids, through Hugging Face's own loss.
     marian_ids = {i: mid for i, mid in enumerate(loaded_rows(converted))}

@@ -358,11 +358,12 @@ def test_rounded_rows_change_no_loss_and_no_gradient(
     results = []
     for multiple in (1, 12):
         model.zero_grad()
-        token_logits = partial(model.token_logits, row_multiple=multiple)
-        loss = batch_loss_sum(token_logits, src, tgt, labels, 0.1)
+        token_states = partial(model.token_states, row_multiple=multiple)
+        loss = batch_loss_sum(token_states, model.projection.linear, src, tgt, labels, 0.1)
         loss.backward()
         gradients = {name: p.grad.float().clone() for name, p in model.named_parameters()}
-        results.append((token_logits(src, tgt), loss, gradients))
+        logits = model.token_logits(src, tgt, row_multiple=multiple)
+        results.append((logits, loss, gradients))
     (exact, exact_loss, exact_grads), (rounded, rounded_loss, rounded_grads) = results
     assert exact.size(0) == 16 and rounded.size(0) == 24
     tolerance = (

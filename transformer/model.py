@@ -659,14 +659,16 @@ class Transformer(nn.Module):
         out, _ = self.decode(tgt, memory, src_mask)
         return self.project(out)
 
-    def token_logits(self, src: Tensor, tgt: Tensor, row_multiple: int = 1) -> Tensor:
-        """The same pass as `forward`, computing only what the loss needs: logits (R, V) whose
-        first N rows are the N real (non-PAD) positions of tgt, in the order of
-        `tgt[tgt != pad_id]`; R = N unless `row_multiple` > 1 rounds it up with extra zero rows
-        (whose logits the loss must ignore: `training/loss.py` gives them PAD labels).
+    def token_states(self, src: Tensor, tgt: Tensor, row_multiple: int = 1) -> Tensor:
+        """The same pass as `forward` up to the output projection, computing only what the loss
+        needs: the decoder's final states (R, D) whose first N rows are the N real (non-PAD)
+        positions of tgt, in the order of `tgt[tgt != pad_id]`; R = N unless `row_multiple` > 1
+        rounds it up with extra zero rows (which the loss must ignore: `training/loss.py` gives
+        them PAD labels).
 
         Every position-wise step runs on packed real tokens (see transformer/packing.py), so
-        padding costs no matmuls; training and the validation loss use this."""
+        padding costs no matmuls. Training and the validation loss use this, and apply the output
+        projection inside the loss (`training/loss.py`), chunk by chunk."""
         pad_id = self.config.pad_id
         src_packing = Packing(src != pad_id, row_multiple)
         tgt_packing = Packing(tgt != pad_id, row_multiple)
@@ -674,7 +676,12 @@ class Transformer(nn.Module):
         out, _ = self.decode(
             tgt, memory, src_mask, tgt_packing=tgt_packing, src_packing=src_packing
         )  # (R_tgt, D)
-        return self.project(out)  # (R_tgt, V)
+        return out
+
+    def token_logits(self, src: Tensor, tgt: Tensor, row_multiple: int = 1) -> Tensor:
+        """`token_states` through the output projection: logits (R, V) of the real target
+        positions (then any extra rows)."""
+        return self.project(self.token_states(src, tgt, row_multiple))  # (R_tgt, V)
 
     def new_cache(self, capacity: int = 16) -> DecoderCache:
         """An empty cache for incremental decoding, with room for `capacity` target positions

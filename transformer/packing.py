@@ -12,7 +12,7 @@ this ratio); packing skips the other 53% of the matmuls, including the 8,000-way
 and the softmax over it, which are the largest per-token cost. Length-bucketed batches are ~95% real,
 so there packing gains less, and it costs only two copies per attention layer.
 
-Training uses it through `Transformer.token_logits`; decoding does not need it, because the target
+Training uses it through `Transformer.token_states`; decoding does not need it, because the target
 prefixes of a decoding batch all have the same length.
 
 Rows rounded up (bf16 on a CPU with AMX): oneDNN, which runs torch's bf16 matmuls on a CPU, builds

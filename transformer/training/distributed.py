@@ -236,29 +236,31 @@ def first_on_each_node(make: Callable[[], T]) -> T:
 # --- the model -------------------------------------------------------------------------------------
 
 
-class TokenLogits(nn.Module):
+class TokenStates(nn.Module):
     """DDP wraps a module and adds gradients up for whatever its `forward` computed. Training calls
-    `Transformer.token_logits`, not `forward`, so this module's forward is exactly that call."""
+    `Transformer.token_states`, not `forward`, so this module's forward is exactly that call. (The
+    output projection runs inside the loss; its weight is the target embedding's, and its bias's
+    gradient reaches DDP's hooks in the same backward pass, like every other parameter's.)"""
 
     def __init__(self, model: Transformer) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, src: Tensor, tgt: Tensor, row_multiple: int = 1) -> Tensor:
-        """src (B, S), decoder input tgt (B, T) -> logits (R, V) of the N real target positions
-        (then R - N extra rows, see `Transformer.token_logits`)."""
-        return self.model.token_logits(src, tgt, row_multiple)
+        """src (B, S), decoder input tgt (B, T) -> decoder states (R, D) of the N real target
+        positions (then R - N extra rows, see `Transformer.token_states`)."""
+        return self.model.token_states(src, tgt, row_multiple)
 
 
 def data_parallel(model: Transformer, device: torch.device) -> DistributedDataParallel | None:
-    """The model's `token_logits` under DDP, or None in a single process.
+    """The model's `token_states` under DDP, or None in a single process.
 
     Every parameter takes part in every step (no find_unused_parameters search). The buffers
     (positional-encoding tables) are constants, so they are not re-sent before each forward."""
     if not is_distributed():
         return None
     return DistributedDataParallel(
-        TokenLogits(model),
+        TokenStates(model),
         device_ids=[device.index] if device.type == "cuda" else None,
         forward_sync_buffers=False,
     )

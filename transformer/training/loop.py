@@ -67,7 +67,12 @@ def train_step(run: TrainingRun, batches: list[Batch]) -> StepStats:
         with distributed.gradient_sync(run.ddp, sync=i == len(batches) - 1):
             with autocast_context(device, train.precision):
                 loss = batch_loss_sum(
-                    run.token_logits, batch.src, batch.tgt_in, batch.labels, train.label_smoothing
+                    run.token_states,
+                    run.model.projection.linear,
+                    batch.src,
+                    batch.tgt_in,
+                    batch.labels,
+                    train.label_smoothing,
                 )
             run.scaler.scale(loss * world_size / tokens).backward()
         loss_total += loss.detach()

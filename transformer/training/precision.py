@@ -54,11 +54,18 @@ def time_training_steps(
         for round_index, batch in enumerate(batches):
             for precision in precisions:
                 start = time.perf_counter()
-                token_logits = partial(
-                    model.token_logits, row_multiple=row_multiple(device, precision)
+                token_states = partial(
+                    model.token_states, row_multiple=row_multiple(device, precision)
                 )  # as training will run it
                 with autocast_context(device, precision):
-                    loss = batch_loss_sum(token_logits, batch.src, batch.tgt_in, batch.labels, 0.0)
+                    loss = batch_loss_sum(
+                        token_states,
+                        model.projection.linear,
+                        batch.src,
+                        batch.tgt_in,
+                        batch.labels,
+                        0.0,
+                    )
                 loss.backward()
                 seconds = time.perf_counter() - start
                 if round_index > 0:  # the first round warms up (allocations, kernel builds)

@@ -22,7 +22,7 @@ from transformer.model import Transformer
 from transformer.tokenizer import TokenizerPair
 from transformer.training.budget import TimeBudget
 from transformer.training.divergence import DivergenceGuard
-from transformer.training.loss import LogitsFunction
+from transformer.training.loss import StatesFunction
 from transformer.training.moving_average import WeightMovingAverage
 from transformer.training.schedule import StepPlan, make_scheduler
 from transformer.training.validation import Directions, ValidationResult
@@ -48,8 +48,8 @@ class TrainingRun:
     run_dir: Path
     device: torch.device
     model: Transformer
-    token_logits: LogitsFunction  # model.token_logits (through DDP, compiled when asked)
-    ddp: DistributedDataParallel | None  # under torchrun: what token_logits calls
+    token_states: StatesFunction  # model.token_states (through DDP, compiled when asked)
+    ddp: DistributedDataParallel | None  # under torchrun: what token_states calls
     moving_average: WeightMovingAverage | None  # with train.ema_decay: what is validated
     precision: PrecisionChoice  # train.precision as chosen (config.train.precision holds it too)
     # How it updates the weights.

@@ -253,17 +253,17 @@ def settle_precision(
     return replace(config, train=replace(config.train, precision=precision.precision)), precision
 
 
-def training_logits(
+def training_states(
     model: Transformer, ddp: torch.nn.Module | None, device: torch.device, config: Config
 ) -> Callable[[Tensor, Tensor], Tensor]:
-    """What a training step calls for its logits: the model's `token_logits` (through DDP under
-    torchrun), with packed rows rounded up where that spares kernel builds (bf16 on an AMX CPU:
-    packing.py), compiled when `train.compile` asks."""
-    token_logits = partial(
-        ddp if ddp is not None else model.token_logits,
+    """What a training step calls for the decoder states that its loss projects: the model's
+    `token_states` (through DDP under torchrun), with packed rows rounded up where that spares
+    kernel builds (bf16 on an AMX CPU: packing.py), compiled when `train.compile` asks."""
+    token_states = partial(
+        ddp if ddp is not None else model.token_states,
         row_multiple=row_multiple(device, config.train.precision),
     )
-    return torch.compile(token_logits) if config.train.compile else token_logits
+    return torch.compile(token_states) if config.train.compile else token_states
 
 
 def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> TrainingRun:
@@ -307,7 +307,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         run_dir=run_dir,
         device=device,
         model=model,
-        token_logits=training_logits(model, ddp, device, config),
+        token_states=training_states(model, ddp, device, config),
         ddp=ddp,
         moving_average=(
             WeightMovingAverage(model, config.train.ema_decay) if config.train.ema_decay else None

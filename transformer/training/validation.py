@@ -76,7 +76,9 @@ def validation_loss(
     total, tokens = torch.zeros((), device=device), 0
     for batch in make_loader(split, my_batches):
         batch = batch.to(device)
-        total += batch_loss_sum(model.token_logits, batch.src, batch.tgt_in, batch.labels, 0.0)
+        total += batch_loss_sum(
+            model.token_states, model.projection.linear, batch.src, batch.tgt_in, batch.labels, 0.0
+        )
         tokens += batch.n_tgt_tokens
     sums = distributed.sum_across_ranks(torch.stack([total, total.new_tensor(tokens)]))
     total_loss, total_tokens = sums.tolist()
