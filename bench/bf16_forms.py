@@ -2,6 +2,7 @@
 
     python bench/bf16_forms.py                 # 5 rounds of 8 steps per form, after 40 warm-up steps
     python bench/bf16_forms.py --rounds 8 --forms autocast bf16-attention
+    python bench/bf16_forms.py --forms autocast no-dropout fp32 fp32-no-dropout   # the ceiling
 
 Forms (the default recipe's model and token batches, the whole step: forward, loss, backward,
 clipping, AdamW):
@@ -11,6 +12,9 @@ clipping, AdamW):
   copy (Micikevicius et al. 2018): what the issue named as the way past autocast's per-op casts.
 - `bf16-attention`: the project's step with training attention in bf16 instead of float32.
 - `fp32`: the float32 step, for the ratio.
+- `no-dropout`, `fp32-no-dropout`: the project's step in bf16 / float32 with every dropout off
+  (every Dropout layer's p and every attention block's attention_dropout set to 0): not a form to
+  train with, but the ceiling of what any cheaper dropout could give.
 
 Each form gets the same batches in the same order, blocks of --steps-per-round steps in turn, so a
 drifting VM slows every form alike. Prints target tokens/s per form; asserts nothing.
@@ -30,9 +34,10 @@ from peers import recipe_model_and_batches
 import transformer.model as model_module
 from transformer.batching import Batch
 from transformer.config import Config
-from transformer.device import autocast_context, keep_freed_cpu_memory
+from transformer.device import keep_freed_cpu_memory
 from transformer.packing import row_multiple
 from transformer.training.loss import batch_loss_sum
+from transformer.training.precision import step_loss_sum
 from transformer.training.start import make_optimizer
 
 CPU = torch.device("cpu")
@@ -55,11 +60,7 @@ def autocast_step(
     optimizer = make_optimizer(model, config)
 
     def step(batch: Batch) -> None:
-        token_states = partial(model.token_states, row_multiple=row_multiple(CPU, precision))
-        with autocast_context(CPU, precision):
-            loss = batch_loss_sum(
-                token_states, model.projection.linear, batch.src, batch.tgt_in, batch.labels, 0.1
-            )
+        loss = step_loss_sum(model, batch, CPU, precision, 0.1)
         (loss / batch.n_tgt_tokens).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -93,10 +94,19 @@ def bf16_weights_step(model: torch.nn.Module, config: Config) -> Callable[[Batch
     return step
 
 
+def without_dropout(model: torch.nn.Module) -> None:
+    """Every dropout of the model off: its Dropout layers and its attention dropout."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(module, model_module.MultiHeadAttentionBlock):
+            module.attention_dropout = 0.0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    forms = ["autocast", "bf16-weights", "bf16-attention", "fp32"]
-    parser.add_argument("--forms", nargs="+", default=forms, choices=forms)
+    forms = ["autocast", "bf16-weights", "bf16-attention", "fp32", "no-dropout", "fp32-no-dropout"]
+    parser.add_argument("--forms", nargs="+", default=forms[:4], choices=forms)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps-per-round", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=40, help="steps of each form first")
@@ -110,10 +120,13 @@ def main() -> None:
     steps = {}
     for form in args.forms:
         form_model = copy.deepcopy(model)  # every form starts from the same weights
+        if form.endswith("no-dropout"):
+            without_dropout(form_model)
         if form == "bf16-weights":
             steps[form] = bf16_weights_step(form_model, config)
         else:
-            steps[form] = autocast_step(form_model, config, "fp32" if form == "fp32" else "bf16")
+            precision = "fp32" if form.startswith("fp32") else "bf16"
+            steps[form] = autocast_step(form_model, config, precision)
 
     def run(form: str, batch: Batch) -> None:
         model_module.fused_attention = (

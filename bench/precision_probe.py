@@ -18,15 +18,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from functools import partial
 
 import torch
 from peers import recipe_model_and_batches
 
-from transformer.device import autocast_context
-from transformer.packing import row_multiple
-from transformer.training.loss import batch_loss_sum
-from transformer.training.precision import PROBE_TOKENS, time_training_steps
+from transformer.training.precision import PROBE_TOKENS, step_loss_sum, time_training_steps
 
 
 def parse_args() -> argparse.Namespace:
@@ -62,17 +58,7 @@ def main() -> None:
     for index, batch in enumerate(batches):
         for precision in ("bf16", "fp32"):
             start = time.perf_counter()
-            token_states = partial(model.token_states, row_multiple=row_multiple(device, precision))
-            with autocast_context(device, precision):
-                loss = batch_loss_sum(
-                    token_states,
-                    model.projection.linear,
-                    batch.src,
-                    batch.tgt_in,
-                    batch.labels,
-                    0.1,
-                )
-            loss.backward()
+            step_loss_sum(model, batch, device, precision, 0.1).backward()
             model.zero_grad(set_to_none=True)
             if index:  # the first batch warms up
                 times[precision].append(time.perf_counter() - start)

@@ -11,15 +11,13 @@ their own CPU time. Prints a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
-from functools import partial
 
 import torch
 from peers import recipe_model_and_batches
 from torch.profiler import ProfilerActivity, profile
 
-from transformer.device import autocast_context
-from transformer.packing import row_multiple
-from transformer.training.loss import batch_loss_sum
+from transformer.batching import Batch
+from transformer.training.precision import step_loss_sum
 from transformer.training.start import make_optimizer
 
 
@@ -40,13 +38,8 @@ def main() -> None:
     optimizer = make_optimizer(model, config)
     device = torch.device("cpu")
 
-    token_states = partial(model.token_states, row_multiple=row_multiple(device, args.precision))
-
-    def step(batch: object) -> None:
-        with autocast_context(device, args.precision):
-            loss = batch_loss_sum(
-                token_states, model.projection.linear, batch.src, batch.tgt_in, batch.labels, 0.1
-            )
+    def step(batch: Batch) -> None:
+        loss = step_loss_sum(model, batch, device, args.precision, 0.1)
         (loss / batch.n_tgt_tokens).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -74,8 +74,8 @@ class _SmoothedCrossEntropySum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, logits: Tensor, labels: Tensor, smoothing: float) -> Tensor:
-        total = torch.zeros((), dtype=torch.promote_types(logits.dtype, torch.float32))
-        total = total.to(logits.device)
+        loss_dtype = torch.promote_types(logits.dtype, torch.float32)
+        total = torch.zeros((), dtype=loss_dtype, device=logits.device)
         gradient = torch.empty_like(logits) if ctx.needs_input_grad[0] else None  # (N, V)
         for rows in _chunks(labels.numel()):
             loss, chunk_gradient = _chunk_loss_and_gradient(

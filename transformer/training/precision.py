@@ -15,8 +15,9 @@ from itertools import cycle, islice
 from typing import Any
 
 import torch
+from torch import Tensor
 
-from transformer.batching import TokenBatchSampler, make_loader
+from transformer.batching import Batch, TokenBatchSampler, make_loader
 from transformer.config import Config
 from transformer.data import EncodedSplit
 from transformer.device import PrecisionChoice, autocast_context, resolve_precision
@@ -27,6 +28,23 @@ from transformer.training.loss import batch_loss_sum
 
 PROBE_TOKENS = 1024  # per timed batch: small, so that the whole probe takes a second or two
 PROBE_ROUNDS = 3  # rounds of one step per precision, alternating; the first is not counted
+
+
+def step_loss_sum(
+    model: Transformer, batch: Batch, device: torch.device, precision: str, label_smoothing: float
+) -> Tensor:
+    """The summed loss of `batch` as a training step in `precision` computes it on one process:
+    packed rows rounded as training rounds them on this device, under that precision's autocast."""
+    token_states = partial(model.token_states, row_multiple=row_multiple(device, precision))
+    with autocast_context(device, precision):
+        return batch_loss_sum(
+            token_states,
+            model.projection.linear,
+            batch.src,
+            batch.tgt_in,
+            batch.labels,
+            label_smoothing,
+        )
 
 
 def time_training_steps(
@@ -54,19 +72,7 @@ def time_training_steps(
         for round_index, batch in enumerate(batches):
             for precision in precisions:
                 start = time.perf_counter()
-                token_states = partial(
-                    model.token_states, row_multiple=row_multiple(device, precision)
-                )  # as training will run it
-                with autocast_context(device, precision):
-                    loss = batch_loss_sum(
-                        token_states,
-                        model.projection.linear,
-                        batch.src,
-                        batch.tgt_in,
-                        batch.labels,
-                        0.0,
-                    )
-                loss.backward()
+                step_loss_sum(model, batch, device, precision, 0.0).backward()
                 seconds = time.perf_counter() - start
                 if round_index > 0:  # the first round warms up (allocations, kernel builds)
                     best[precision] = min(best[precision], seconds)
