@@ -8,8 +8,8 @@ The shapes are those of a training step of the recipe: about 2,000 real target t
 256, a joint vocabulary of 8,000 (32,000 for a larger model's). "logits first" is how the project
 trained before issue 24's sixth round: `nn.Linear` writes the (rows, vocab) logits,
 `token_loss_sum` (the same chunked loss, on given logits) reads them and keeps their gradient, and
-the projection's backward reads that gradient twice (for the states' and the weight's gradients). bf16 runs under autocast with float32
-parameters, as train.py does. The forms run in turn, so drift hits both alike; prints milliseconds
+the projection's backward reads that gradient twice (for the states' and the weight's gradients).
+bf16 runs under autocast with float32 parameters, as train.py does. The forms run in turn, so drift hits both alike; prints milliseconds
 per forward + backward (median of --repeats rounds) and the largest difference between the two
 forms' losses; asserts nothing.
 """
@@ -67,14 +67,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     keep_freed_cpu_memory(torch.device("cpu"))  # as train.py: no page faults on fresh tensors
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, rows {args.rows}")
-    print(
-        f"{'vocab':>6} {'dtype':>5} {'logits first':>13} {'projected':>10} {'speed-up':>9} {'loss diff':>10}"
-    )
+    print(f"{'vocab':>6} {'dtype':>5} {'logits first':>13} {'projected':>10}", end=" ")
+    print(f"{'speed-up':>9} {'loss diff':>10}")
     for vocab in args.vocab:
         generator = torch.Generator().manual_seed(0)
-        # The scales of the recipe's trained model (a 60-minute run on Intel AMX, bench/README.md): decoder states
-        # of std 1.4, projection weights of std 0.08, so logits of std ~1.5. Far larger logits
-        # (std 16 with unit weights) make exp() underflow into denormals and every softmax slow.
+        # The scales of the recipe's trained model (a 60-minute run on Intel AMX, bench/README.md):
+        # decoder states of std 1.4, projection weights of std 0.08, so logits of std ~1.5. Far
+        # larger logits (std 16 with unit weights) make exp() underflow into denormals and every
+        # softmax slow.
         states = 1.4 * torch.randn(args.rows, args.width, generator=generator)
         states.requires_grad_()
         projection = nn.Linear(args.width, vocab)

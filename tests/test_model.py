@@ -21,6 +21,7 @@ from transformer.model import (
     MultiHeadAttentionBlock,
     PositionalEncoding,
     ProjectionLayer,
+    Transformer,
     build_transformer,
     causal_mask,
     count_parameters,
@@ -344,6 +345,12 @@ def test_row_multiple_is_for_bf16_on_an_amx_cpu_only() -> None:
     assert row_multiple(cpu, "bf16") == (64 if cpu_has_amx() else 1)
 
 
+def packed_logits(model: Transformer, src: Tensor, tgt: Tensor, row_multiple: int = 1) -> Tensor:
+    """Logits (R, V) of the real target positions (then any extra rows), as the training loss
+    projects `token_states` chunk by chunk."""
+    return model.project(model.token_states(src, tgt, row_multiple))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_rounded_rows_change_no_loss_and_no_gradient(
     dtype: torch.dtype, generator: torch.Generator
@@ -362,7 +369,7 @@ def test_rounded_rows_change_no_loss_and_no_gradient(
         loss = batch_loss_sum(token_states, model.projection.linear, src, tgt, labels, 0.1)
         loss.backward()
         gradients = {name: p.grad.float().clone() for name, p in model.named_parameters()}
-        logits = model.token_logits(src, tgt, row_multiple=multiple)
+        logits = packed_logits(model, src, tgt, row_multiple=multiple)
         results.append((logits, loss, gradients))
     (exact, exact_loss, exact_grads), (rounded, rounded_loss, rounded_grads) = results
     assert exact.size(0) == 16 and rounded.size(0) == 24
@@ -376,17 +383,17 @@ def test_rounded_rows_change_no_loss_and_no_gradient(
 
 
 @pytest.mark.parametrize("norm", ["post", "pre"])
-def test_token_logits_equal_forward_at_real_positions(
+def test_packed_logits_equal_forward_at_real_positions(
     norm: str, generator: torch.Generator
 ) -> None:
     model = build_transformer(tiny_config(norm_placement=norm)).eval()
     src, tgt = padded_batch([(7, 5), (3, 2), (5, 6), (1, 1)], generator)
-    packed = model.token_logits(src, tgt)  # (N, V)
+    packed = packed_logits(model, src, tgt)  # (N, V)
     assert packed.shape == (int((tgt != PAD).sum()), 40)
     torch.testing.assert_close(packed, model(src, tgt)[tgt != PAD], atol=1e-5, rtol=1e-5)
 
 
-def test_token_logits_gradients_equal_forward_gradients(generator: torch.Generator) -> None:
+def test_packed_logits_gradients_equal_forward_gradients(generator: torch.Generator) -> None:
     torch.manual_seed(0)
     model = build_transformer(tiny_config(tie_output_embedding=True))
     model.eval()  # no dropout, so both passes compute the same function
@@ -394,17 +401,17 @@ def test_token_logits_gradients_equal_forward_gradients(generator: torch.Generat
     model(src, tgt)[tgt != PAD].square().sum().backward()
     expected = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
-    model.token_logits(src, tgt).square().sum().backward()
+    packed_logits(model, src, tgt).square().sum().backward()
     for name, parameter in model.named_parameters():
         torch.testing.assert_close(parameter.grad, expected[name], atol=1e-5, rtol=1e-4)
 
 
-def test_token_logits_of_an_empty_source_are_finite(generator: torch.Generator) -> None:
+def test_packed_logits_of_an_empty_source_are_finite(generator: torch.Generator) -> None:
     model = build_transformer(tiny_config()).eval()
     src, tgt = padded_batch([(5, 4), (3, 3)], generator)
-    alone = model.token_logits(src[:1], tgt[:1])
+    alone = packed_logits(model, src[:1], tgt[:1])
     src[1] = PAD
-    packed = model.token_logits(src, tgt)
+    packed = packed_logits(model, src, tgt)
     assert torch.isfinite(packed).all()
     torch.testing.assert_close(packed[:4], alone, atol=1e-5, rtol=1e-5)
 
@@ -421,12 +428,12 @@ def test_cpu_bf16_attention_runs_in_float32_and_returns_bf16(generator: torch.Ge
     torch.testing.assert_close(out.float(), expected, atol=0.03, rtol=0.02)
 
 
-def test_token_logits_under_bf16_autocast_track_float32(generator: torch.Generator) -> None:
+def test_packed_logits_under_bf16_autocast_track_float32(generator: torch.Generator) -> None:
     model = build_transformer(tiny_config()).eval()
     src, tgt = padded_batch([(7, 5), (3, 2), (5, 6)], generator)
-    expected = model.token_logits(src, tgt)  # (N, V) float32
+    expected = packed_logits(model, src, tgt)  # (N, V) float32
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        logits = model.token_logits(src, tgt)
+        logits = packed_logits(model, src, tgt)
     assert logits.dtype == torch.bfloat16 and logits.shape == expected.shape
     torch.testing.assert_close(logits.float(), expected, atol=0.1, rtol=0.05)
 

@@ -678,11 +678,6 @@ class Transformer(nn.Module):
         )  # (R_tgt, D)
         return out
 
-    def token_logits(self, src: Tensor, tgt: Tensor, row_multiple: int = 1) -> Tensor:
-        """`token_states` through the output projection: logits (R, V) of the real target
-        positions (then any extra rows)."""
-        return self.project(self.token_states(src, tgt, row_multiple))  # (R_tgt, V)
-
     def new_cache(self, capacity: int = 16) -> DecoderCache:
         """An empty cache for incremental decoding, with room for `capacity` target positions
         (it grows if more come)."""

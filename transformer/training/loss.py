@@ -111,10 +111,12 @@ class _ProjectedSmoothedCrossEntropySum(torch.autograd.Function):
         b = None if bias is None else bias.to(dtype)  # (V,)
         loss_dtype = torch.promote_types(dtype, torch.float32)
         with_gradient = any(ctx.needs_input_grad[:3])
+        grad_bias = None  # (V,), summed chunk by chunk while each chunk's gradient is in cache
         if with_gradient:
             grad_states = torch.empty_like(x)  # (N, D)
             grad_logits = torch.empty(x.size(0), w.size(0), dtype=dtype, device=x.device)  # (N, V)
-            grad_bias = torch.zeros(w.size(0), dtype=loss_dtype, device=x.device)  # (V,)
+            if ctx.needs_input_grad[2]:
+                grad_bias = torch.zeros(w.size(0), dtype=loss_dtype, device=x.device)
         total = torch.zeros((), dtype=loss_dtype, device=x.device)
         for rows in _chunks(labels.numel()):
             logits = x[rows] @ w.t() if b is None else torch.addmm(b, x[rows], w.t())  # (n, V)
@@ -123,7 +125,8 @@ class _ProjectedSmoothedCrossEntropySum(torch.autograd.Function):
             )
             total += loss
             if with_gradient:
-                grad_bias += gradient.sum(0)
+                if grad_bias is not None:
+                    grad_bias += gradient.sum(0)
                 grad_logits[rows] = gradient  # (n, V), converted to dtype
                 torch.mm(grad_logits[rows], w, out=grad_states[rows])  # (n, D)
         if with_gradient:
@@ -141,7 +144,7 @@ class _ProjectedSmoothedCrossEntropySum(torch.autograd.Function):
         return (
             grad_states.to(states_dtype) * scale,  # out of place: the saved gradient stays as is
             grad_weight,
-            None if bias_dtype is None else grad_bias.to(bias_dtype) * scale,
+            None if grad_bias is None else grad_bias.to(bias_dtype) * scale,
             None,
             None,
             None,
