@@ -22,7 +22,7 @@ from pathlib import Path
 from transformer.checkpoint import CheckpointError, load_model
 from transformer.cli import USER_ERROR, add_decoding_arguments, check_positive
 from transformer.config import ConfigError
-from transformer.quantize import QUANTIZATIONS, QuantizationError
+from transformer.inference.quantize import QUANTIZATIONS, QuantizationError
 
 LIMITS = ("max_sentences", "max_chars", "max_beam", "max_batch_tokens", "max_body_bytes")
 
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from transformer.device import keep_freed_cpu_memory, resolve_device
-        from transformer.translator import Translator
+        from transformer.inference.translator import Translator
 
         if args.threads:
             torch.set_num_threads(args.threads)

@@ -17,7 +17,7 @@ import sys
 from transformer.checkpoint import CheckpointError
 from transformer.cli import FAILED, INTERRUPTED, USER_ERROR
 from transformer.config import ConfigError, load_config
-from transformer.data import DataError
+from transformer.data.loading import DataError
 from transformer.training.divergence import DivergenceError
 
 

@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING, TextIO
 from transformer.checkpoint import CheckpointError, load_model
 from transformer.cli import USER_ERROR, add_decoding_arguments, check_positive, unreadable_input
 from transformer.config import ConfigError
+from transformer.inference.quantize import QUANTIZATIONS, QuantizationError
 from transformer.metrics import score_translations
-from transformer.quantize import QUANTIZATIONS, QuantizationError
-from transformer.tokenizer import LanguageError
+from transformer.tokenization.tokenizer import LanguageError
 
 if TYPE_CHECKING:  # imported for real inside main(), after the arguments are checked
-    from transformer.translator import Translation, Translator
+    from transformer.inference.translator import Translation, Translator
 
 STDIN_CHUNK_LINES = 256  # lines translated together when reading a pipe
 
@@ -249,7 +249,7 @@ def draw_attention(
     tgt_lang: str | None,
 ) -> None:
     """--attention: one PNG per non-empty line, named by line number (matplotlib loads only here)."""
-    from transformer.attention_plot import write_attention_pngs
+    from transformer.inference.attention_plot import write_attention_pngs
 
     outputs = [translations[0].tokens for translations in results]
     write_attention_pngs(
@@ -269,7 +269,7 @@ def build_translator(args: argparse.Namespace) -> Translator:
     import torch
 
     from transformer.device import keep_freed_cpu_memory, resolve_device
-    from transformer.translator import Translator, choose_beam
+    from transformer.inference.translator import Translator, choose_beam
 
     if args.threads:
         torch.set_num_threads(args.threads)

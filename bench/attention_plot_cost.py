@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from transformer.checkpoint import load_model
-from transformer.prepare import prepare_data
+from transformer.data.prepare import prepare_data
 from transformer.training.log import tensorboard_writer
 from transformer.training.validation import validate
 

@@ -32,8 +32,8 @@ import torch
 from peers import recipe_model_and_batches
 
 import transformer.model as model_module
-from transformer.batching import Batch
 from transformer.config import Config
+from transformer.data.batching import Batch
 from transformer.device import keep_freed_cpu_memory
 from transformer.packing import row_multiple
 from transformer.training.loss import batch_loss_sum

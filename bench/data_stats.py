@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import time
 
-from transformer.batching import TokenBatchSampler
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig
-from transformer.data import ROLES, encode_split, load_corpus
-from transformer.tokenizer import train_tokenizers
+from transformer.data.batching import TokenBatchSampler
+from transformer.data.loading import ROLES, encode_split, load_corpus
+from transformer.tokenization.tokenizer import train_tokenizers
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -20,9 +20,9 @@ import torch
 from peers import project_model
 from torch.profiler import ProfilerActivity, profile
 
-from transformer.decoding import BEAM_DEFAULTS, SearchSettings, beam_search, greedy_search
-from transformer.onednn_linear import pack_linear_layers
-from transformer.tokenizer import EOS_ID, PAD_ID
+from transformer.inference.decoding import BEAM_DEFAULTS, SearchSettings, beam_search, greedy_search
+from transformer.inference.onednn_linear import pack_linear_layers
+from transformer.tokenization.tokenizer import EOS_ID, PAD_ID
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -21,7 +21,7 @@ from dataclasses import replace
 import torch
 
 from transformer.checkpoint import load_model
-from transformer.decoding import (
+from transformer.inference.decoding import (
     Hypothesis,
     SearchSettings,
     beam_search,

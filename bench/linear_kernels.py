@@ -1,5 +1,5 @@
 """Float32 linear layers: `F.linear` (MKL's sgemm) against oneDNN with the weight packed once
-(`transformer.onednn_linear.PackedLinear`, what translate.py, serve.py and validation decode with).
+(`transformer.inference.onednn_linear.PackedLinear`, what translate.py, serve.py and validation decode with).
 
     python bench/linear_kernels.py
     python bench/linear_kernels.py --threads 1 --d-model 512 --d-ff 2048 --vocab-size 32000
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transformer.onednn_linear import PackedLinear, packing_works
+from transformer.inference.onednn_linear import PackedLinear, packing_works
 
 
 def best_milliseconds(call: Callable[[], object], calls: int, repeats: int) -> float:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from transformer.tokenizer import PAD_ID
+from transformer.tokenization.tokenizer import PAD_ID
 from transformer.training.loss import ROWS_PER_CHUNK, token_loss_sum
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -11,12 +11,12 @@ per sentence (EOS included) and the work does not depend on what the weights say
 - project: its own `greedy_search` / `beam_search` with max_len_a=0, max_len_b=N-1 (N-1 tokens, then
   the EOS the search forces at the limit), on a model whose output bias for EOS is -1e4, so EOS is
   never chosen (nor in the beam's top K) before the limit; its float32 linear layers packed for
-  oneDNN as `translate.py` does (`transformer.onednn_linear`); "project unpacked" is the same
+  oneDNN as `translate.py` does (`transformer.inference.onednn_linear`); "project unpacked" is the same
   model through `F.linear` (MKL), as before packing existed;
 - marian:  `generate(min_new_tokens=N, max_new_tokens=N, num_beams=K, do_sample=False)`, KV cache on;
 - ctranslate2: the same Marian weights converted with CTranslate2's TransformersConverter,
   `translate_batch(min_decoding_length=N, max_decoding_length=N, beam_size=K)`, float32;
-- int8 rows: the project's model through `transformer.quantize.quantize_model` (dynamic int8 linear
+- int8 rows: the project's model through `transformer.inference.quantize.quantize_model` (dynamic int8 linear
   layers; "project int8" keeps the output projection float32, "project int8 +proj" makes it int8
   too), and the same CTranslate2 model loaded with
   compute_type="int8" (int8 weights, quantized on load, the output projection included).
@@ -49,12 +49,12 @@ from peers import add_size_and_data_arguments, marian_model, prepare_corpus, pro
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-from transformer.decoding import BEAM_DEFAULTS, SearchSettings, beam_search, greedy_search
 from transformer.device import keep_freed_cpu_memory
+from transformer.inference.decoding import BEAM_DEFAULTS, SearchSettings, beam_search, greedy_search
+from transformer.inference.onednn_linear import pack_linear_layers
+from transformer.inference.quantize import quantize_model
 from transformer.model import Transformer
-from transformer.onednn_linear import pack_linear_layers
-from transformer.quantize import quantize_model
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from transformer.tokenization.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -31,8 +31,8 @@ import torch
 
 from transformer.checkpoint import load_checkpoint, load_model
 from transformer.config import config_from_dict
+from transformer.inference.translator import Translator
 from transformer.metrics import score_translations
-from transformer.translator import Translator
 
 
 def read_lines(directory: Path, split: str, lang: str) -> list[str]:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import torch
 
-from transformer.batching import Batch, TokenBatchSampler, make_loader
 from transformer.config import Config, DataConfig, ModelConfig, SplitsConfig, load_config
-from transformer.data import EncodedSplit
+from transformer.data.batching import Batch, TokenBatchSampler, make_loader
+from transformer.data.loading import EncodedSplit
+from transformer.data.prepare import prepare_data
 from transformer.model import Transformer, build_transformer
-from transformer.prepare import prepare_data
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair
+from transformer.tokenization.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair
 from transformer.training.start import fit_model_to_tokenizers
 
 BENCH_CACHE = Path(tempfile.gettempdir()) / "transformer-bench-prepared"  # reused by later runs

@@ -1,4 +1,4 @@
-"""Where `python -m transformer.prepare` spends its time: the three phases timed one by one.
+"""Where `python -m transformer.data.prepare` spends its time: the three phases timed one by one.
 
     python bench/prepare_phases.py --pairs 3000000                # this checkout
     PYTHONPATH=/tmp/before python bench/prepare_phases.py --pairs 3000000   # another checkout
@@ -24,14 +24,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from transformer import prepare
 from transformer.config import load_config
-from transformer.data import open_corpus
-from transformer.pairs import CHUNK_PAIRS
-from transformer.tokenizer import reservoir_sample, train_tokenizers
+from transformer.data import prepare
+from transformer.data.loading import open_corpus
+from transformer.data.pairs import CHUNK_PAIRS
+from transformer.tokenization.tokenizer import reservoir_sample, train_tokenizers
 
 try:  # the code after the change trains byte-level BPE from counted words
-    from transformer.bpe_trainer import train_tokenizers_by_counts as train
+    from transformer.tokenization.bpe_trainer import train_tokenizers_by_counts as train
 except ImportError:
     train = train_tokenizers
 

@@ -34,10 +34,10 @@ from transformer.checkpoint import (
     step_checkpoints,
 )
 from transformer.config import load_config
-from transformer.data import load_corpus
+from transformer.data.loading import load_corpus
+from transformer.inference.translator import Translator
 from transformer.metrics import TranslationScores, score_translations
 from transformer.model import count_parameters
-from transformer.translator import Translator
 
 
 @dataclass

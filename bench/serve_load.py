@@ -37,7 +37,7 @@ import httpx
 import torch
 
 from transformer.checkpoint import load_model
-from transformer.translator import Translator
+from transformer.inference.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent
 

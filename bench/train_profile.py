@@ -16,7 +16,7 @@ import torch
 from peers import recipe_model_and_batches
 from torch.profiler import ProfilerActivity, profile
 
-from transformer.batching import Batch
+from transformer.data.batching import Batch
 from transformer.training.precision import step_loss_sum
 from transformer.training.start import make_optimizer
 

@@ -73,12 +73,12 @@ import torch
 from peers import add_size_and_data_arguments, marian_model, prepare_corpus, project_model
 from torch import Tensor, nn
 
-from transformer.batching import TokenBatchSampler, collate_batch
-from transformer.data import EncodedSplit
+from transformer.data.batching import TokenBatchSampler, collate_batch
+from transformer.data.loading import EncodedSplit
 from transformer.device import keep_freed_cpu_memory
 from transformer.model import PositionalEncoding, Transformer
 from transformer.packing import row_multiple
-from transformer.tokenizer import PAD_ID
+from transformer.tokenization.tokenizer import PAD_ID
 from transformer.training.loss import batch_loss_sum, token_loss_sum
 
 IMPLEMENTATIONS = ("project", "project+rows64", "project+compile", "marian", "torch")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from transformer.config import ModelConfig
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from transformer.tokenization.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 PAD, BOS, EOS = PAD_ID, BOS_ID, EOS_ID  # short names for the tests, from their one home
 
@@ -77,7 +77,7 @@ def tiny_multilingual_checkpoint(
     from transformer.checkpoint import save_checkpoint
     from transformer.config import Config, DataConfig, TokenizerConfig, config_to_dict
     from transformer.model import build_transformer
-    from transformer.tokenizer import train_tokenizers
+    from transformer.tokenization.tokenizer import train_tokenizers
 
     source = (NUMBERS / "train.en").read_text(encoding="utf-8").splitlines()
     target = (NUMBERS / "train.de").read_text(encoding="utf-8").splitlines()

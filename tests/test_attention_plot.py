@@ -8,16 +8,16 @@ import pytest
 import torch
 from helpers import tiny_model_config
 
-from transformer.attention_plot import (
+from transformer.config import TokenizerConfig
+from transformer.inference.attention_plot import (
     TITLE,
     attention_figure,
     last_layer_cross_attention,
     token_labels,
     write_attention_pngs,
 )
-from transformer.config import TokenizerConfig
 from transformer.model import build_transformer
-from transformer.tokenizer import train_tokenizers
+from transformer.tokenization.tokenizer import train_tokenizers
 
 TEXTS = ["Ich sehe vier Vögel .", "Der Zug fährt in neun Minuten ab ."] * 20
 

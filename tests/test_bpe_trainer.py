@@ -6,10 +6,10 @@ import pytest
 from tokenizers import pre_tokenizers
 
 from tests.test_word_encoder import NASTY, ORDINARY
-from transformer import bpe_trainer
-from transformer.bpe_trainer import train_tokenizers_by_counts
 from transformer.config import TokenizerConfig
-from transformer.tokenizer import train_tokenizers
+from transformer.tokenization import bpe_trainer
+from transformer.tokenization.bpe_trainer import train_tokenizers_by_counts
+from transformer.tokenization.tokenizer import train_tokenizers
 
 SOURCE = ORDINARY * 20 + NASTY * 2
 TARGET = ORDINARY[::-1] * 20 + NASTY[::-1] * 2

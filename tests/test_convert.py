@@ -18,10 +18,10 @@ spm = pytest.importorskip("sentencepiece")
 
 from transformer.checkpoint import load_model  # noqa: E402
 from transformer.config import DecodeConfig, load_config  # noqa: E402
-from transformer.convert import ConversionError, convert_hf, convert_npz, main  # noqa: E402
-from transformer.decoding import translate_ids  # noqa: E402
-from transformer.tokenizer import EOS_ID, PAD_ID  # noqa: E402
-from transformer.translator import Translator  # noqa: E402
+from transformer.inference.decoding import translate_ids  # noqa: E402
+from transformer.inference.translator import Translator  # noqa: E402
+from transformer.marian.convert import ConversionError, convert_hf, convert_npz, main  # noqa: E402
+from transformer.tokenization.tokenizer import EOS_ID, PAD_ID  # noqa: E402
 
 NUMBERS = Path(__file__).parent / "data" / "numbers"
 # The fake OPUS-MT model is a multi-target one (its vocabulary has >>de<< and >>fr<<): like every
@@ -230,7 +230,7 @@ def test_teacher_forced_logits_match(converted: Converted) -> None:
 
 
 def loaded_rows(converted: Converted) -> list[int]:
-    from transformer.marian_hf import read_hf_model
+    from transformer.marian.hf import read_hf_model
 
     marian, _ = read_hf_model(converted.directory)
     return marian.target_vocabulary.our_rows
@@ -311,7 +311,7 @@ def test_translate_py_and_ctranslate2_export_agree_with_hf(
     assert cli == expected
 
     ctranslate2 = pytest.importorskip("ctranslate2")
-    from transformer.export import export_ctranslate2
+    from transformer.inference.export import export_ctranslate2
 
     exported = export_ctranslate2(converted.checkpoint, tmp_path / "ct2")
     engine = ctranslate2.Translator(str(exported), device="cpu")
@@ -474,7 +474,7 @@ def test_unsupported_models_are_refused_in_one_line(
     assert not (tmp_path / "out.pt").exists()
     assert main(["marian", str(tmp_path / "missing" / "dir"), str(tmp_path / "out.pt")]) == 2
     with pytest.raises(ConversionError, match="right-to-left"):
-        from transformer.marian_npz import check_npz_options
+        from transformer.marian.npz import check_npz_options
 
         check_npz_options({"type": "transformer", "right-left": True})
 

@@ -15,12 +15,12 @@ import pytest
 import torch
 from datasets.exceptions import DatasetNotFoundError
 
-from transformer import data
-from transformer.batching import Batch, TokenBatchSampler, collate_batch, make_loader
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig
-from transformer.data import DataError, ParallelText, encode_split, load_corpus
-from transformer.prepare import prepare_data
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizers
+from transformer.data import loading as data
+from transformer.data.batching import Batch, TokenBatchSampler, collate_batch, make_loader
+from transformer.data.loading import DataError, ParallelText, encode_split, load_corpus
+from transformer.data.prepare import prepare_data
+from transformer.tokenization.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_tokenizers
 
 EN = ["A dog runs.", "Two cats sleep.", "A man\u2028reads.", "", "Children play outside."]
 DE = ["Ein Hund rennt.", "Zwei Katzen schlafen.", "Ein Mann liest.", "", "Kinder spielen draußen."]

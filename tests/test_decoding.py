@@ -12,9 +12,9 @@ from helpers import BOS, EOS, PAD, tiny_model_config
 from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
-import transformer.decoding as decoding
+import transformer.inference.decoding as decoding
 from transformer.config import DecodeConfig, ModelConfig
-from transformer.decoding import (
+from transformer.inference.decoding import (
     BEAM_DEFAULTS,
     Hypothesis,
     SearchSettings,
@@ -27,8 +27,8 @@ from transformer.decoding import (
     sample_search,
     translate_ids,
 )
+from transformer.inference.next_token import EnsembleScorer, ModelScorer
 from transformer.model import Transformer, build_transformer
-from transformer.next_token import EnsembleScorer, ModelScorer
 
 VOCAB = 20  # ids 4..19 are ordinary tokens
 

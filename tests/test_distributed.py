@@ -25,10 +25,10 @@ from test_train import TINY
 
 import train
 import translate
-from transformer.batching import TokenBatchSampler
 from transformer.checkpoint import load_model
 from transformer.config import load_config
-from transformer.prepare import prepare_data
+from transformer.data.batching import TokenBatchSampler
+from transformer.data.prepare import prepare_data
 from transformer.training import loop, start
 from transformer.training.validation import validate
 

@@ -12,7 +12,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 import transformer
 from transformer.checkpoint import load_model
-from transformer.tokenizer import BOS_ID, PAD_ID
+from transformer.tokenization.tokenizer import BOS_ID, PAD_ID
 
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT / "tools"))
@@ -53,7 +53,7 @@ def test_every_module_is_on_both_maps() -> None:
         top = module.parts[0] + "/" if len(module.parts) > 1 else module.name
         assert top in package_map, f"transformer/__init__.py does not list {top}"
         assert f" {module.name} " in layout, f"README.md's Layout does not list {module}"
-    for folder in ("training", "serving"):
+    for folder in ("data", "tokenization", "inference", "marian", "training", "serving"):
         listed = (ROOT / "transformer" / folder / "__init__.py").read_text(encoding="utf-8")
         for module in MODULES:
             if module.parts[0] == folder:

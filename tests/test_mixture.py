@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 import torch
 
-from transformer.batching import TokenBatchSampler
-from transformer.mixture import EpochMixture, stream_shares, whole_counts
+from transformer.data.batching import TokenBatchSampler
+from transformer.data.mixture import EpochMixture, stream_shares, whole_counts
 
 
 def streams_of(sizes: list[int]) -> torch.Tensor:

@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from tests.helpers import tiny_model_config
-from transformer.batching import make_loader
 from transformer.config import DataConfig, SourceConfig, SplitsConfig, TokenizerConfig
-from transformer.corpora import open_corpora
-from transformer.data import DataError
+from transformer.data.batching import make_loader
+from transformer.data.corpora import open_corpora
+from transformer.data.loading import DataError
+from transformer.data.prepare import PreparedData, fingerprint, prepare_data
 from transformer.model import build_transformer
-from transformer.prepare import PreparedData, fingerprint, prepare_data
-from transformer.tokenizer import language_tag
+from transformer.tokenization.tokenizer import language_tag
 from transformer.training.validation import Directions, validate
 
 ROOT = Path(__file__).parent.parent
@@ -93,7 +93,7 @@ def test_mixed_batches_carry_each_sentences_own_tag(corpus: Path, tmp_path: Path
     config = data_config(str(corpus), pairs=["en-de", "en-fr"], pair_temperature=3.0)
     prepared = prepare(config, tmp_path / "cache")
     tags = prepared.tokenizers.language_tags
-    from transformer.batching import TokenBatchSampler
+    from transformer.data.batching import TokenBatchSampler
 
     train = prepared.splits["train"]
     sampler = TokenBatchSampler(

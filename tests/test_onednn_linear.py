@@ -12,10 +12,10 @@ from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
 from transformer.checkpoint import load_model
-from transformer.decoding import beam_search, greedy_search
+from transformer.inference.decoding import beam_search, greedy_search
+from transformer.inference.onednn_linear import PackedLinear, pack_linear_layers, packing_works
+from transformer.inference.translator import Translator
 from transformer.model import build_transformer
-from transformer.onednn_linear import PackedLinear, pack_linear_layers, packing_works
-from transformer.translator import Translator
 
 needs_packing = pytest.mark.skipif(not packing_works(), reason="this torch build cannot pack")
 
@@ -89,6 +89,6 @@ def test_no_packing_where_it_cannot_work(monkeypatch: pytest.MonkeyPatch) -> Non
     torch.manual_seed(0)
     model = build_transformer(tiny_model_config()).eval()
     assert pack_linear_layers(model.double()) is model
-    monkeypatch.setattr("transformer.onednn_linear.packing_works", lambda: False)
+    monkeypatch.setattr("transformer.inference.onednn_linear.packing_works", lambda: False)
     model = model.float()
     assert pack_linear_layers(model) is model

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 import train
-from transformer import prepare
-from transformer.batching import TokenBatchSampler
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig, load_config
-from transformer.data import DataError, PairFilter, ParallelText, encode_split, load_corpus
-from transformer.prepare import PreparedData, cache_root, prepare_data
-from transformer.tokenizer import EOS_ID, reservoir_sample, train_tokenizers
+from transformer.data import prepare
+from transformer.data.batching import TokenBatchSampler
+from transformer.data.loading import DataError, PairFilter, ParallelText, encode_split, load_corpus
+from transformer.data.prepare import PreparedData, cache_root, prepare_data
+from transformer.tokenization.tokenizer import EOS_ID, reservoir_sample, train_tokenizers
 
 ROOT = Path(__file__).parent.parent
 WORDS = "the a dog cat runs sleeps big small red green house tree man woman child".split()
@@ -201,7 +201,7 @@ def test_a_full_disk_is_one_message_and_leaves_nothing(
 KILLED_PREPARATION = """
 import os, signal, sys
 from pathlib import Path
-from transformer import prepare
+from transformer.data import prepare
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig
 
 prepare.CHUNK_PAIRS = 6

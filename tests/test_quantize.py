@@ -14,14 +14,14 @@ from torch.nn.utils.rnn import pad_sequence
 
 import translate
 from transformer.checkpoint import load_model
-from transformer.decoding import beam_search, greedy_search
-from transformer.model import build_transformer
-from transformer.quantize import (
+from transformer.inference.decoding import beam_search, greedy_search
+from transformer.inference.quantize import (
     QuantizationError,
     check_quantization,
     quantize_model,
 )
-from transformer.translator import Translator
+from transformer.inference.translator import Translator
+from transformer.model import build_transformer
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from transformer.batching import TokenBatchSampler, make_loader
-from transformer.data import EncodedSplit
+from transformer.data.batching import TokenBatchSampler, make_loader
+from transformer.data.loading import EncodedSplit
 
 MAX_TOKENS = 200
 

@@ -27,8 +27,8 @@ from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear  # no
 import serve  # noqa: E402
 import translate  # noqa: E402
 from transformer.checkpoint import LoadedModel, load_model  # noqa: E402
+from transformer.inference.translator import Translator  # noqa: E402
 from transformer.serving.app import ServeSettings, create_app  # noqa: E402
-from transformer.translator import Translator  # noqa: E402
 
 NUMBERS = Path(__file__).parent / "data" / "numbers"
 SENTENCES = (NUMBERS / "test.en").read_text(encoding="utf-8").splitlines()[:16]
@@ -332,7 +332,7 @@ def test_cli_builds_the_app_on_localhost(
 def test_cli_serves_an_int8_model(
     checkpoint: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    from transformer import translator as translator_module
+    from transformer.inference import translator as translator_module
 
     calls, quantized = [], []
     monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(app))

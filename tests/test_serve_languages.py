@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient  # noqa: E402
 from helpers import tiny_multilingual_checkpoint  # noqa: E402
 
 from transformer.checkpoint import LoadedModel, load_model  # noqa: E402
+from transformer.inference.translator import Translator  # noqa: E402
 from transformer.serving.app import ServeSettings, create_app  # noqa: E402
-from transformer.translator import Translator  # noqa: E402
 
 SENTENCES = ["seven", "two hundred and one", ""]
 

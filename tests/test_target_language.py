@@ -11,12 +11,12 @@ import pytest
 import torch
 from helpers import NUMBERS, tiny_multilingual_checkpoint
 
-import transformer.translator
+import transformer.inference.translator
 import translate
 from transformer.checkpoint import load_model
 from transformer.config import Config, DataConfig, TokenizerConfig
-from transformer.tokenizer import LanguageError, train_tokenizers
-from transformer.translator import Translator, describe_languages, target_languages
+from transformer.inference.translator import Translator, describe_languages, target_languages
+from transformer.tokenization.tokenizer import LanguageError, train_tokenizers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -35,13 +35,13 @@ def bilingual(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def sources_seen(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
     """The source ids every search of the test was given (the translator's translate_ids, spied)."""
     seen: list[list[int]] = []
-    real = transformer.translator.translate_ids
+    real = transformer.inference.translator.translate_ids
 
     def spy(models: list, sources: list[torch.Tensor], *args: object, **kwargs: object) -> list:
         seen.extend(source.tolist() for source in sources)
         return real(models, sources, *args, **kwargs)
 
-    monkeypatch.setattr(transformer.translator, "translate_ids", spy)
+    monkeypatch.setattr(transformer.inference.translator, "translate_ids", spy)
     return seen
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models
 
 from transformer.config import ConfigError, TokenizerConfig, load_config
-from transformer.tokenizer import (
+from transformer.tokenization.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,

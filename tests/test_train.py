@@ -16,7 +16,7 @@ import train
 from transformer import device
 from transformer.checkpoint import load_model
 from transformer.config import load_config
-from transformer.data import EncodedSplit
+from transformer.data.loading import EncodedSplit
 from transformer.model import build_transformer
 from transformer.training import loop, precision
 from transformer.training.loss import token_loss_sum

@@ -205,7 +205,7 @@ def test_ensemble_of_different_tokenizers_is_refused(
 ) -> None:
     import torch
 
-    from transformer.tokenizer import TokenizerPair
+    from transformer.tokenization.tokenizer import TokenizerPair
 
     best = run_dir / "checkpoints" / "best.pt"
     payload = torch.load(best, weights_only=True)

@@ -23,7 +23,7 @@ import translate
 from transformer.checkpoint import LoadedModel, load_model, save_checkpoint
 from transformer.config import Config, TokenizerConfig, config_to_dict
 from transformer.model import build_transformer
-from transformer.tokenizer import PAD_ID, train_tokenizers
+from transformer.tokenization.tokenizer import PAD_ID, train_tokenizers
 
 NUMBERS = Path(__file__).parent / "data" / "numbers"
 

@@ -7,10 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tokenizers import AddedToken, Tokenizer
 
-from transformer import word_encoder
 from transformer.config import TokenizerConfig
-from transformer.tokenizer import TokenizerPair, _encode, train_tokenizers
-from transformer.word_encoder import WordEncoder, encode_by_words
+from transformer.tokenization import word_encoder
+from transformer.tokenization.tokenizer import TokenizerPair, _encode, train_tokenizers
+from transformer.tokenization.word_encoder import WordEncoder, encode_by_words
 
 ORDINARY = [
     "A man in a blue shirt is standing on a ladder.",

@@ -25,7 +25,7 @@ import torch
 from transformer.cli import USER_ERROR
 from transformer.config import Config, ConfigError, config_from_dict
 from transformer.model import Transformer, build_transformer
-from transformer.tokenizer import TokenizerPair
+from transformer.tokenization.tokenizer import TokenizerPair
 
 FORMAT_VERSION = 1
 STEP_CHECKPOINT = re.compile(r"^step_(\d+)\.pt$")

@@ -293,8 +293,8 @@ class MultiHeadAttentionBlock(nn.Module):
         (..., D) -> (..., D) or (..., 2D).
 
         A float in_proj is sliced, so only those rows are multiplied. An int8 or a packed weight
-        cannot be sliced, so a quantized model (transformer/quantize.py) or a packed one
-        (transformer/onednn_linear.py) carries each part as a module of its own in
+        cannot be sliced, so a quantized model (transformer/inference/quantize.py) or a packed one
+        (transformer/inference/onednn_linear.py) carries each part as a module of its own in
         `in_proj_parts`."""
         if part in self.in_proj_parts:
             return self.in_proj_parts[part](x)

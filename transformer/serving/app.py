@@ -36,11 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, Stric
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from transformer.checkpoint import LoadedModel
+from transformer.inference.translator import Translation, Translator, choose_beam, tag_sentences
 from transformer.serving.batcher import BatcherStopped, DynamicBatcher, RequestOptions
 from transformer.serving.body_limit import BodyLimit
 from transformer.serving.page import render_page
-from transformer.tokenizer import LanguageError
-from transformer.translator import Translation, Translator, choose_beam, tag_sentences
+from transformer.tokenization.tokenizer import LanguageError
 
 logger = logging.getLogger(__name__)
 

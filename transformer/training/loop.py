@@ -23,8 +23,8 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from transformer.batching import Batch
 from transformer.config import Config
+from transformer.data.batching import Batch
 from transformer.device import autocast_context
 from transformer.model import count_parameters
 from transformer.training import budget, distributed, run_checkpoint

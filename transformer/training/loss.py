@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from transformer.tokenizer import PAD_ID
+from transformer.tokenization.tokenizer import PAD_ID
 
 ROWS_PER_CHUNK = 128  # 128 x 8,000 float32 logits are 4 MB: each chunk stays in cache across passes
 

@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from transformer.batching import Batch, TokenBatchSampler, make_loader
 from transformer.config import Config
-from transformer.data import EncodedSplit
+from transformer.data.batching import Batch, TokenBatchSampler, make_loader
+from transformer.data.loading import EncodedSplit
 from transformer.device import PrecisionChoice, autocast_context, resolve_precision
 from transformer.model import Transformer
 from transformer.packing import row_multiple

@@ -14,12 +14,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from transformer.batching import Batch, TokenBatchSampler
 from transformer.config import Config
-from transformer.data import EncodedSplit
+from transformer.data.batching import Batch, TokenBatchSampler
+from transformer.data.loading import EncodedSplit
 from transformer.device import PrecisionChoice
 from transformer.model import Transformer
-from transformer.tokenizer import TokenizerPair
+from transformer.tokenization.tokenizer import TokenizerPair
 from transformer.training.budget import TimeBudget
 from transformer.training.divergence import DivergenceGuard
 from transformer.training.loss import StatesFunction

@@ -16,7 +16,6 @@ from typing import IO, Any
 import torch
 from torch import Tensor
 
-from transformer.batching import TokenBatchSampler, make_loader
 from transformer.checkpoint import CheckpointError, load_checkpoint, step_checkpoints
 from transformer.config import (
     Config,
@@ -25,7 +24,9 @@ from transformer.config import (
     config_to_dict,
     save_config,
 )
-from transformer.data import EncodedSplit
+from transformer.data.batching import TokenBatchSampler, make_loader
+from transformer.data.loading import EncodedSplit
+from transformer.data.prepare import PREPARED_DIR, PreparedData, cache_root, prepare_data
 from transformer.device import (
     PrecisionChoice,
     check_precision,
@@ -34,8 +35,7 @@ from transformer.device import (
 )
 from transformer.model import Transformer, build_transformer
 from transformer.packing import row_multiple
-from transformer.prepare import PREPARED_DIR, PreparedData, cache_root, prepare_data
-from transformer.tokenizer import PAD_ID, TokenizerPair
+from transformer.tokenization.tokenizer import PAD_ID, TokenizerPair
 from transformer.training import distributed
 from transformer.training.budget import TimeBudget
 from transformer.training.divergence import DivergenceGuard
@@ -106,7 +106,7 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> tuple[Path
             stale.unlink()  # (safe: we hold the run directory's lock, nobody else writes here)
         return run_dir, load_checkpoint(last)
     # The lock file stays (this process holds it), and so does prepared data: it is named by what
-    # it was made from, so a new run over the same corpus reuses it (python -m transformer.prepare).
+    # it was made from, so a new run over the same corpus reuses it (python -m transformer.data.prepare).
     keep = (LOCK_FILE, PREPARED_DIR)
     contents = [p for p in run_dir.iterdir() if p.name not in keep] if run_dir.is_dir() else []
     if contents and not overwrite:

@@ -1,6 +1,6 @@
 """Validation: loss and perplexity over the whole validation set, then real decoding of every
 validation sentence scored with sacreBLEU, sample translations and labelled cross-attention heatmaps
-(transformer.attention_plot).
+(transformer.inference.attention_plot).
 
 Under torchrun every rank takes a share of the batches and the results are combined (the loss
 summed, the translations gathered in order), so the scores equal a single process's.
@@ -19,15 +19,19 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from transformer.attention_plot import attention_figure, last_layer_cross_attention, token_labels
-from transformer.batching import TokenBatchSampler, make_loader
 from transformer.config import Config
-from transformer.data import EncodedSplit
-from transformer.decoding import translate_ids
+from transformer.data.batching import TokenBatchSampler, make_loader
+from transformer.data.loading import EncodedSplit
+from transformer.inference.attention_plot import (
+    attention_figure,
+    last_layer_cross_attention,
+    token_labels,
+)
+from transformer.inference.decoding import translate_ids
+from transformer.inference.onednn_linear import pack_linear_layers
 from transformer.metrics import TranslationScores, perplexity, score_translations
 from transformer.model import Transformer
-from transformer.onednn_linear import pack_linear_layers
-from transformer.tokenizer import TokenizerPair
+from transformer.tokenization.tokenizer import TokenizerPair
 from transformer.training import distributed
 from transformer.training.loss import batch_loss_sum
 

@@ -56,9 +56,9 @@ from torch.nn.utils.rnn import pad_sequence
 from tqdm import tqdm
 
 from transformer.config import DecodeConfig
+from transformer.inference.next_token import Scorer, SearchRules, make_scorer
 from transformer.model import Transformer
-from transformer.next_token import Scorer, SearchRules, make_scorer
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from transformer.tokenization.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 Models = Transformer | Sequence[Transformer]  # one model, or an ensemble
 

@@ -14,10 +14,15 @@ import torch
 
 from transformer.checkpoint import CheckpointError, LoadedModel
 from transformer.config import Config, DecodeConfig
-from transformer.decoding import translate_ids
-from transformer.onednn_linear import pack_linear_layers
-from transformer.quantize import quantize_model
-from transformer.tokenizer import LanguageError, TokenizerPair, language_tag, split_language_tag
+from transformer.inference.decoding import translate_ids
+from transformer.inference.onednn_linear import pack_linear_layers
+from transformer.inference.quantize import quantize_model
+from transformer.tokenization.tokenizer import (
+    LanguageError,
+    TokenizerPair,
+    language_tag,
+    split_language_tag,
+)
 
 
 @dataclass
@@ -95,8 +100,8 @@ class Translator:
         names: Sequence[str] | None = None,
     ) -> None:
         """quantize="int8" translates with dynamically quantized copies of the models (CPU only;
-        see transformer/quantize.py); None keeps the checkpoints' float weights (on a CPU, in
-        float32, packed for oneDNN: transformer/onednn_linear.py). `names` (e.g. the
+        see transformer/inference/quantize.py); None keeps the checkpoints' float weights (on a CPU, in
+        float32, packed for oneDNN: transformer/inference/onednn_linear.py). `names` (e.g. the
         file names) say which checkpoints cannot be ensembled, if any."""
         members = [loaded] if isinstance(loaded, LoadedModel) else list(loaded)
         check_ensemble(members, names or [f"checkpoint {i + 1}" for i in range(len(members))])

@@ -45,7 +45,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from transformer.config import DataConfig
-from transformer.pairs import (
+from transformer.data.pairs import (
     ArrowSource,
     DataError,
     PairSource,
@@ -56,7 +56,7 @@ from transformer.pairs import (
     WithoutPairs,
     iter_lines,
 )
-from transformer.tokenizer import TokenizerPair
+from transformer.tokenization.tokenizer import TokenizerPair
 
 ROLES = ("train", "validation", "test")  # keys of every corpus dict; data.splits maps them to names
 HUB_TIMEOUT_SECONDS = 5.0  # how long the one reachability check of the hub waits

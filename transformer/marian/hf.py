@@ -1,5 +1,5 @@
 """Reading a Hugging Face `MarianMTModel` (a hub name or a `save_pretrained` directory) for
-`transformer.convert`: config.json checked, the weights through transformers, the vocabularies."""
+`transformer.marian.convert`: config.json checked, the weights through transformers, the vocabularies."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from transformer.marian_tokenizer import ConversionError, read_vocabulary, refuse_unless
-from transformer.marian_weights import MarianModel
+from transformer.marian.tokenizer import ConversionError, read_vocabulary, refuse_unless
+from transformer.marian.weights import MarianModel
 
 HF_ACTIVATIONS = {"swish": "swish", "silu": "swish", "relu": "relu", "gelu": "gelu"}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -18,7 +18,7 @@ def _hub_snapshot(name: str) -> Path:
     """The files of a hub model in the huggingface_hub cache (downloaded if need be)."""
     from huggingface_hub import constants, snapshot_download
 
-    from transformer.data import hub_unreachable
+    from transformer.data.loading import hub_unreachable
 
     offline = bool(constants.HF_HUB_OFFLINE)
     if not offline and (problem := hub_unreachable(constants.ENDPOINT)):

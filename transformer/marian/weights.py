@@ -1,6 +1,6 @@
 """A Marian model's weights, under Hugging Face's `MarianMTModel` names, as this project's model.
 
-`transformer/convert.py` reads a model (a Hugging Face directory or a native Marian .npz) into a
+`transformer/marian/convert.py` reads a model (a Hugging Face directory or a native Marian .npz) into a
 `MarianModel`; `marian_state_dict` maps it onto `transformer.model.Transformer`. The two
 architectures are the same post-norm encoder-decoder (embeddings x sqrt(D) + sinusoids, then
 attention -> dropout -> add -> LayerNorm and feed-forward -> dropout -> add -> LayerNorm); what
@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from transformer.config import ModelConfig
-from transformer.marian_tokenizer import ConversionError, MarianVocabulary
-from transformer.tokenizer import BOS_ID
+from transformer.marian.tokenizer import ConversionError, MarianVocabulary
+from transformer.tokenization.tokenizer import BOS_ID
 
 BOS_LOGIT_OFFSET = 100.0  # our <s>'s output logit sits this far below <pad>'s (see below)
 

@@ -23,14 +23,14 @@ import numpy as np
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from transformer.config import TokenizerConfig
-from transformer.tokenizer import (
+from transformer.tokenization.tokenizer import (
     SPECIAL_TOKENS,
     UNK,
     TokenizerPair,
     _empty_tokenizer,
     train_tokenizers,
 )
-from transformer.word_encoder import BOUNDARY, SEPARATOR, is_plain_word
+from transformer.tokenization.word_encoder import BOUNDARY, SEPARATOR, is_plain_word
 
 BATCH_TEXTS = 20_000  # sentences split at a time
 REPEATS = 50_000  # a pre-token is fed to the trainer at most this many times per string

@@ -22,9 +22,9 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from transformer.data import EncodedSplit
-from transformer.mixture import EpochMixture
-from transformer.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from transformer.data.loading import EncodedSplit
+from transformer.data.mixture import EpochMixture
+from transformer.tokenization.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 class TokenBatchSampler(Sampler[list[int]]):

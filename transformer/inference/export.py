@@ -1,8 +1,8 @@
 """Export a checkpoint to a deployment engine: CTranslate2 (https://opennmt.net/CTranslate2).
 
     pip install -e ".[export]"
-    python -m transformer.export ctranslate2 runs/multi30k_en_de/checkpoints/best.pt exported/
-    python -m transformer.export ctranslate2 best.pt exported_int8/ --quantization int8
+    python -m transformer.inference.export ctranslate2 runs/multi30k_en_de/checkpoints/best.pt exported/
+    python -m transformer.inference.export ctranslate2 best.pt exported_int8/ --quantization int8
 
 The output directory holds what CTranslate2 loads (model.bin, config.json, the vocabularies) and
 this project's tokenizer files (tokenizer.json, or source.json and target.json), so a user needs
@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from transformer.checkpoint import CheckpointError, load_model
 from transformer.cli import USER_ERROR
 from transformer.model import DecoderBlock, EncoderBlock, MultiHeadAttentionBlock, Transformer
-from transformer.tokenizer import BOS, EOS, UNK, TokenizerPair
+from transformer.tokenization.tokenizer import BOS, EOS, UNK, TokenizerPair
 
 ENGINES = ("ctranslate2",)
 # CTranslate2's weight types (its converters' --quantization); "float32" keeps the weights as trained.
@@ -249,7 +249,7 @@ def write_ctranslate2(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m transformer.export",
+        prog="python -m transformer.inference.export",
         description="Export a checkpoint to a deployment engine.",
     )
     engines = parser.add_subparsers(dest="engine", required=True, metavar="ENGINE")

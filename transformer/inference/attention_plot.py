@@ -24,9 +24,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from tokenizers import Tokenizer, decoders
 
-from transformer.batching import collate_batch
+from transformer.data.batching import collate_batch
 from transformer.model import Transformer
-from transformer.tokenizer import EOS, TokenizerPair
+from transformer.tokenization.tokenizer import EOS, TokenizerPair
 
 TITLE = "Cross-attention: last decoder layer, heads averaged"
 INCHES_PER_TOKEN = 0.32  # room for one row or column of the heatmap, labels included

@@ -1,6 +1,6 @@
 """The training split encoded once into files on disk, reused by every run, resume and rank.
 
-    python -m transformer.prepare --config configs/multi30k_en_de.yaml [key=value ...]
+    python -m transformer.data.prepare --config configs/multi30k_en_de.yaml [key=value ...]
 
     prepared = prepare_data(config.data, config.model.max_positions, cache_root(config))
     prepared.splits["train"]  # an EncodedSplit read from disk: 8 bytes of RAM per pair (lengths)
@@ -58,7 +58,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from transformer.bpe_trainer import train_tokenizers_by_counts
 from transformer.checkpoint import CheckpointError, load_checkpoint
 from transformer.cli import USER_ERROR
 from transformer.config import (
@@ -69,11 +68,12 @@ from transformer.config import (
     load_config,
     parse_pair,
 )
-from transformer.corpora import Corpora, TrainingStream, open_corpora
-from transformer.data import DataError, EncodedSplit, PairFilter, ParallelText, encode_split
-from transformer.mixture import EpochMixture
-from transformer.pairs import CHUNK_PAIRS
-from transformer.tokenizer import (
+from transformer.data.corpora import Corpora, TrainingStream, open_corpora
+from transformer.data.loading import DataError, EncodedSplit, PairFilter, ParallelText, encode_split
+from transformer.data.mixture import EpochMixture
+from transformer.data.pairs import CHUNK_PAIRS
+from transformer.tokenization.bpe_trainer import train_tokenizers_by_counts
+from transformer.tokenization.tokenizer import (
     SAMPLE_SEED,
     LanguageError,
     TokenizerPair,
@@ -549,7 +549,7 @@ def _progress(chunks: Iterator[Chunk], total: int | None, what: str) -> Iterator
             bar.update(len(item[1] if isinstance(item, tuple) else item))
 
 
-# --- python -m transformer.prepare ------------------------------------------------------------------
+# --- python -m transformer.data.prepare ------------------------------------------------------------------
 
 
 def _starting_tokenizers(config: Config) -> tuple[TokenizerPair | None, bool]:

@@ -51,7 +51,7 @@ from tokenizers import (
 )
 
 from transformer.config import TokenizerConfig
-from transformer.word_encoder import encode_by_words
+from transformer.tokenization.word_encoder import encode_by_words
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_TOKENS = (PAD, UNK, BOS, EOS)  # trained in this order, so their ids are 0, 1, 2, 3
@@ -384,7 +384,7 @@ def _check_special_tokens(tokenizer: Tokenizer, side: str) -> None:
         if found != expected:
             raise ValueError(
                 f"the {side} tokenizer maps {token} to id {found}, expected {expected}; "
-                "it was not built by transformer.tokenizer.train_tokenizers"
+                "it was not built by transformer.tokenization.tokenizer.train_tokenizers"
             )
 
 

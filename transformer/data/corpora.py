@@ -24,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from transformer.config import DataConfig, parse_pair
-from transformer.data import Corpus, open_corpus
-from transformer.pairs import DataError, PairSource, ParallelText
+from transformer.data.loading import Corpus, open_corpus
+from transformer.data.pairs import DataError, PairSource, ParallelText
 
 
 @dataclass

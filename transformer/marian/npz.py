@@ -1,6 +1,6 @@
-"""Reading a native Marian model (.npz with its `special:model.yml`) for `transformer.convert`:
+"""Reading a native Marian model (.npz with its `special:model.yml`) for `transformer.marian.convert`:
 the options checked, the parameters renamed to Hugging Face's `MarianMTModel` names, so that both
-paths share one mapping onto this model (`transformer.marian_weights`)."""
+paths share one mapping onto this model (`transformer.marian.weights`)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import numpy as np
 import torch
 import yaml
 
-from transformer.marian_tokenizer import (
+from transformer.marian.tokenizer import (
     ConversionError,
     MarianVocabulary,
     read_tokens,
     refuse_unless,
 )
-from transformer.marian_weights import MarianModel
+from transformer.marian.weights import MarianModel
 
 # Marian's "gelu" is x * sigmoid(1.702 x), not this model's exact GELU: refused.
 NPZ_ACTIVATIONS = {"swish": "swish", "relu": "relu"}

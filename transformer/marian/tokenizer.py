@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from transformer.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, UNK
+from transformer.tokenization.tokenizer import BOS, EOS, PAD, SPECIAL_TOKENS, UNK
 
 # Far below any real piece's log-probability (spm scores are > -100 in practice): a vocabulary
 # entry that this side's spm does not have is chosen only where nothing else covers the text.
@@ -48,7 +48,7 @@ UNKNOWN_PENALTY = (
 
 class ConversionError(ValueError):
     """A model (or its vocabulary or SentencePiece model) that cannot be read or converted
-    faithfully; the message says what to do. python -m transformer.convert exits 2 with it."""
+    faithfully; the message says what to do. python -m transformer.marian.convert exits 2 with it."""
 
 
 def refuse_unless(condition: bool, message: str) -> None:

@@ -1,9 +1,9 @@
 """Import pretrained OPUS-MT / Marian translation models as checkpoints of this project.
 
     pip install -e ".[convert]"
-    python -m transformer.convert marian Helsinki-NLP/opus-mt-en-de opus-mt-en-de.pt
-    python -m transformer.convert marian path/to/save_pretrained_dir opus-mt-en-de.pt
-    python -m transformer.convert marian-npz model.npz opus-mt.pt --vocab opus.vocab.yml \\
+    python -m transformer.marian.convert marian Helsinki-NLP/opus-mt-en-de opus-mt-en-de.pt
+    python -m transformer.marian.convert marian path/to/save_pretrained_dir opus-mt-en-de.pt
+    python -m transformer.marian.convert marian-npz model.npz opus-mt.pt --vocab opus.vocab.yml \\
         --spm source.spm target.spm
 
 The output is an ordinary checkpoint (config, tokenizers as JSON, weights; step 0): translate.py,
@@ -29,12 +29,12 @@ from typing import Any
 from transformer.checkpoint import CheckpointError, save_checkpoint
 from transformer.cli import USER_ERROR
 from transformer.config import Config, DataConfig, TokenizerConfig, config_to_dict
-from transformer.marian_hf import model_directory, read_hf_model
-from transformer.marian_npz import read_npz_model
-from transformer.marian_tokenizer import ConversionError, marian_tokenizer
-from transformer.marian_weights import MarianModel, marian_state_dict
+from transformer.marian.hf import model_directory, read_hf_model
+from transformer.marian.npz import read_npz_model
+from transformer.marian.tokenizer import ConversionError, marian_tokenizer
+from transformer.marian.weights import MarianModel, marian_state_dict
 from transformer.model import build_transformer
-from transformer.tokenizer import TokenizerPair
+from transformer.tokenization.tokenizer import TokenizerPair
 
 __all__ = ["ConversionError", "convert_hf", "convert_npz", "converted_checkpoint", "main"]
 
@@ -83,7 +83,7 @@ def converted_checkpoint(
 
 
 def convert_hf(source: str, output: str | Path) -> dict[str, Any]:
-    """`python -m transformer.convert marian SOURCE OUT.pt`."""
+    """`python -m transformer.marian.convert marian SOURCE OUT.pt`."""
     directory = model_directory(source)
     marian, tokenizer_config = read_hf_model(directory)
     payload = converted_checkpoint(
@@ -105,7 +105,7 @@ def convert_npz(
     spm: list[str],
     max_positions: int = 512,
 ) -> dict[str, Any]:
-    """`python -m transformer.convert marian-npz MODEL.npz OUT.pt --vocab ... --spm ...`."""
+    """`python -m transformer.marian.convert marian-npz MODEL.npz OUT.pt --vocab ... --spm ...`."""
     marian = read_npz_model(Path(npz), [Path(v) for v in vocab], max_positions)
     payload = converted_checkpoint(marian, Path(spm[0]), Path(spm[-1]), origin=str(npz))
     save_checkpoint(payload, output)
@@ -114,7 +114,7 @@ def convert_npz(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m transformer.convert",
+        prog="python -m transformer.marian.convert",
         description="Import a pretrained OPUS-MT / Marian model as a checkpoint of this project.",
     )
     kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
