@@ -7,7 +7,7 @@
 The corpus: each pair is 1-3 Multi30k training captions joined with a space, en and de joined the same
 way (seeded; written once to --work as train.{en,de}.gz, with the first 100 pairs of Multi30k val and
 test as val/test). For each size it reports:
-- prep: `python -m transformer.data.prepare` wall time, pairs/s (training pairs read / wall time) and peak
+- prep: `transformer prepare` wall time, pairs/s (training pairs read / wall time) and peak
   RSS (the kernel's maxrss of that process), and the prepared directory's size on disk;
 - cold / warm start: wall time from launching `train.py` to the end of its first optimiser step with
   no prepared data (it prepares) and with it (it maps it);
@@ -15,7 +15,7 @@ test as val/test). For each size it reports:
   for each rank of `torchrun --nproc-per-node 2` (1 thread each).
 The data settings are configs/multi30k_en_de.yaml's (joint BPE 8k, max_length 100) with 1,024-token
 batches; the model is a small one (SMALL_MODEL) so that 50 steps take seconds: its memory is the
-same at every size, so differences between rows are the data's. Code without transformer/data/prepare.py (before the change) prepares
+same at every size, so differences between rows are the data's. Code without a prepare step (before it was written) prepares
 nothing ahead: its prep columns are empty and every start is a cold start.
 """
 
@@ -191,7 +191,9 @@ def run_probe(out: str, argv: list[str]) -> None:
 def measure_size(args: argparse.Namespace, pairs: int) -> dict[str, object]:
     work, code = Path(args.work), Path(args.code)
     corpus = make_corpus(Path(args.data).resolve(), pairs, work / f"corpus-{pairs}", args.seed)
-    has_prepare = (code / "transformer" / "prepare.py").is_file()
+    has_prepare = any(
+        (code / "transformer" / p).is_file() for p in ("prepare.py", "data/prepare.py")
+    )
     tag = "after" if has_prepare else "before"
     cache = work / f"cache-{tag}-{pairs}" if has_prepare else None
     run_dir, logs = work / f"run-{tag}-{pairs}", work / "logs"
@@ -199,7 +201,9 @@ def measure_size(args: argparse.Namespace, pairs: int) -> dict[str, object]:
     row: dict[str, object] = {"pairs": pairs, "code": tag}
     if cache is not None:
         shutil.rmtree(cache, ignore_errors=True)
-        command = [sys.executable, "-m", "transformer.data.prepare"]
+        command = [sys.executable, "-m", "transformer", "prepare"]
+        if not (code / "transformer" / "commands").is_dir():  # a checkout before the commands
+            command = [sys.executable, "-m", "transformer.prepare"]
         command += train_args(corpus, run_dir, cache, 0)
         wall, cpu, peak, status = run_measured(command, code, logs / f"prepare-{tag}-{pairs}.log")
         meta = json.loads(next(cache.glob("train-*/meta.json")).read_text()) if not status else {}

@@ -1,4 +1,4 @@
-"""Where `python -m transformer.data.prepare` spends its time: the three phases timed one by one.
+"""Where `transformer prepare` spends its time: the three phases timed one by one.
 
     python bench/prepare_phases.py --pairs 3000000                # this checkout
     PYTHONPATH=/tmp/before python bench/prepare_phases.py --pairs 3000000   # another checkout

@@ -3,7 +3,7 @@ import -> translate -> fine-tune path where the hub cannot be reached.
 
     pip install -e ".[convert]"
     python bench/random_opus_mt.py --data ../shared/data/multi30k --out runs/random-opus-mt-en-de
-    python -m transformer.marian.convert marian runs/random-opus-mt-en-de runs/random-opus-mt-en-de.pt
+    transformer convert marian runs/random-opus-mt-en-de runs/random-opus-mt-en-de.pt
     python train.py --config configs/finetune_multi30k.yaml \\
         train.init_from=runs/random-opus-mt-en-de.pt train.lr=1e-3 train.max_steps=300 \\
         data.dataset=../shared/data/multi30k data.splits.validation=val \\

@@ -9,7 +9,7 @@ with beam search, each in a fresh process, and the wall time of each command is 
 for: interpreter start, imports, loading the model, tokenizing, decoding, writing the output.
 - project fp32 / int8: `python translate.py -c CKPT -i SRC -o OUT --beam K [--quantize int8]`;
 - ctranslate2 float32 / int8: this script's `ct2-translate` command on the checkpoint exported with
-  `python -m transformer.inference.export ctranslate2` (exported once beforehand, not timed), loaded with
+  `transformer export ctranslate2` (exported once beforehand, not timed), loaded with
   compute_type float32 or int8, tokenized with the exported tokenizer.json.
 The work is kept the same: the same beams, the same length-penalty exponent (the checkpoint's;
 CTranslate2 divides by length ** alpha where the project uses GNMT's ((5 + length) / 6) ** alpha),

@@ -30,7 +30,7 @@ def tiny_model_config(**changes: object) -> ModelConfig:
     return dataclasses.replace(config, **changes)
 
 
-NUMBERS = Path(__file__).parent / "data" / "numbers"
+NUMBERS = Path(__file__).parent.parent / "configs" / "data" / "numbers"
 _trained_checkpoints: dict[int, Path] = {}
 
 

@@ -8,6 +8,7 @@ import typing
 from pathlib import Path
 
 from transformer import config
+from transformer.commands import config as config_command
 from transformer.config import Config, config_markdown
 
 README = Path(__file__).parent.parent / "README.md"
@@ -32,7 +33,7 @@ def test_readme_table_matches_the_dataclasses() -> None:
     assert match, "README.md lost its <!-- config-table --> markers"
     assert match.group(1) == config_markdown(), (
         "README.md's config table is stale: paste the output of "
-        "`python -m transformer.config --markdown` between the markers"
+        "`transformer config --markdown` between the markers"
     )
 
 
@@ -51,5 +52,5 @@ def test_every_key_has_a_row_with_its_default_and_a_meaning() -> None:
 
 
 def test_markdown_command_prints_the_table(capsys) -> None:
-    assert config.main(["--markdown"]) == 0
+    assert config_command.main(["--markdown"]) == 0
     assert capsys.readouterr().out == config_markdown()

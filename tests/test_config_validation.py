@@ -17,7 +17,7 @@ from transformer.config import Config, ConfigError, load_config
 from transformer.training.schedule import learning_rate_factor
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
-NUMBERS = str(Path(__file__).parent / "data" / "numbers")
+NUMBERS = str(Path(__file__).parent.parent / "configs" / "data" / "numbers")
 # Quick if a value were wrongly accepted: one step of a small model (the case's override comes last).
 ONE_STEP = [f"data.dataset={NUMBERS}", "train.device=cpu", "train.max_steps=1", "model.d_model=32"]
 

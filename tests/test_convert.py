@@ -17,13 +17,14 @@ transformers = pytest.importorskip("transformers")
 spm = pytest.importorskip("sentencepiece")
 
 from transformer.checkpoint import load_model  # noqa: E402
+from transformer.commands.convert import main  # noqa: E402
 from transformer.config import DecodeConfig, load_config  # noqa: E402
 from transformer.inference.decoding import translate_ids  # noqa: E402
 from transformer.inference.translator import Translator  # noqa: E402
-from transformer.marian.convert import ConversionError, convert_hf, convert_npz, main  # noqa: E402
+from transformer.marian.convert import ConversionError, convert_hf, convert_npz  # noqa: E402
 from transformer.tokenization.tokenizer import EOS_ID, PAD_ID  # noqa: E402
 
-NUMBERS = Path(__file__).parent / "data" / "numbers"
+NUMBERS = Path(__file__).parent.parent / "configs" / "data" / "numbers"
 # The fake OPUS-MT model is a multi-target one (its vocabulary has >>de<< and >>fr<<): like every
 # model with language tags, it is told the target language at the start of each source.
 SENTENCES = [

@@ -17,9 +17,10 @@ from helpers import (
 from torch.nn.utils.rnn import pad_sequence
 
 from transformer.checkpoint import load_model
+from transformer.commands.export import main
 from transformer.config import TokenizerConfig
 from transformer.inference.decoding import SearchSettings, greedy_search, max_output_lengths
-from transformer.inference.export import export_ctranslate2, main, write_ctranslate2
+from transformer.inference.export import export_ctranslate2, write_ctranslate2
 from transformer.model import build_transformer
 from transformer.tokenization.tokenizer import BOS_ID, EOS_ID, TokenizerPair, train_tokenizers
 

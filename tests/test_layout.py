@@ -53,7 +53,15 @@ def test_every_module_is_on_both_maps() -> None:
         top = module.parts[0] + "/" if len(module.parts) > 1 else module.name
         assert top in package_map, f"transformer/__init__.py does not list {top}"
         assert f" {module.name} " in layout, f"README.md's Layout does not list {module}"
-    for folder in ("data", "tokenization", "inference", "marian", "training", "serving"):
+    for folder in (
+        "commands",
+        "data",
+        "tokenization",
+        "inference",
+        "marian",
+        "training",
+        "serving",
+    ):
         listed = (ROOT / "transformer" / folder / "__init__.py").read_text(encoding="utf-8")
         for module in MODULES:
             if module.parts[0] == folder:

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import train
+from transformer.commands import prepare as prepare_command
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig, load_config
 from transformer.data import prepare
 from transformer.data.batching import TokenBatchSampler
@@ -254,10 +255,13 @@ def test_prepare_command_prints_the_cache_and_train_uses_it(tmp_path: Path, caps
     argv = ["--config", str(ROOT / "configs" / "tiny.yaml"), f"data.dataset={corpus}"]
     argv += ["data.splits.validation=val", "data.splits.test=test", "data.tokenizer.vocab_size=300"]
     argv += [f"data.cache_dir={tmp_path / 'shared'}"]
-    assert prepare.main(argv) == 0
+    assert prepare_command.main(argv) == 0
     out = capsys.readouterr().out
-    assert str(tmp_path / "shared" / "train-") in out and "MB); train.py" in out
-    assert prepare.main([*argv, "data.dataset=nowhere/at/all"]) == 2
+    assert (
+        str(tmp_path / "shared" / "train-") in out
+        and "MB); transformer train with this config" in out
+    )
+    assert prepare_command.main([*argv, "data.dataset=nowhere/at/all"]) == 2
     assert "no such file or directory" in capsys.readouterr().err
 
 

@@ -30,7 +30,7 @@ from transformer.checkpoint import LoadedModel, load_model  # noqa: E402
 from transformer.inference.translator import Translator  # noqa: E402
 from transformer.serving.app import ServeSettings, create_app  # noqa: E402
 
-NUMBERS = Path(__file__).parent / "data" / "numbers"
+NUMBERS = Path(__file__).parent.parent / "configs" / "data" / "numbers"
 SENTENCES = (NUMBERS / "test.en").read_text(encoding="utf-8").splitlines()[:16]
 
 

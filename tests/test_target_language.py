@@ -12,8 +12,8 @@ import torch
 from helpers import NUMBERS, tiny_multilingual_checkpoint
 
 import transformer.inference.translator
-import translate
 from transformer.checkpoint import load_model
+from transformer.commands import translate
 from transformer.config import Config, DataConfig, TokenizerConfig
 from transformer.inference.translator import Translator, describe_languages, target_languages
 from transformer.tokenization.tokenizer import LanguageError, train_tokenizers

@@ -23,7 +23,7 @@ from transformer.training.loss import token_loss_sum
 from transformer.training.schedule import learning_rate_factor
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
-NUMBERS = str(Path(__file__).parent / "data" / "numbers")
+NUMBERS = str(Path(__file__).parent.parent / "configs" / "data" / "numbers")
 # Smaller and shorter than configs/tiny.yaml so every test runs in seconds.
 FAST = [
     f"data.dataset={NUMBERS}",
@@ -51,7 +51,9 @@ def test_train_writes_checkpoints_tensorboard_and_validates_everything(tmp_path:
 
     assert result.state.step == 12
     assert result.last_validation is not None
-    assert result.last_validation.scores.n_sentences == 60  # every line of tests/data/numbers/val.*
+    assert (
+        result.last_validation.scores.n_sentences == 60
+    )  # every line of configs/data/numbers/val.*
     assert len(result.state.history) == 3
     assert math.isfinite(result.last_validation.loss)
 

@@ -11,10 +11,10 @@ import pytest
 
 import train
 import translate
-from transformer import checkpoint
+from transformer.commands import average as average_command
 
 TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
-NUMBERS = Path(__file__).parent / "data" / "numbers"
+NUMBERS = Path(__file__).parent.parent / "configs" / "data" / "numbers"
 
 
 @pytest.fixture(scope="module")
@@ -146,24 +146,23 @@ def test_averaged_checkpoint_translates(
 ) -> None:
     averaged = tmp_path / "avg.pt"
     directory = str(run_dir / "checkpoints")
-    assert checkpoint.main(["average", directory, "--last", "3", "-o", str(averaged)]) == 0
+    assert average_command.main([directory, "--last", "3", "-o", str(averaged)]) == 0
     assert "averaged 3 checkpoints" in capsys.readouterr().out
     assert translate.main(["-c", str(averaged), "thirty-three"]) == 0
     assert capsys.readouterr().out.strip()
-    assert checkpoint.main(["average", directory, "--last", "9", "-o", str(averaged)]) == 2
+    assert average_command.main([directory, "--last", "9", "-o", str(averaged)]) == 2
     assert "holds 3" in capsys.readouterr().err
 
 
-def test_checkpoint_command_explains_its_options(capsys: pytest.CaptureFixture) -> None:
-    for argv in (["--help"], ["average", "--help"]):
-        with pytest.raises(SystemExit) as exit_info:
-            checkpoint.main(argv)
-        assert exit_info.value.code == 0
+def test_average_command_explains_its_options(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        average_command.main(["--help"])
+    assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    assert "average the weights of a run's last N step checkpoints" in out
+    assert "Average the weights of the last N step_*.pt checkpoints" in out
     assert "--last N" in out and "--output OUT.pt" in out and "not for --resume" in out
     with pytest.raises(SystemExit) as exit_info:
-        checkpoint.main(["average", "runs/x/checkpoints", "--last", "0", "-o", "avg.pt"])
+        average_command.main(["runs/x/checkpoints", "--last", "0", "-o", "avg.pt"])
     assert exit_info.value.code == 2
     assert "--last must be at least 1" in capsys.readouterr().err
 

@@ -19,13 +19,13 @@ from helpers import tiny_model_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import translate
 from transformer.checkpoint import LoadedModel, load_model, save_checkpoint
+from transformer.commands import translate
 from transformer.config import Config, TokenizerConfig, config_to_dict
 from transformer.model import build_transformer
 from transformer.tokenization.tokenizer import PAD_ID, train_tokenizers
 
-NUMBERS = Path(__file__).parent / "data" / "numbers"
+NUMBERS = Path(__file__).parent.parent / "configs" / "data" / "numbers"
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

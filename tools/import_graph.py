@@ -41,6 +41,8 @@ def module_name(path: Path) -> str:
 
 def layer(module: str) -> str:
     first = module.split(".")[0]
+    if module == "__main__":  # python -m transformer: the command line's front door
+        return "commands"
     return first if first in FOLDERS else "core"
 
 

@@ -6,6 +6,7 @@ commands/ -> training/, serving/ -> inference/, marian/ -> data/ -> the core wit
 (tools/import_graph.py --check and tests/test_layout.py hold it).
 
     config.py          one object per run: model, data, training and decoding settings; YAML
+    recipes.py         the recipes that come with the package, found by name (--config tiny)
     tokenization/      subword tokenizers trained on the training split, and their fast encoders
     data/              corpora from the hub or local files, several corpora and their mixture,
                        preparation into memory-mapped files, the token-budget batch sampler
@@ -18,7 +19,8 @@ commands/ -> training/, serving/ -> inference/, marian/ -> data/ -> the core wit
     inference/         search (greedy, sampling, beam; KV cache), the translator, int8 and packed
                        linear layers, CTranslate2 export, attention heatmaps
     marian/            import of pretrained OPUS-MT / Marian models
-    cli.py             what the command lines share: exit codes, decoding options, input checks
+    commands/          the command lines: `transformer train|translate|serve|...` (see commands/)
+    __main__.py        python -m transformer <subcommand>
     training/          the loop and what only training needs (see training/__init__.py)
     serving/           the HTTP app and what only the server needs (see serving/__init__.py)
 """

@@ -4,17 +4,14 @@ A checkpoint is a file a user can hand to someone else. It carries the resolved 
 tokenizers' JSON next to the weights, so `translate.py` needs nothing else, and it holds only
 tensors and plain Python values, so it loads with `torch.load(weights_only=True)` (no pickled code).
 
-    python -m transformer.checkpoint average runs/x/checkpoints --last 5 -o runs/x/avg.pt
-    python -m transformer.checkpoint --help            # the commands and their options
+    transformer average runs/x/checkpoints --last 5 -o runs/x/avg.pt   # commands/average.py
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import pickle
 import re
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,6 @@ from typing import Any
 
 import torch
 
-from transformer.cli import USER_ERROR
 from transformer.config import Config, ConfigError, config_from_dict
 from transformer.model import Transformer, build_transformer
 from transformer.tokenization.tokenizer import TokenizerPair
@@ -203,69 +199,3 @@ def average_checkpoints(paths: list[Path]) -> dict[str, Any]:
         "step": newest.get("step", 0),
         "averaged_from": [str(path) for path in paths],
     }
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m transformer.checkpoint",
-        description="Work with the checkpoints that train.py writes (runs/<name>/checkpoints/).",
-        epilog="example: python -m transformer.checkpoint average runs/tiny/checkpoints --last 2 "
-        "-o runs/tiny/averaged.pt",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    average = commands.add_parser(
-        "average",
-        help="average the weights of a run's last N step checkpoints into one file to translate with",
-        description="Average the weights of the last N step_*.pt checkpoints of a run. The result "
-        "keeps the newest checkpoint's config and tokenizers and drops the optimiser state: it is "
-        "for translate.py, not for --resume. Compare it with best.pt on validation data "
-        "(bench/quality.py does) before relying on it.",
-    )
-    average.add_argument(
-        "directory", help="a run's checkpoints directory, e.g. runs/tiny/checkpoints"
-    )
-    average.add_argument(
-        "--last",
-        type=int,
-        default=5,
-        metavar="N",
-        help="how many of the most recent step checkpoints (default 5; a run keeps "
-        "train.keep_checkpoints of them)",
-    )
-    average.add_argument(
-        "-o", "--output", required=True, metavar="OUT.pt", help="where to write the average"
-    )
-    args = parser.parse_args(argv)
-    if args.last < 1:
-        average.error("--last must be at least 1")
-    return args
-
-
-def _average_command(args: argparse.Namespace) -> int:
-    directory = Path(args.directory)
-    if not directory.is_dir():
-        raise CheckpointError(f"{str(directory)!r} is not a directory of checkpoints")
-    paths = step_checkpoints(directory)[-args.last :]
-    if len(paths) < args.last:
-        raise CheckpointError(
-            f"asked for the last {args.last} checkpoints but {str(directory)!r} holds "
-            f"{len(paths)} step_N.pt files; raise train.keep_checkpoints or lower --last"
-        )
-    save_checkpoint(average_checkpoints(paths), args.output)
-    print(
-        f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) -> {args.output}"
-    )
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        return _average_command(args)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USER_ERROR
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,13 +5,12 @@ checkpoint, so a model can always be rebuilt from the checkpoint alone.
 
     config = load_config("configs/tiny.yaml", ["train.lr=3e-4", "data.max_tokens=2048"])
 
-The comment after each field is its documentation: `python -m transformer.config --markdown` turns
+The comment after each field is its documentation: `transformer config --markdown` turns
 the dataclasses into the README's table of every key (a test keeps the two equal).
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
 import dataclasses
 import difflib
@@ -19,7 +18,6 @@ import inspect
 import io
 import math
 import re
-import sys
 import tokenize
 import types
 import typing
@@ -29,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from transformer.cli import USER_ERROR
+from transformer.recipes import find_recipe, recipe_names
 
 
 class ConfigError(ValueError):
@@ -560,19 +558,48 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a YAML recipe (or start from defaults), apply overrides, type-check and validate."""
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = find_recipe(path)
         if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} not found; the recipes are in configs/")
+            names = ", ".join(recipe_names()) or "none installed"
+            raise ConfigError(
+                f"config {str(path)!r} not found: it is neither a file nor the name of an "
+                f"installed recipe ({names})"
+            )
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as error:
             raise ConfigError(
                 f"config file {str(path)!r} is not valid YAML: {_one_line(error)}"
             ) from None
+        if isinstance(values, dict):
+            _paths_next_to_recipe(values, path.parent)
     values = apply_overrides(_lists_for_tuples(values), overrides or [])
     config = config_from_dict(values)
     config.validate()
     return config
+
+
+def _paths_next_to_recipe(values: dict[str, Any], folder: Path) -> None:
+    """A relative data.dataset (or corpus entry) that is not found from the working directory but
+    is found next to the recipe file becomes that path, so that a recipe can ship its own data."""
+
+    def resolved(dataset: Any) -> Any:
+        if not isinstance(dataset, str) or not dataset or Path(dataset).is_absolute():
+            return dataset
+        beside = folder / dataset
+        return str(beside) if not Path(dataset).exists() and beside.exists() else dataset
+
+    data = values.get("data")
+    if not isinstance(data, dict) or "dataset" not in data:
+        return
+    dataset = data["dataset"]
+    if isinstance(dataset, list):
+        for entry in dataset:
+            if isinstance(entry, dict) and "dataset" in entry:
+                entry["dataset"] = resolved(entry["dataset"])
+        data["dataset"] = [resolved(entry) for entry in dataset]
+    else:
+        data["dataset"] = resolved(dataset)
 
 
 def save_config(config: Config, path: str | Path) -> None:
@@ -643,23 +670,3 @@ def _yaml_value(value: Any) -> str:
     """How the value is written in a YAML recipe or an override (true, null, [0.9, 0.98], '')."""
     text = yaml.safe_dump(_lists_for_tuples(value), default_flow_style=True)
     return text.removesuffix("\n").removesuffix("\n...").strip()
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m transformer.config",
-        description="Document the configuration keys that YAML recipes and overrides may set.",
-    )
-    parser.add_argument(
-        "--markdown", action="store_true", help="print the table of every key (README's Configs)"
-    )
-    args = parser.parse_args(argv)
-    if not args.markdown:
-        parser.print_help()
-        return USER_ERROR
-    print(config_markdown(), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """The training split encoded once into files on disk, reused by every run, resume and rank.
 
-    python -m transformer.data.prepare --config configs/multi30k_en_de.yaml [key=value ...]
+    transformer prepare --config multi30k_en_de [key=value ...]
 
     prepared = prepare_data(config.data, config.model.max_positions, cache_root(config))
     prepared.splits["train"]  # an EncodedSplit read from disk: 8 bytes of RAM per pair (lengths)
@@ -41,7 +41,6 @@ match their meta.json (a truncated .ids file) is prepared again with a message.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -58,14 +57,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from transformer.checkpoint import CheckpointError, load_checkpoint
-from transformer.cli import USER_ERROR
+from transformer.checkpoint import load_checkpoint
 from transformer.config import (
     Config,
-    ConfigError,
     DataConfig,
     config_from_dict,
-    load_config,
     parse_pair,
 )
 from transformer.data.corpora import Corpora, TrainingStream, open_corpora
@@ -549,10 +545,10 @@ def _progress(chunks: Iterator[Chunk], total: int | None, what: str) -> Iterator
             bar.update(len(item[1] if isinstance(item, tuple) else item))
 
 
-# --- python -m transformer.data.prepare ------------------------------------------------------------------
+# --- what `transformer prepare` starts from -----------------------------------------------------
 
 
-def _starting_tokenizers(config: Config) -> tuple[TokenizerPair | None, bool]:
+def starting_tokenizers(config: Config) -> tuple[TokenizerPair | None, bool]:
     """What train.py will encode with: with train.init_from, the checkpoint's tokenizers and its
     model.source_eos; else new tokenizers and this config's source_eos."""
     if not config.train.init_from:
@@ -560,31 +556,3 @@ def _starting_tokenizers(config: Config) -> tuple[TokenizerPair | None, bool]:
     checkpoint = load_checkpoint(config.train.init_from)
     source_eos = config_from_dict(checkpoint["config"]).model.source_eos
     return TokenizerPair.from_json(checkpoint["tokenizers"]), source_eos
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Prepare the training data of a config ahead of training (e.g. on a CPU machine before a GPU
-    job); train.py with the same config (and run_dir or data.cache_dir) then reads it."""
-    parser = argparse.ArgumentParser(
-        description="Encode a config's training split once into files that train.py reads.",
-        epilog="Overrides use dotted keys, e.g. data.dataset=wmt14 data.subset=de-en",
-    )
-    parser.add_argument("--config", required=True, help="a YAML recipe, e.g. configs/tiny.yaml")
-    parser.add_argument("overrides", nargs="*", help="section.key=value settings")
-    args = parser.parse_args(argv)
-    try:
-        config = load_config(args.config, args.overrides)
-        tokenizers, source_eos = _starting_tokenizers(config)
-        prepared = prepare_data(
-            config.data, config.model.max_positions, cache_root(config), tokenizers, source_eos
-        )
-    except (CheckpointError, ConfigError, DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USER_ERROR
-    size = sum(p.stat().st_size for p in prepared.directory.rglob("*") if p.is_file())
-    print(f"{prepared.directory} ({size / 1e6:.1f} MB); train.py with this config reads it")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
 """Export a checkpoint to a deployment engine: CTranslate2 (https://opennmt.net/CTranslate2).
 
     pip install -e ".[export]"
-    python -m transformer.inference.export ctranslate2 runs/multi30k_en_de/checkpoints/best.pt exported/
-    python -m transformer.inference.export ctranslate2 best.pt exported_int8/ --quantization int8
+    transformer export ctranslate2 runs/multi30k_en_de/checkpoints/best.pt exported/
+    transformer export ctranslate2 best.pt exported_int8/ --quantization int8
 
 The output directory holds what CTranslate2 loads (model.bin, config.json, the vocabularies) and
 this project's tokenizer files (tokenizer.json, or source.json and target.json), so a user needs
@@ -31,17 +31,14 @@ The model is described to CTranslate2 through its own Transformer specification
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from transformer.checkpoint import CheckpointError, load_model
-from transformer.cli import USER_ERROR
+from transformer.checkpoint import load_model
 from transformer.model import DecoderBlock, EncoderBlock, MultiHeadAttentionBlock, Transformer
 from transformer.tokenization.tokenizer import BOS, EOS, UNK, TokenizerPair
 
@@ -245,35 +242,3 @@ def write_ctranslate2(
     output_dir.mkdir(parents=True)
     spec.save(str(output_dir))
     tokenizers.save(output_dir)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m transformer.inference.export",
-        description="Export a checkpoint to a deployment engine.",
-    )
-    engines = parser.add_subparsers(dest="engine", required=True, metavar="ENGINE")
-    ct2 = engines.add_parser("ctranslate2", help="a CTranslate2 model directory")
-    ct2.add_argument("checkpoint", help="a .pt file written by train.py")
-    ct2.add_argument("output_dir", help="the directory to write (created)")
-    ct2.add_argument(
-        "--quantization",
-        default="float32",
-        choices=CTRANSLATE2_QUANTIZATIONS,
-        help="weight type of the exported model (default float32: as trained)",
-    )
-    ct2.add_argument("--force", action="store_true", help="replace a non-empty output_dir")
-    args = parser.parse_args(argv)
-    try:
-        output_dir = export_ctranslate2(
-            args.checkpoint, args.output_dir, args.quantization, args.force
-        )
-    except (CheckpointError, ExportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USER_ERROR
-    print(f"exported {args.checkpoint} to {output_dir} (CTranslate2, {args.quantization})")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,10 +1,7 @@
 """Import pretrained OPUS-MT / Marian translation models as checkpoints of this project.
 
-    pip install -e ".[convert]"
-    python -m transformer.marian.convert marian Helsinki-NLP/opus-mt-en-de opus-mt-en-de.pt
-    python -m transformer.marian.convert marian path/to/save_pretrained_dir opus-mt-en-de.pt
-    python -m transformer.marian.convert marian-npz model.npz opus-mt.pt --vocab opus.vocab.yml \\
-        --spm source.spm target.spm
+    pip install "transformer[convert]"      # or, in a clone: pip install -e ".[convert]"
+    transformer convert marian Helsinki-NLP/opus-mt-en-de opus-mt-en-de.pt   # commands/convert.py
 
 The output is an ordinary checkpoint (config, tokenizers as JSON, weights; step 0): translate.py,
 serve.py, `--quantize int8`, the CTranslate2 export, averaging and `train.init_from` take it as
@@ -14,20 +11,17 @@ they take one written by train.py. What is read, and from where:
   (target_vocab.json too for models with separate vocabularies);
 - a native Marian model: the .npz (its weights and its `special:model.yml` options), the
   vocabulary (.yml or .json; one, or source and target) and the two .spm models.
-The readers (`marian_hf.py`, `marian_npz.py`) give the same Hugging Face-named weights to
-`marian_weights.py`, which maps them onto this model, and the vocabularies to
-`marian_tokenizer.py`. What cannot be converted faithfully is refused in one line (exit status 2).
+The readers (`hf.py`, `npz.py`) give the same Hugging Face-named weights to
+`weights.py`, which maps them onto this model, and the vocabularies to
+`tokenizer.py`. What cannot be converted faithfully is refused in one line (exit status 2).
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
-from transformer.checkpoint import CheckpointError, save_checkpoint
-from transformer.cli import USER_ERROR
+from transformer.checkpoint import save_checkpoint
 from transformer.config import Config, DataConfig, TokenizerConfig, config_to_dict
 from transformer.marian.hf import model_directory, read_hf_model
 from transformer.marian.npz import read_npz_model
@@ -36,7 +30,7 @@ from transformer.marian.weights import MarianModel, marian_state_dict
 from transformer.model import build_transformer
 from transformer.tokenization.tokenizer import TokenizerPair
 
-__all__ = ["ConversionError", "convert_hf", "convert_npz", "converted_checkpoint", "main"]
+__all__ = ["ConversionError", "convert_hf", "convert_npz", "converted_checkpoint"]
 
 
 def converted_checkpoint(
@@ -83,7 +77,7 @@ def converted_checkpoint(
 
 
 def convert_hf(source: str, output: str | Path) -> dict[str, Any]:
-    """`python -m transformer.marian.convert marian SOURCE OUT.pt`."""
+    """`transformer convert marian SOURCE OUT.pt`."""
     directory = model_directory(source)
     marian, tokenizer_config = read_hf_model(directory)
     payload = converted_checkpoint(
@@ -105,68 +99,8 @@ def convert_npz(
     spm: list[str],
     max_positions: int = 512,
 ) -> dict[str, Any]:
-    """`python -m transformer.marian.convert marian-npz MODEL.npz OUT.pt --vocab ... --spm ...`."""
+    """`transformer convert marian-npz MODEL.npz OUT.pt --vocab ... --spm ...`."""
     marian = read_npz_model(Path(npz), [Path(v) for v in vocab], max_positions)
     payload = converted_checkpoint(marian, Path(spm[0]), Path(spm[-1]), origin=str(npz))
     save_checkpoint(payload, output)
     return payload
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m transformer.marian.convert",
-        description="Import a pretrained OPUS-MT / Marian model as a checkpoint of this project.",
-    )
-    kinds = parser.add_subparsers(dest="kind", required=True, metavar="KIND")
-    hf = kinds.add_parser("marian", help="a Hugging Face MarianMTModel (hub name or directory)")
-    hf.add_argument(
-        "source", help="e.g. Helsinki-NLP/opus-mt-en-de, or a save_pretrained directory"
-    )
-    hf.add_argument("output", metavar="OUT.pt", help="the checkpoint to write")
-    npz = kinds.add_parser("marian-npz", help="a native Marian model (.npz)")
-    npz.add_argument("npz", metavar="MODEL.npz")
-    npz.add_argument("output", metavar="OUT.pt", help="the checkpoint to write")
-    npz.add_argument(
-        "--vocab",
-        nargs="+",
-        required=True,
-        metavar="VOCAB",
-        help="one shared vocabulary, or source and target (.yml or .json)",
-    )
-    npz.add_argument(
-        "--spm",
-        nargs=2,
-        required=True,
-        metavar=("SOURCE.spm", "TARGET.spm"),
-        help="the SentencePiece models",
-    )
-    npz.add_argument(
-        "--max-positions", type=int, default=512, help="longest sequence (default 512, OPUS-MT's)"
-    )
-    args = parser.parse_args(argv)
-    if args.kind == "marian-npz" and len(args.vocab) > 2:
-        npz.error("--vocab takes one shared vocabulary, or a source and a target one")
-    return args
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        if args.kind == "marian":
-            payload = convert_hf(args.source, args.output)
-        else:
-            payload = convert_npz(args.npz, args.output, args.vocab, args.spm, args.max_positions)
-    except (ConversionError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return USER_ERROR
-    model = payload["config"]["model"]
-    print(
-        f"converted {payload['converted_from']} -> {args.output} (d_model {model['d_model']}, "
-        f"{model['n_encoder_layers']}+{model['n_decoder_layers']} layers, vocabularies "
-        f"{model['src_vocab_size']}/{model['tgt_vocab_size']}, {model['activation']})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -48,7 +48,7 @@ UNKNOWN_PENALTY = (
 
 class ConversionError(ValueError):
     """A model (or its vocabulary or SentencePiece model) that cannot be read or converted
-    faithfully; the message says what to do. python -m transformer.marian.convert exits 2 with it."""
+    faithfully; the message says what to do. `transformer convert` exits 2 with it."""
 
 
 def refuse_unless(condition: bool, message: str) -> None:

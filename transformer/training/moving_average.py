@@ -3,7 +3,7 @@
 The weights after any one step carry that step's noise; an average over the last few hundred steps
 sits nearer the middle of the valley the optimizer is bouncing around in, and usually translates
 better, most of all while the learning rate is still high. Checkpoint averaging
-(`python -m transformer.checkpoint average`) does the same from a handful of saved points; the
+(`transformer average`) does the same from a handful of saved points; the
 moving average does it at every step, during training, so validation, `best.pt` and early stopping
 all see the averaged weights.
 

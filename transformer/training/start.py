@@ -106,7 +106,7 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool) -> tuple[Path
             stale.unlink()  # (safe: we hold the run directory's lock, nobody else writes here)
         return run_dir, load_checkpoint(last)
     # The lock file stays (this process holds it), and so does prepared data: it is named by what
-    # it was made from, so a new run over the same corpus reuses it (python -m transformer.data.prepare).
+    # it was made from, so a new run over the same corpus reuses it (transformer prepare).
     keep = (LOCK_FILE, PREPARED_DIR)
     contents = [p for p in run_dir.iterdir() if p.name not in keep] if run_dir.is_dir() else []
     if contents and not overwrite:

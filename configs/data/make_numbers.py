@@ -1,8 +1,8 @@
-"""Write the tiny English-German corpus in tests/data/numbers/: numbers spelled out in words.
+"""Write the tiny English-German corpus in configs/data/numbers/: numbers spelled out in words.
 
 A real language pair small enough to train on in seconds: the model must learn German's
 reordered tens ("twenty-one" -> "einundzwanzig") and a few sentence frames. Deterministic, so the
-shipped files can be regenerated exactly:  python tests/data/make_numbers.py
+shipped files can be regenerated exactly:  python configs/data/make_numbers.py
 """
 
 from __future__ import annotations

@@ -1,11 +1,13 @@
-"""What the command lines share: the exit codes, the decoding options of translate.py and
-serve.py, and the check that an input path can be read.
+"""What the subcommands share: the exit codes, the options several of them take (a recipe with
+overrides; the decoding options of translate and serve), and the check that an input path can be
+read.
 
-Every CLI of the project (train.py, translate.py, serve.py, `python -m transformer.*`) exits with
-0 on success; USER_ERROR (2, as argparse does) when the input, a file, a checkpoint or a setting
-is wrong, with one line that says what to change; FAILED (1) when the work itself failed (training
-diverged, a torchrun rank was lost) or on a bug (Python's own code for an uncaught exception, with
-its traceback); and 130 after Ctrl-C (train.py saves first).
+Every command of the project (`transformer <subcommand>`, `python -m transformer <subcommand>` and
+the root scripts train.py, translate.py, serve.py) exits with 0 on success; USER_ERROR (2, as
+argparse does) when the input, a file, a checkpoint or a setting is wrong, with one line that says
+what to change; FAILED (1) when the work itself failed (training diverged, a torchrun rank was
+lost) or on a bug (Python's own code for an uncaught exception, with its traceback); and 130 after
+Ctrl-C (train saves first).
 """
 
 from __future__ import annotations
@@ -20,12 +22,23 @@ FAILED = 1  # the work failed (divergence, a lost rank) or a bug (with its trace
 INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """--config and the dotted overrides, as train and prepare take them."""
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="a recipe's name (tiny, multi30k_en_de, ...: `transformer recipes` lists them) or "
+        "the path of a YAML file",
+    )
+    parser.add_argument("overrides", nargs="*", help="section.key=value settings")
+
+
 def add_decoding_arguments(
     parser: argparse.ArgumentParser, quantizations: Sequence[str], for_server: bool = False
 ) -> None:
-    """The options translate.py and serve.py share, under the same names in both. quantizations:
-    what --quantize accepts (quantize.QUANTIZATIONS, passed in so that this module, which
-    config.py imports for the exit codes, imports nothing of the package)."""
+    """The options translate and serve share, under the same names in both. quantizations: what
+    --quantize accepts (quantize.QUANTIZATIONS, passed in so that importing this module stays
+    cheap)."""
     default = "default beam size" if for_server else "beam size"
     parser.add_argument(
         "--beam", type=int, help=f"{default} (1 = greedy); default: the checkpoint's"
