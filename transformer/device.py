@@ -1,9 +1,11 @@
-"""Where and in which precision a run computes: device names, native bf16, autocast."""
+"""Where and in which precision a run computes: device names, native bf16, autocast; and how the
+C library's malloc keeps or returns the CPU memory that tensors free."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -68,16 +70,37 @@ def keep_freed_cpu_memory(device: torch.device) -> bool:
     Decoding repeats itself the same way (translate.py and serve.py call it too): a batched beam-5
     search 548 -> 522-529 ms. Returns whether both settings took (False off the CPU, and off glibc,
     e.g. macOS or musl: nothing changes)."""
-    if device.type != "cpu":
+    libc = glibc()
+    if device.type != "cpu" or libc is None:
         return False
-    name = ctypes.util.find_library("c")
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError, TypeError):
-        return False
-    trim = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-    mmap = mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD)
+    trim = libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
+    mmap = libc.mallopt(_M_MMAP_THRESHOLD, _LARGEST_MMAP_THRESHOLD)
     return trim == 1 and mmap == 1
+
+
+def return_freed_memory() -> None:
+    """Give the memory of freed temporaries back to the operating system (glibc's malloc_trim).
+
+    Sorting millions of pairs makes a few temporary arrays of tens of MB. glibc keeps freed
+    blocks of that size in the process's heap for reuse (its mmap threshold rises to 32 MB after
+    the first such free), so they would stay resident for the whole run: measured on 3M pairs,
+    +170 MB per process after 50 batches, against +21 MB (the epoch's order) with this call.
+    Elsewhere (macOS, musl) it does nothing."""
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
+@functools.cache
+def glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (the one with mallopt and malloc_trim), else None: macOS,
+    musl and Windows keep their own allocators' defaults."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc.mallopt, libc.malloc_trim  # noqa: B018 (glibc only: AttributeError elsewhere)
+    except (OSError, AttributeError, TypeError):
+        return None
+    return libc
 
 
 @dataclass(frozen=True)
