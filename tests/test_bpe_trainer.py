@@ -9,7 +9,7 @@ from tests.test_word_encoder import NASTY, ORDINARY
 from transformer.config import TokenizerConfig
 from transformer.tokenization import bpe_trainer
 from transformer.tokenization.bpe_trainer import train_tokenizers_by_counts
-from transformer.tokenization.tokenizer import train_tokenizers
+from transformer.tokenization.tokenizer import empty_tokenizer, train_tokenizers
 
 SOURCE = ORDINARY * 20 + NASTY * 2
 TARGET = ORDINARY[::-1] * 20 + NASTY[::-1] * 2
@@ -48,7 +48,7 @@ def test_other_kinds_are_trained_on_the_sentences(
 
 def test_counts_are_the_pre_tokens_of_every_sentence() -> None:
     config = TokenizerConfig()
-    reference = bpe_trainer._empty_tokenizer(config)
+    reference = empty_tokenizer(config)
     expected: dict[str, int] = {}
     for text in SOURCE:
         for piece in bpe_trainer._pre_tokens(reference, text):

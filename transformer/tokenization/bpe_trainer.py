@@ -27,7 +27,7 @@ from transformer.tokenization.tokenizer import (
     SPECIAL_TOKENS,
     UNK,
     TokenizerPair,
-    _empty_tokenizer,
+    empty_tokenizer,
     train_tokenizers,
 )
 from transformer.tokenization.word_encoder import BOUNDARY, SEPARATOR, is_plain_word
@@ -52,7 +52,7 @@ def train_tokenizers_by_counts(
 
 def _count(texts: list[str], config: TokenizerConfig) -> Counter[str]:
     """How often each pre-token (byte-level, as the trainer sees it) occurs in `texts`."""
-    reference = _empty_tokenizer(config)  # its normaliser and pre-tokenizer are the trainer's
+    reference = empty_tokenizer(config)  # its normaliser and pre-tokenizer are the trainer's
     table = _WordTable(reference)
     heads = np.zeros(0, dtype=np.int64)  # (R,) how often each word of the table starts a text
     words = np.zeros(0, dtype=np.int64)  # (R,) how often it occurs anywhere (starts included)
@@ -133,7 +133,7 @@ def _train_bpe(counts: Counter[str], config: TokenizerConfig) -> Tokenizer:
         show_progress=False,
     )
     scratch.train_from_iterator(_repeated(counts), trainer)
-    tokenizer = _empty_tokenizer(config)
+    tokenizer = empty_tokenizer(config)
     tokenizer.model = scratch.model
     tokenizer.add_special_tokens(list(SPECIAL_TOKENS))
     return tokenizer

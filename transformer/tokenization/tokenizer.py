@@ -66,7 +66,15 @@ SOURCE_FILE, TARGET_FILE = "source.json", "target.json"  # ... two otherwise
 
 
 class LanguageError(ValueError):
-    """A target language the model cannot translate into, or none given to a multilingual model."""
+    """A target language the model cannot translate into, or none given to a multilingual model.
+    A message about one sentence starts "line N:", N counted from 1 within the batch encoded."""
+
+    def numbered(self, first: int = 1, noun: str = "line") -> str:
+        """The message with its line counted as the caller counts its input: translate's file
+        lines (first = the batch's first line number), or the server's sentences ("sentence 0")."""
+        return re.sub(
+            r"^line (\d+):", lambda match: f"{noun} {first + int(match.group(1)) - 1}:", str(self)
+        )
 
 
 def language_tag(language: str) -> str:
@@ -322,7 +330,7 @@ def _chain(first: list[str], second: list[str]) -> Iterator[str]:
 
 
 def _train_one(texts: Iterator[str], length: int, config: TokenizerConfig) -> Tokenizer:
-    tokenizer = _empty_tokenizer(config)
+    tokenizer = empty_tokenizer(config)
     if config.kind == "bpe":
         trainer = trainers.BpeTrainer(
             vocab_size=config.vocab_size,
@@ -351,7 +359,7 @@ def _train_one(texts: Iterator[str], length: int, config: TokenizerConfig) -> To
     return tokenizer
 
 
-def _empty_tokenizer(config: TokenizerConfig) -> Tokenizer:
+def empty_tokenizer(config: TokenizerConfig) -> Tokenizer:
     """Untrained tokenizer with the normaliser, pre-tokenizer and decoder that make it reversible."""
     steps = [normalizers.NFKC()] + ([normalizers.Lowercase()] if config.lowercase else [])
     if config.kind == "bpe":
