@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -318,15 +317,6 @@ def read_prefixes(args: argparse.Namespace, file_lines: list[str] | None) -> lis
     return prefixes
 
 
-def numbered_from(error: LanguageError, first_line: int) -> str:
-    """The tokenizer numbers lines within the chunk it encodes; say the line of the input."""
-    return re.sub(
-        r"^line (\d+):",
-        lambda match: f"line {first_line + int(match.group(1)) - 1}:",
-        str(error),
-    )
-
-
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
     try:
@@ -365,7 +355,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"error: {error} ({len(hypotheses)} lines before it translated)", file=sys.stderr)
         return USER_ERROR
     except LanguageError as error:
-        print(f"error: {numbered_from(error, len(hypotheses) + 1)}", file=sys.stderr)
+        print(f"error: {error.numbered(first=len(hypotheses) + 1)}", file=sys.stderr)
         return USER_ERROR
     finally:
         if args.output:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -249,7 +248,7 @@ def _check_sentences(
     try:
         encoded = translator.tokenizers.encode_source(sentences, language)
     except LanguageError as error:  # no language for a multilingual model, or an unknown tag
-        raise BadRequest(422, _numbered_from_zero(error)) from None
+        raise BadRequest(422, error.numbered(first=0, noun="sentence")) from None
     token_counts = [len(ids) for ids in encoded]
     for index, count in enumerate(token_counts):
         if count > translator.max_positions:
@@ -259,11 +258,6 @@ def _check_sentences(
                 f"{translator.max_positions}: split it into shorter sentences",
             )
     return token_counts
-
-
-def _numbered_from_zero(error: LanguageError) -> str:
-    """The tokenizer's "line 1: ..." as this API counts a request's sentences ("sentence 0")."""
-    return re.sub(r"^line (\d+):", lambda m: f"sentence {int(m.group(1)) - 1}:", str(error))
 
 
 def _response(
