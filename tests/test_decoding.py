@@ -3,7 +3,9 @@ size 1 equals greedy, and a tiny model trained to copy its input is decoded corr
 
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,12 +25,14 @@ from transformer.inference.decoding import (
     gnmt_penalty,
     greedy_search,
     max_output_lengths,
-    naive_greedy_search,
     sample_search,
     translate_ids,
 )
 from transformer.inference.next_token import EnsembleScorer, ModelScorer
 from transformer.model import Transformer, build_transformer
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "tools"))
+from reference_search import naive_greedy_search  # noqa: E402  (tools/ is not a package)
 
 VOCAB = 20  # ids 4..19 are ordinary tokens
 
