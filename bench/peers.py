@@ -4,6 +4,7 @@ the implementations they compare (this project's model and MarianMTModel), built
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from itertools import islice
 from pathlib import Path
@@ -17,6 +18,9 @@ from transformer.data.prepare import prepare_data
 from transformer.model import Transformer, build_transformer
 from transformer.tokenization.tokenizer import BOS_ID, EOS_ID, PAD_ID, TokenizerPair
 from transformer.training.start import fit_model_to_tokenizers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from random_marian import random_marian  # noqa: E402  (tools/ is not a package)
 
 BENCH_CACHE = Path(tempfile.gettempdir()) / "transformer-bench-prepared"  # reused by later runs
 RECIPE = Path(__file__).parent.parent / "configs" / "multi30k_en_de.yaml"
@@ -96,29 +100,16 @@ def marian_model(
     """Hugging Face MarianMTModel, randomly initialised, with the sizes in `args` (d_model, layers,
     heads, d_ff, max_positions), one shared vocabulary and this project's special-token ids.
     `dropout` also covers the feed-forward hidden layer, as the project's does; no attention dropout."""
-    from transformers import MarianConfig, MarianMTModel  # a bench-only dependency
-
-    config = MarianConfig(
-        vocab_size=vocab_size,
+    return random_marian(
+        vocab_size,
         d_model=args.d_model,
-        encoder_layers=args.layers,
-        decoder_layers=args.layers,
-        encoder_attention_heads=args.heads,
-        decoder_attention_heads=args.heads,
-        encoder_ffn_dim=args.d_ff,
-        decoder_ffn_dim=args.d_ff,
-        max_position_embeddings=args.max_positions,
-        activation_function="relu",
+        layers=args.layers,
+        heads=args.heads,
+        d_ff=args.d_ff,
+        max_positions=args.max_positions,
+        activation="relu",
+        pad_id=PAD_ID,
+        decoder_start_id=BOS_ID,
+        eos_id=EOS_ID,
         dropout=dropout,
-        activation_dropout=dropout,
-        attention_dropout=0.0,
-        scale_embedding=True,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
-        pad_token_id=PAD_ID,
-        decoder_start_token_id=BOS_ID,
-        eos_token_id=EOS_ID,
-        bos_token_id=None,
-        forced_eos_token_id=None,
     )
-    return MarianMTModel(config)

@@ -24,12 +24,15 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 import tempfile
 from pathlib import Path
 
 import sentencepiece
-import torch
 import transformers
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+from random_marian import random_marian  # noqa: E402  (tools/ is not a package)
 
 
 def train_spm(text_file: Path, prefix: Path, vocab_size: int) -> Path:
@@ -97,29 +100,17 @@ def main() -> None:
         )
         tokenizer.save_pretrained(out)
 
-    pad = len(tokens) - 1
-    config = transformers.MarianConfig(
-        vocab_size=len(tokens),
-        decoder_vocab_size=len(tokens),
+    model = random_marian(
+        len(tokens),
         d_model=args.d_model,
-        encoder_layers=args.layers,
-        decoder_layers=args.layers,
-        encoder_attention_heads=args.heads,
-        decoder_attention_heads=args.heads,
-        encoder_ffn_dim=args.d_ff,
-        decoder_ffn_dim=args.d_ff,
-        activation_function="swish",
-        scale_embedding=True,
-        max_position_embeddings=512,
-        pad_token_id=pad,
-        decoder_start_token_id=pad,
-        eos_token_id=0,
-        forced_eos_token_id=0,
-        share_encoder_decoder_embeddings=True,
-        tie_word_embeddings=True,
+        layers=args.layers,
+        heads=args.heads,
+        d_ff=args.d_ff,
+        forced_eos_id=0,
+        dropout=0.1,  # MarianConfig's defaults, which fine-tuning the saved model would use
+        activation_dropout=0.0,
+        seed=args.seed,
     )
-    torch.manual_seed(args.seed)
-    model = transformers.MarianMTModel(config)
     model.save_pretrained(out)
     parameters = sum(p.numel() for p in model.parameters())
     print(

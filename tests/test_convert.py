@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,9 @@ from transformer.inference.decoding import translate_ids  # noqa: E402
 from transformer.inference.translator import Translator  # noqa: E402
 from transformer.marian.convert import ConversionError, convert_hf, convert_npz  # noqa: E402
 from transformer.tokenization.tokenizer import EOS_ID, PAD_ID  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent.parent / "tools"))
+from random_marian import random_marian  # noqa: E402  (tools/ is not a package)
 
 NUMBERS = Path(__file__).parent.parent / "configs" / "data" / "numbers"
 # The fake OPUS-MT model is a multi-target one (its vocabulary has >>de<< and >>fr<<): like every
@@ -114,32 +118,18 @@ def build(tmp: Path, shared: bool) -> Converted:
         target_lang="de",
     )
     tokenizer.save_pretrained(directory)
-    config = transformers.MarianConfig(
-        vocab_size=len(vocab),
-        decoder_vocab_size=len(target_vocab),
+    hf = random_marian(
+        len(vocab),
+        target_vocab_size=None if shared else len(target_vocab),
         d_model=16,
-        encoder_layers=2,
-        decoder_layers=2,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=32,
-        decoder_ffn_dim=32,
-        activation_function="swish",
-        scale_embedding=True,
-        max_position_embeddings=64,
-        pad_token_id=len(vocab) - 1,
-        decoder_start_token_id=len(vocab) - 1,
-        eos_token_id=0,
-        forced_eos_token_id=None,
-        share_encoder_decoder_embeddings=shared,
-        tie_word_embeddings=shared,
-        dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
+        layers=2,
+        heads=2,
+        d_ff=32,
+        max_positions=64,
         init_std=0.4,  # large enough that outputs depend on the source, not only on the bias
-    )
-    torch.manual_seed(0)
-    hf = transformers.MarianMTModel(config).eval()
+        seed=0,
+    ).eval()
+    config = hf.config
     with torch.no_grad():
         for module in hf.modules():
             if isinstance(module, torch.nn.LayerNorm):
