@@ -68,6 +68,15 @@ def test_every_module_is_on_both_maps() -> None:
                 assert f"`{module.name}`" in listed, f"{folder}/__init__.py does not list {module}"
 
 
+def test_the_bench_index_lists_every_script() -> None:
+    """bench/README.md opens with one table row per script, experiments/ included."""
+    readme = (ROOT / "bench" / "README.md").read_text(encoding="utf-8")
+    index = readme[readme.index("| script |") :].split("\n\n", 1)[0]
+    for script in sorted((ROOT / "bench").rglob("*.py")):
+        name = script.relative_to(ROOT / "bench").as_posix()
+        assert f"| `{name}` |" in index, f"bench/README.md's index does not list {name}"
+
+
 def test_readme_shows_the_current_import_picture() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert import_graph.mermaid(import_graph.import_graph()) in readme, (

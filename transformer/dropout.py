@@ -11,13 +11,13 @@ Eight bits per element whenever that moves p (and 1 - p) by at most 2% of itself
 = 0.1016, 0.2 -> 51/256 = 0.1992, 0.3 -> 77/256 = 0.3008: every p from 0.09 to 0.91), else
 sixteen (0.01 -> 655/65536). The random generator is what costs: half the bits made a dropout
 layer's forward and backward 1.3x faster (p 0.1, (2,176, 1,024) bf16: 3.9 -> 3.0 ms; `python
-bench/dropout_speed.py --rows 2176`) and the recipe's training step 6% faster (issue 24,
+bench/experiments/dropout_speed.py --rows 2176`) and the recipe's training step 6% faster (issue 24,
 bench/README.md).
 
 The mask is applied as a multiplication by 0 or 1 in x's own dtype. A bool mask would be smaller,
 but torch's CPU kernels that take one (`masked_fill`, `where`, the bool -> float conversion) are
 not vectorised: on 2,000 x 1,024 bf16 elements the forward and backward took 6.2 ms with
-`masked_fill` and 3.8 ms with the multiplication (`python bench/dropout_speed.py`, 2 cores). The
+`masked_fill` and 3.8 ms with the multiplication (`python bench/experiments/dropout_speed.py`, 2 cores). The
 0/1 mask is built from the random integers with integer arithmetic only (clamp to the two values
 around the threshold, subtract), which is vectorised.
 

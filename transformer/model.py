@@ -70,7 +70,7 @@ def fused_attention(
       training shape measured, (260, 4, 8, 64) to (25, 4, 100, 64), forward + backward took 1.1-
       2.8x less time than the fused kernel's in float32 (whose bf16 backward was slower still), with
       or without attention dropout, which the fused kernel draws one element at a time
-      (`python bench/attention_speed.py --training`).
+      (`python bench/experiments/attention_speed.py --training`).
     - Decoding with a few queries per batch entry (the r beams of a sentence folded onto its
       source): for beam search's cross-attention, (64, 4, 5, 64) queries against 20 source
       positions, the fused kernel took 558 us where the explicit form takes 156: a batched beam-5

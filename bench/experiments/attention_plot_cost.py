@@ -2,7 +2,7 @@
 split timed without a TensorBoard writer (no figures) and with one (train.num_samples figures drawn
 and written), interleaved in one process so that machine load hits both alike.
 
-    python bench/attention_plot_cost.py -c runs/tiny/checkpoints/best.pt --repeats 3
+    python bench/experiments/attention_plot_cost.py -c runs/tiny/checkpoints/best.pt --repeats 3
 
 Uses the checkpoint's own config (data, decoding, train.num_samples). Prints a table; asserts nothing.
 """

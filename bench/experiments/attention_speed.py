@@ -1,8 +1,8 @@
 """Attention at decoding's shapes on a CPU: PyTorch's fused kernel against the explicit form.
 
-    python bench/attention_speed.py
-    python bench/attention_speed.py --sentences 64 --beam 5 --source-length 20 --threads 1
-    python bench/attention_speed.py --training      # forward + backward at training's shapes
+    python bench/experiments/attention_speed.py
+    python bench/experiments/attention_speed.py --sentences 64 --beam 5 --source-length 20 --threads 1
+    python bench/experiments/attention_speed.py --training      # forward + backward at training's shapes
 
 Times `F.scaled_dot_product_attention` and `transformer.model.explicit_attention` (q k^T, softmax,
 @ v) on the queries a batched search makes at every step, random values, d_model 256, 4 heads:

@@ -1,8 +1,8 @@
 """Other forms of the bf16 training step, timed against the project's, interleaved in one process.
 
-    python bench/bf16_forms.py                 # 5 rounds of 8 steps per form, after 40 warm-up steps
-    python bench/bf16_forms.py --rounds 8 --forms autocast bf16-attention
-    python bench/bf16_forms.py --forms autocast no-dropout fp32 fp32-no-dropout   # the ceiling
+    python bench/experiments/bf16_forms.py                 # 5 rounds of 8 steps per form, after 40 warm-up steps
+    python bench/experiments/bf16_forms.py --rounds 8 --forms autocast bf16-attention
+    python bench/experiments/bf16_forms.py --forms autocast no-dropout fp32 fp32-no-dropout   # the ceiling
 
 Forms (the default recipe's model and token batches, the whole step: forward, loss, backward,
 clipping, AdamW):
@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch
-from peers import recipe_model_and_batches
 
 import transformer.model as model_module
 from transformer.config import Config
@@ -39,6 +40,9 @@ from transformer.packing import row_multiple
 from transformer.training.loss import batch_loss_sum
 from transformer.training.precision import step_loss_sum
 from transformer.training.start import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/: peers.py
+from peers import recipe_model_and_batches  # noqa: E402
 
 CPU = torch.device("cpu")
 FLOAT32_ATTENTION = model_module.fused_attention

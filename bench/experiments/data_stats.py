@@ -1,6 +1,6 @@
 """Data pipeline statistics: load, tokenizer training and encoding time, token counts, batch padding.
 
-    python bench/data_stats.py --data ../shared/data/multi30k  # Multi30k en->de on disk
+    python bench/experiments/data_stats.py --data ../shared/data/multi30k  # Multi30k en->de on disk
 
 Padding efficiency counts tokens the way TokenBatchSampler budgets them: real = source tokens +
 target tokens + 1 (BOS/EOS) per pair; padded = B * longest source + B * (longest target + 1) per batch.

@@ -2,9 +2,9 @@
 `marian_decode_speed.py` times (d 256, 3+3 layers, random weights, EOS never chosen, so every
 sentence generates exactly --new-tokens tokens).
 
-    python bench/decode_profile.py                   # greedy, 64 sentences
-    python bench/decode_profile.py --beam 5 --threads 1
-    python bench/decode_profile.py --beam 5 --unpacked   # F.linear (MKL), as before packing
+    python bench/experiments/decode_profile.py                   # greedy, 64 sentences
+    python bench/experiments/decode_profile.py --beam 5 --threads 1
+    python bench/experiments/decode_profile.py --beam 5 --unpacked   # F.linear (MKL), as before packing
 
 Sources are random ids of 8 to 24 tokens (no corpus needed). Prints the time per search, the
 tokens per second, and the profiler's table of operators by their own time. Asserts nothing.
@@ -13,16 +13,20 @@ tokens per second, and the profiler's table of operators by their own time. Asse
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import torch
-from peers import project_model
 from torch.profiler import ProfilerActivity, profile
 
 from transformer.inference.decoding import BEAM_DEFAULTS, SearchSettings, beam_search, greedy_search
 from transformer.inference.onednn_linear import pack_linear_layers
 from transformer.tokenization.tokenizer import EOS_ID, PAD_ID
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/: peers.py
+from peers import project_model  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

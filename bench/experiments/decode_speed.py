@@ -1,7 +1,7 @@
 """Decoding speed and test BLEU of a trained checkpoint: cached greedy and beam search, batched and
 one sentence at a time, against the tutorial's naive full-recompute greedy decoding.
 
-    python bench/decode_speed.py -c runs/multi30k_en_de/checkpoints/best.pt \\
+    python bench/experiments/decode_speed.py -c runs/multi30k_en_de/checkpoints/best.pt \\
         --source ../shared/data/multi30k/test_2016_flickr.en.gz \\
         --reference ../shared/data/multi30k/test_2016_flickr.de.gz --batch1-limit 200
 
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -26,11 +28,13 @@ from transformer.inference.decoding import (
     SearchSettings,
     beam_search,
     greedy_search,
-    naive_greedy_search,
     translate_ids,
 )
 from transformer.metrics import score_translations
 from transformer.model import Transformer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))  # bench/experiments/ -> root
+from reference_search import naive_greedy_search  # noqa: E402  (tools/ is not a package)
 
 
 def read_lines(path: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Forward + backward time of one dropout layer on a CPU: nn.Dropout, a bool mask, the project's.
 
-    python bench/dropout_speed.py
-    python bench/dropout_speed.py --rows 2000 --widths 256 1024 --dtypes bf16 fp32
+    python bench/experiments/dropout_speed.py
+    python bench/experiments/dropout_speed.py --rows 2000 --widths 256 1024 --dtypes bf16 fp32
 
 Four ways to drop the same fraction of a (rows, width) activation, each timed alone and in turn:
 `nn.Dropout` (bernoulli_ per element), 16-bit random integers turned into a bool mask applied with

@@ -1,7 +1,7 @@
 """What the divergence guard costs per training step: interleaved A/B/C in one process.
 
-    python bench/guard_cost.py                        # configs/multi30k_en_de.yaml on Multi30k
-    python bench/guard_cost.py --config configs/tiny.yaml --data configs/data/numbers --splits train val test
+    python bench/experiments/guard_cost.py                        # configs/multi30k_en_de.yaml on Multi30k
+    python bench/experiments/guard_cost.py --config configs/tiny.yaml --data configs/data/numbers --splits train val test
 
 Three copies of the same run (same config, same initialisation, same batches) take turns, a block
 of `--block` optimiser steps each, `--rounds` times:

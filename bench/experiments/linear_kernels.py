@@ -1,8 +1,8 @@
 """Float32 linear layers: `F.linear` (MKL's sgemm) against oneDNN with the weight packed once
 (`transformer.inference.onednn_linear.PackedLinear`, what translate.py, serve.py and validation decode with).
 
-    python bench/linear_kernels.py
-    python bench/linear_kernels.py --threads 1 --d-model 512 --d-ff 2048 --vocab-size 32000
+    python bench/experiments/linear_kernels.py
+    python bench/experiments/linear_kernels.py --threads 1 --d-model 512 --d-ff 2048 --vocab-size 32000
 
 Rows are the shapes of a search step (x (M, in) times each weight of a decoder layer and the
 output projection) for a few M: 1 (greedy, one sentence), 5 (beam 5, one sentence), 64 (greedy,

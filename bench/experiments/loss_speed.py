@@ -1,7 +1,7 @@
 """Forward + backward of the training loss on a step's logits: the project's against its earlier form.
 
-    python bench/loss_speed.py
-    python bench/loss_speed.py --rows 2000 --vocab 8000 12000 --dtypes bf16 fp32
+    python bench/experiments/loss_speed.py
+    python bench/experiments/loss_speed.py --rows 2000 --vocab 8000 12000 --dtypes bf16 fp32
 
 `transformer.training.loss.token_loss_sum` (label-smoothed cross entropy, 128-row chunks, each
 through torch's fused `log_softmax` / `softmax` reading the logits' own dtype) against the form it

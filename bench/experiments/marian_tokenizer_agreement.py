@@ -1,7 +1,7 @@
 """How often a converted checkpoint's tokenizers agree with Hugging Face's `MarianTokenizer`.
 
     pip install -e ".[convert]"
-    python bench/marian_tokenizer_agreement.py --model runs/random-opus-mt-en-de \\
+    python bench/experiments/marian_tokenizer_agreement.py --model runs/random-opus-mt-en-de \\
         -c runs/random-opus-mt-en-de.pt --data ../shared/data/multi30k
 
 For each file (source side: English val / test; target side: German val / test; and, as the hard

@@ -1,7 +1,7 @@
 """Forward+backward time of the Transformer on one fixed batch, in fp32 and with bf16 autocast.
 
-    python bench/model_speed.py                       # the paper's base model, 64 x 20 tokens
-    python bench/model_speed.py --d-model 256 --layers 3 --heads 4 --d-ff 1024
+    python bench/experiments/model_speed.py                       # the paper's base model, 64 x 20 tokens
+    python bench/experiments/model_speed.py --d-model 256 --layers 3 --heads 4 --d-ff 1024
 
 Prints the parameter count and, per precision, the median time of a training step (forward, loss,
 backward) over a few repeats after warm-up, and the target tokens per second that implies.

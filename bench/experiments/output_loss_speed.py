@@ -1,8 +1,8 @@
 """Forward + backward of the output projection and the loss: projected chunk by chunk inside the loss
 (the project's `projected_loss_sum`) against projecting first and taking the loss of the logits.
 
-    python bench/output_loss_speed.py
-    python bench/output_loss_speed.py --rows 2176 --vocab 8000 32000 --dtypes bf16 fp32
+    python bench/experiments/output_loss_speed.py
+    python bench/experiments/output_loss_speed.py --rows 2176 --vocab 8000 32000 --dtypes bf16 fp32
 
 The shapes are those of a training step of the recipe: about 2,000 real target tokens, d_model
 256, a joint vocabulary of 8,000 (32,000 for a larger model's). "logits first" is how the project

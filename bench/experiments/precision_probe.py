@@ -1,7 +1,7 @@
 """What `train.precision: auto` measures at start-up, what it costs, and whether it agrees with
 longer training steps.
 
-    flock /tmp/bench.lock env PYTHONPATH=$PWD python bench/precision_probe.py
+    flock /tmp/bench.lock env PYTHONPATH=$PWD python bench/experiments/precision_probe.py
 
 Builds the recipe's model (configs/multi30k_en_de.yaml) on Multi30k en->de as train.py does, then:
 1. runs the start-up probe (`transformer/training/precision.py`: a forward and backward pass of
@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
-from peers import recipe_model_and_batches
 
 from transformer.training.precision import PROBE_TOKENS, step_loss_sum, time_training_steps
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/: peers.py
+from peers import recipe_model_and_batches  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

@@ -1,7 +1,7 @@
 """Where `transformer prepare` spends its time: the three phases timed one by one.
 
-    python bench/prepare_phases.py --pairs 3000000                # this checkout
-    PYTHONPATH=/tmp/before python bench/prepare_phases.py --pairs 3000000   # another checkout
+    python bench/experiments/prepare_phases.py --pairs 3000000                # this checkout
+    PYTHONPATH=/tmp/before python bench/experiments/prepare_phases.py --pairs 3000000   # another checkout
 
 On data_scale.py's synthetic corpus (--work, made by `bench/data_scale.py --sizes N` first) with
 its settings (configs/multi30k_en_de.yaml: joint byte-level BPE 8k, max_length 100): sampling (one

@@ -1,6 +1,6 @@
 """torch.profiler table of training steps of the recipe's model: where a step's CPU time goes.
 
-    flock /tmp/bench.lock env PYTHONPATH=$PWD python bench/train_profile.py --precision bf16
+    flock /tmp/bench.lock env PYTHONPATH=$PWD python bench/experiments/train_profile.py --precision bf16
 
 Builds the recipe (configs/multi30k_en_de.yaml) on Multi30k en->de as train.py does, takes real
 token batches of data.max_tokens, runs `--warmup` untimed steps and then profiles `--steps` steps
@@ -11,14 +11,18 @@ their own CPU time. Prints a table; asserts nothing.
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 import torch
-from peers import recipe_model_and_batches
 from torch.profiler import ProfilerActivity, profile
 
 from transformer.data.batching import Batch
 from transformer.training.precision import step_loss_sum
 from transformer.training.start import make_optimizer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/: peers.py
+from peers import recipe_model_and_batches  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

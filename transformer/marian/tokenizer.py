@@ -22,7 +22,7 @@ knows it, <unk> otherwise). Here a vocabulary entry of one character that this s
 as SentencePiece scores an unknown character, and a longer foreign entry far below any real piece.
 What remains different: SentencePiece makes a *run* of unknown characters one piece ("üß" in
 English text, "1102" where the spm has no digits), which the vocabulary rarely holds (<unk>); here
-each character of the run is looked up on its own. bench/marian_tokenizer_agreement.py measures the
+each character of the run is looked up on its own. bench/experiments/marian_tokenizer_agreement.py measures the
 agreement on Multi30k (identical ids for 100% of English sources, 99.6-99.9% of German targets,
 with spm models of 4,000 pieces that lack the digits and some capitals).
 """
