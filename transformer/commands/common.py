@@ -60,6 +60,14 @@ def add_decoding_arguments(
         choices=quantizations,
         help="int8 linear layers (CPU only; faster, slightly different output)",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("torch", "ctranslate2"),
+        default="torch",
+        help="decode with the PyTorch search (torch, default: every feature) or with CTranslate2 "
+        "(faster one sentence at a time; exported beside the checkpoint on first use; "
+        "the [export] extra)",
+    )
 
 
 def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from transformer.checkpoint import CheckpointError, load_model
 from transformer.commands.common import USER_ERROR, add_decoding_arguments, check_positive
 from transformer.config import ConfigError
+from transformer.inference.export import ExportError
 from transformer.inference.quantize import QUANTIZATIONS, QuantizationError
 
 LIMITS = ("max_sentences", "max_chars", "max_beam", "max_batch_tokens", "max_body_bytes")
@@ -101,8 +102,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             length_penalty=args.length_penalty,
             batch_tokens=args.max_batch_tokens,
             quantize=args.quantize,
+            names=[args.checkpoint],
+            engine=args.engine,
         )
-    except (CheckpointError, ConfigError, QuantizationError) as error:
+    except (CheckpointError, ConfigError, ExportError, QuantizationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USER_ERROR
     settings = ServeSettings(

@@ -94,6 +94,13 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
         problem = path and unreadable_input(path, what)
         if problem:
             parser.error(problem)
+    if args.engine == "ctranslate2" and (args.attention or len(args.checkpoint) > 1):
+        what = (
+            "--attention draws the PyTorch model's attention"
+            if args.attention
+            else ("an ensemble averages PyTorch models")
+        )
+        parser.error(f"{what}: leave out --engine ctranslate2")
     if args.attention and Path(args.attention).is_file():
         parser.error(
             f"--attention wants a directory for the pictures; {args.attention!r} is a file"
@@ -299,6 +306,7 @@ def build_translator(args: argparse.Namespace) -> Translator:
         top_p=args.top_p,
         seed=args.seed,
         quantize=args.quantize,
+        engine=args.engine,
     )
 
 

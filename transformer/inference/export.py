@@ -60,12 +60,13 @@ class ExportError(ValueError):
     """An export that cannot be done; the message says what to do."""
 
 
-def _import_ctranslate2() -> Any:
+def import_ctranslate2(purpose: str = "exporting to CTranslate2") -> Any:
+    """The ctranslate2 module, or one line saying which extra to install."""
     try:
         import ctranslate2
     except ImportError:
         raise ExportError(
-            "exporting to CTranslate2 needs the ctranslate2 package: "
+            f"{purpose} needs the ctranslate2 package: "
             'pip install -e ".[export]" (or pip install ctranslate2)'
         ) from None
     return ctranslate2
@@ -145,7 +146,7 @@ def _never_produced(bias: Tensor, ids: tuple[int, ...]) -> Tensor:
 
 def ctranslate2_spec(model: Transformer, tokenizers: TokenizerPair) -> Any:
     """This model as a `ctranslate2.specs.TransformerSpec`, weights in float32."""
-    ctranslate2 = _import_ctranslate2()
+    ctranslate2 = import_ctranslate2()
     specs = ctranslate2.specs
     config = model.config
     activations = {
@@ -224,7 +225,7 @@ def export_ctranslate2(
             f"{str(output_dir)!r} already holds files; choose another directory or pass --force "
             "to replace it"
         )
-    _import_ctranslate2()  # before loading the checkpoint: say early what is missing
+    import_ctranslate2()  # before loading the checkpoint: say early what is missing
     loaded = load_model(checkpoint, "cpu")
     write_ctranslate2(loaded.model, loaded.tokenizers, output_dir, quantization)
     return output_dir

@@ -9,11 +9,13 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import torch
 
 from transformer.checkpoint import CheckpointError, LoadedModel
 from transformer.config import Config, DecodeConfig
+from transformer.inference.ctranslate2_engine import ENGINES, CTranslate2Search, exported_model
 from transformer.inference.decoding import translate_ids
 from transformer.inference.onednn_linear import pack_linear_layers
 from transformer.inference.quantize import quantize_model
@@ -98,26 +100,52 @@ class Translator:
         device: torch.device,
         quantize: str | None = None,
         names: Sequence[str] | None = None,
+        engine: str = "torch",
     ) -> None:
         """quantize="int8" translates with dynamically quantized copies of the models (CPU only;
         see transformer/inference/quantize.py); None keeps the checkpoints' float weights (on a CPU, in
         float32, packed for oneDNN: transformer/inference/onednn_linear.py). `names` (e.g. the
-        file names) say which checkpoints cannot be ensembled, if any."""
+        file names) say which checkpoints cannot be ensembled, if any. engine="ctranslate2"
+        decodes with the model exported beside its checkpoint (ctranslate2_engine.py); it needs
+        one checkpoint, named in `names`."""
         members = [loaded] if isinstance(loaded, LoadedModel) else list(loaded)
         check_ensemble(members, names or [f"checkpoint {i + 1}" for i in range(len(members))])
-        models = [member.model.to(device).eval() for member in members]
-        if quantize is not None:
-            models = [quantize_model(model, quantize) for model in models]
-        else:  # float32 on a CPU: linear layers through oneDNN, weights packed once
-            models = [pack_linear_layers(model) for model in models]
-        self.models = models
-        self.model = self.models[0]
         self.tokenizers = members[0].tokenizers
         self.decode_config = decode_config
         self.device = device
         self.max_positions = min(member.config.model.max_positions for member in members)
+        self.engine = self._engine(engine, members, names, quantize)
+        models = [member.model.to(device).eval() for member in members]
+        if self.engine is None and quantize is not None:
+            models = [quantize_model(model, quantize) for model in models]
+        elif self.engine is None:  # float32 on a CPU: linear layers through oneDNN, packed once
+            models = [pack_linear_layers(model) for model in models]
+        self.models = models
+        self.model = self.models[0]
         self.target_languages = target_languages(members[0].config, self.tokenizers)
         self.languages = describe_languages(members[0].config, self.tokenizers)
+
+    def _engine(
+        self,
+        engine: str,
+        members: list[LoadedModel],
+        names: Sequence[str] | None,
+        quantize: str | None,
+    ) -> CTranslate2Search | None:
+        """None for the PyTorch search, else the other engine over the exported model."""
+        if engine == "torch":
+            return None
+        if engine != "ctranslate2":
+            raise ValueError(f"unknown engine {engine!r}; choose one of: {', '.join(ENGINES)}")
+        if len(members) > 1 or not names:
+            raise CheckpointError(
+                "--engine ctranslate2 decodes one checkpoint, not an ensemble; use the default "
+                "engine (torch) for ensembles"
+            )
+        model_dir = exported_model(Path(names[0]), members[0])
+        return CTranslate2Search(
+            model_dir, self.tokenizers, self.max_positions, quantize, self.device
+        )
 
     @property
     def multilingual(self) -> bool:
@@ -152,13 +180,15 @@ class Translator:
         device: torch.device,
         quantize: str | None = None,
         names: Sequence[str] | None = None,
+        engine: str = "torch",
         **options: object,
     ) -> Translator:
         """The (first) checkpoint's decoding settings, with the non-None `options` replacing
         them."""
         first = loaded if isinstance(loaded, LoadedModel) else loaded[0]
         chosen = {key: value for key, value in options.items() if value is not None}
-        return cls(loaded, replace(first.config.decode, **chosen), device, quantize, names)
+        decode_config = replace(first.config.decode, **chosen)
+        return cls(loaded, decode_config, device, quantize, names, engine)
 
     def translate(
         self,
@@ -196,14 +226,21 @@ class Translator:
             )
         sources = [torch.tensor(x[: self.max_positions], dtype=torch.long) for x in ids]
         prefix_ids = None if prefixes is None else self.tokenizers.encode_target(prefixes)
-        hypotheses = translate_ids(
-            self.models,
-            sources,
-            decode_config or self.decode_config,
-            self.device,
-            prefixes=prefix_ids,
-            never_ids=self.tokenizers.language_tag_ids,
-        )
+        if self.engine is not None:
+            hypotheses = self.engine.translate_ids(
+                [x[: self.max_positions] for x in ids],
+                decode_config or self.decode_config,
+                prefix_ids,
+            )
+        else:
+            hypotheses = translate_ids(
+                self.models,
+                sources,
+                decode_config or self.decode_config,
+                self.device,
+                prefixes=prefix_ids,
+                never_ids=self.tokenizers.language_tag_ids,
+            )
         results = []
         for sentence, nbest in zip(sentences, hypotheses, strict=True):
             if not sentence.strip():
