@@ -1,6 +1,6 @@
 """The package's map stays true: the layering of the imports, the module lists of
 transformer/__init__.py and of docs/architecture.md (the reading path a newcomer follows), the
-folder-level import picture on that page."""
+folder-level import picture on that page, and README.md's short layout."""
 
 from __future__ import annotations
 
@@ -92,6 +92,14 @@ def test_the_architecture_page_shows_the_current_import_picture() -> None:
         "docs/architecture.md's import picture is stale: paste the output of "
         "python tools/import_graph.py --folders"
     )
+
+
+def test_readme_layout_names_every_folder() -> None:
+    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+    for folder in FOLDERS:
+        assert f"{folder}/" in layout, f"README.md's Layout does not name transformer/{folder}/"
+    for path in ("configs/", "tests/", "bench/", "tools/", "docs/"):
+        assert path in layout, f"README.md's Layout does not name {path}"
 
 
 def test_a_checkpoint_written_before_the_move_loads_and_computes_the_same(
