@@ -30,7 +30,7 @@ TokenBatchSampler at --max-tokens. The batch list is built once and used by ever
 On a CPU with AMX, oneDNN builds a bf16 kernel for every new matrix shape (1-17 ms each), and each
 of a run's first steps meets row counts no earlier step had: a few warm-up steps measure mostly
 those builds (Intel Xeon, 2026-12-02: bf16 1.42x fp32 with 3 warm-up steps, 1.72x with 30, 1.83x
-after 60; bench/README.md). Give bf16 30 or more warm-up steps there to see a run's steady state.
+after 60; docs/history.md). Give bf16 30 or more warm-up steps there to see a run's steady state.
 
 Each (implementation, precision) runs in a fresh subprocess, so that its peak resident memory
 (VmHWM, "peak MiB": Python, torch, the libraries' code, the batches and the training) is its

@@ -1,4 +1,5 @@
-"""The README's table of configuration keys is generated from the dataclasses and cannot go stale."""
+"""The configuration reference (docs/configuration.md) is generated from the dataclasses and cannot
+go stale."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from transformer import config
 from transformer.commands import config as config_command
 from transformer.config import Config, config_markdown
 
-README = Path(__file__).parent.parent / "README.md"
+PAGE = Path(__file__).parent.parent / "docs" / "configuration.md"
 
 
 def leaf_keys(cls: type, prefix: str = "") -> list[str]:
@@ -27,12 +28,12 @@ def leaf_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def test_readme_table_matches_the_dataclasses() -> None:
-    text = README.read_text(encoding="utf-8")
+def test_the_reference_table_matches_the_dataclasses() -> None:
+    text = PAGE.read_text(encoding="utf-8")
     match = re.search(r"<!-- config-table -->\n(.*?)<!-- /config-table -->", text, re.DOTALL)
-    assert match, "README.md lost its <!-- config-table --> markers"
+    assert match, "docs/configuration.md lost its <!-- config-table --> markers"
     assert match.group(1) == config_markdown(), (
-        "README.md's config table is stale: paste the output of "
+        "docs/configuration.md's table is stale: paste the output of "
         "`transformer config --markdown` between the markers"
     )
 

@@ -1,5 +1,6 @@
-"""The package's map stays true: the layering of the imports, and the module lists of
-transformer/__init__.py and README.md's Layout, which a newcomer reads first."""
+"""The package's map stays true: the layering of the imports, the module lists of
+transformer/__init__.py and of docs/architecture.md (the reading path a newcomer follows), the
+folder-level import picture on that page, and README.md's short layout."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from transformer.checkpoint import load_model
 from transformer.tokenization.tokenizer import BOS_ID, PAD_ID
 
 ROOT = Path(__file__).parent.parent
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+FOLDERS = ("commands", "data", "tokenization", "inference", "marian", "training", "serving")
 sys.path.insert(0, str(ROOT / "tools"))
 import import_graph  # noqa: E402  (tools/ is not a package)
 
@@ -46,22 +49,28 @@ def test_upward_imports_and_circles_are_found() -> None:
     ]
 
 
+def test_folder_graph_counts_the_imports_between_folders() -> None:
+    graph = {
+        "training.loop": {"training.log", "model", "config", "data.batching"},
+        "training.log": {"config"},
+        "model": {"config"},
+    }
+    folded = import_graph.folder_graph(graph)
+    assert folded["training"] == {"core": 3, "data": 1}  # training.log -> training.loop: inside
+    assert folded["core"] == {} and folded["serving"] == {}
+    picture = import_graph.folder_mermaid(graph)
+    assert "  training -->|3| core" in picture and "  training -->|1| data" in picture
+    assert 'training["training/<br/>2 modules"]' in picture
+
+
 def test_every_module_is_on_both_maps() -> None:
     package_map = transformer.__doc__ or ""
-    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+    layout = ARCHITECTURE.read_text(encoding="utf-8").split("## The layout, file by file", 1)[1]
     for module in MODULES:
         top = module.parts[0] + "/" if len(module.parts) > 1 else module.name
         assert top in package_map, f"transformer/__init__.py does not list {top}"
-        assert f" {module.name} " in layout, f"README.md's Layout does not list {module}"
-    for folder in (
-        "commands",
-        "data",
-        "tokenization",
-        "inference",
-        "marian",
-        "training",
-        "serving",
-    ):
+        assert f" {module.name} " in layout, f"docs/architecture.md's layout does not list {module}"
+    for folder in FOLDERS:
         listed = (ROOT / "transformer" / folder / "__init__.py").read_text(encoding="utf-8")
         for module in MODULES:
             if module.parts[0] == folder:
@@ -77,11 +86,20 @@ def test_the_bench_index_lists_every_script() -> None:
         assert f"| `{name}` |" in index, f"bench/README.md's index does not list {name}"
 
 
-def test_readme_shows_the_current_import_picture() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert import_graph.mermaid(import_graph.import_graph()) in readme, (
-        "README.md's import picture is stale: paste the output of python tools/import_graph.py"
+def test_the_architecture_page_shows_the_current_import_picture() -> None:
+    page = ARCHITECTURE.read_text(encoding="utf-8")
+    assert import_graph.folder_mermaid(import_graph.import_graph()) in page, (
+        "docs/architecture.md's import picture is stale: paste the output of "
+        "python tools/import_graph.py --folders"
     )
+
+
+def test_readme_layout_names_every_folder() -> None:
+    layout = (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1]
+    for folder in FOLDERS:
+        assert f"{folder}/" in layout, f"README.md's Layout does not name transformer/{folder}/"
+    for path in ("configs/", "tests/", "bench/", "tools/", "docs/"):
+        assert path in layout, f"README.md's Layout does not name {path}"
 
 
 def test_a_checkpoint_written_before_the_move_loads_and_computes_the_same(

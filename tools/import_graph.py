@@ -1,6 +1,8 @@
 """The picture of the package's imports: which module imports which, floor by floor.
 
-    python tools/import_graph.py            # the Mermaid diagram that README.md shows
+    python tools/import_graph.py --folders  # one box per folder: the picture that
+                                            # docs/architecture.md shows
+    python tools/import_graph.py            # every module and each of its imports (large)
     python tools/import_graph.py --check    # exit 1 (and say which) if an import runs upward
                                             # or two modules import each other, even indirectly
 
@@ -129,13 +131,46 @@ def mermaid(graph: dict[str, set[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def folder_graph(graph: dict[str, set[str]]) -> dict[str, dict[str, int]]:
+    """The module graph folded into layers: layer -> {imported layer: how many module imports}."""
+    folded: dict[str, dict[str, int]] = {name: {} for name in LAYERS}
+    for a, targets in graph.items():
+        for b in targets:
+            if layer(a) != layer(b):
+                counts = folded[layer(a)]
+                counts[layer(b)] = counts.get(layer(b), 0) + 1
+    return folded
+
+
+def folder_mermaid(graph: dict[str, set[str]]) -> str:
+    """The folders as a Mermaid flowchart, one row per floor, top floor first; an arrow from a
+    folder to one it imports, labelled with the number of module imports it stands for."""
+    folded = folder_graph(graph)
+    lines = ["```mermaid", "flowchart TB"]
+    for level in reversed(range(len(FLOORS))):
+        lines.append(f'  subgraph floor{level}[" "]')
+        for name in FLOORS[level]:
+            modules = sum(1 for m in graph if layer(m) == name)
+            title = "transformer/*.py (core)" if name == "core" else f"{name}/"
+            lines.append(f'    {name}["{title}<br/>{modules} modules"]')
+        lines.append("  end")
+    for a in LAYERS:
+        for b, count in sorted(folded[a].items(), key=lambda item: LAYERS.index(item[0])):
+            lines.append(f"  {a} -->|{count}| {b}")
+    lines.append("```")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="check the layering and circles")
+    parser.add_argument(
+        "--folders", action="store_true", help="draw one box per folder instead of per module"
+    )
     args = parser.parse_args(argv)
     graph = import_graph()
     if not args.check:
-        print(mermaid(graph), end="")
+        print((folder_mermaid if args.folders else mermaid)(graph), end="")
         return 0
     problems = [f"upward import: {line}" for line in upward_imports(graph)]
     problems += ["import circle: " + " -> ".join(cycle) for cycle in cycles(graph)]

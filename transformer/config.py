@@ -6,7 +6,7 @@ checkpoint, so a model can always be rebuilt from the checkpoint alone.
     config = load_config("configs/tiny.yaml", ["train.lr=3e-4", "data.max_tokens=2048"])
 
 The comment after each field is its documentation: `transformer config --markdown` turns
-the dataclasses into the README's table of every key (a test keeps the two equal).
+the dataclasses into the table of every key in docs/configuration.md (a test keeps the two equal).
 """
 
 from __future__ import annotations
@@ -608,7 +608,7 @@ def save_config(config: Config, path: str | Path) -> None:
     Path(path).write_text(text, encoding="utf-8")
 
 
-# --- documentation: the README's table of every key ------------------------------------------------
+# --- documentation: the table of every key (docs/configuration.md) ------------------------------
 
 
 def config_markdown(cls: type = Config, prefix: str = "") -> str:

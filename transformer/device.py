@@ -66,7 +66,7 @@ def keep_freed_cpu_memory(device: torch.device) -> bool:
     when they are freed, so the next step's tensors are fresh pages, and every 4 KB page faults on
     first touch. Keeping them (blocks up to 32 MB from the heap, which is never trimmed) made CPU
     training steps 3-5% faster on an Intel Xeon (bf16 6,760 -> 7,108 target tokens/s, fp32 +3%;
-    bench/README.md); the process keeps its peak memory instead of shrinking between steps.
+    docs/history.md); the process keeps its peak memory instead of shrinking between steps.
     Decoding repeats itself the same way (translate.py and serve.py call it too): a batched beam-5
     search 548 -> 522-529 ms. Returns whether both settings took (False off the CPU, and off glibc,
     e.g. macOS or musl: nothing changes)."""

@@ -12,7 +12,7 @@ Eight bits per element whenever that moves p (and 1 - p) by at most 2% of itself
 sixteen (0.01 -> 655/65536). The random generator is what costs: half the bits made a dropout
 layer's forward and backward 1.3x faster (p 0.1, (2,176, 1,024) bf16: 3.9 -> 3.0 ms; `python
 bench/experiments/dropout_speed.py --rows 2176`) and the recipe's training step 6% faster (issue 24,
-bench/README.md).
+docs/history.md).
 
 The mask is applied as a multiplication by 0 or 1 in x's own dtype. A bool mask would be smaller,
 but torch's CPU kernels that take one (`masked_fill`, `where`, the bool -> float conversion) are

@@ -20,13 +20,13 @@ Rows rounded up (bf16 on a CPU with AMX): oneDNN, which runs torch's bf16 matmul
 batches give every matmul a new row count N at almost every step, so kernels are built again and
 again: on an Intel Xeon with AMX one bf16 matmul took 4.40 ms instead of 0.49 ms when N changed at
 every call, and a bf16 training step of the recipe was 1.5x faster (4,700 -> 7,100 target tokens/s,
-steady state) with the rows rounded up to a multiple of 64 (issue 24; bench/README.md). With
+steady state) with the rows rounded up to a multiple of 64 (issue 24; docs/history.md). With
 `row_multiple` the packing appends a few zero rows, so that the row count is a multiple of it and
 a step meets one of a handful of shapes. (Taking padding positions instead is not enough: token
 batches are ~97% real tokens, so they often lack the padding to round up with.) The extra rows
 belong to no position: attention never sees them, and the loss gives them no weight. On a 2-core
 AMD EPYC (avx512_bf16, no AMX) the kernels are cheap to build and the extra rows only cost: bf16
-steps 3% slower with 64 (interleaved in one process, bench/README.md), so rows are rounded on AMX
+steps 3% slower with 64 (interleaved in one process, docs/history.md), so rows are rounded on AMX
 CPUs only. Float32 matmuls run through MKL, which builds nothing per shape.
 """
 

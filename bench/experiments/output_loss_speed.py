@@ -71,7 +71,7 @@ def main() -> None:
     print(f"{'speed-up':>9} {'loss diff':>10}")
     for vocab in args.vocab:
         generator = torch.Generator().manual_seed(0)
-        # The scales of the recipe's trained model (a 60-minute run on Intel AMX, bench/README.md):
+        # The scales of the recipe's trained model (a 60-minute run on Intel AMX, docs/history.md):
         # decoder states of std 1.4, projection weights of std 0.08, so logits of std ~1.5. Far
         # larger logits (std 16 with unit weights) make exp() underflow into denormals and every
         # softmax slow.

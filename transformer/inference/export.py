@@ -6,7 +6,7 @@
 
 The output directory holds what CTranslate2 loads (model.bin, config.json, the vocabularies) and
 this project's tokenizer files (tokenizer.json, or source.json and target.json), so a user needs
-nothing else: see the README for translating with it in a few lines of Python.
+nothing else: see docs/deployment.md for translating with it in a few lines of Python.
 
 The model is described to CTranslate2 through its own Transformer specification
 (`ctranslate2.specs.TransformerSpec`), layer by layer. The details that must agree, and do:

@@ -7,7 +7,7 @@ ships oneDNN (the "mkldnn" backend), whose kernels keep the weight in a layout m
 they run on ("packed", or "blocked"). Repacking a weight at every call would cost more than it
 saves; a model that only translates can be packed once, when it is loaded. For the matrices of a
 search step (a few hundred rows times d_model 256) that made each float32 linear layer 2.0-2.5x
-faster than `F.linear` on the 2-core AMD EPYC of bench/README.md ("Issue 24, decoding"), and
+faster than `F.linear` on the 2-core AMD EPYC of docs/history.md ("Issue 24, decoding"), and
 whole batched searches 1.3-1.7x faster, with the same float32 arithmetic (differences of a few
 units in the last place, from the order of the additions).
 

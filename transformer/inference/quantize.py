@@ -12,9 +12,10 @@ torchao, whose int8 path targets `torch.compile` and GPUs; the eager CPU kernels
 the ones shipped in torch, so the deprecation warnings are silenced for this one call.
 
 The output projection (decoder states to 8,000 vocabulary logits) is int8 too by default: it is
-the largest matmul of every search step, and on the default recipe's 60-minute model (README,
-beam 5, all 1,014 `val` sentences, 2 cores) int8 everywhere scored 40.24 val BLEU against 40.05
-with a float32 projection and 40.04 in float32, while translating at 315, 215 and 149 sentences/s.
+the largest matmul of every search step, and on the default recipe's 60-minute model
+(docs/benchmarks.md, beam 5, all 1,014 `val` sentences, 2 cores) int8 everywhere scored 40.24 val
+BLEU against 40.05 with a float32 projection and 40.04 in float32, while translating at 315, 215
+and 149 sentences/s.
 `quantize_model(..., output_projection=False)` keeps it float32. Embeddings, layer norms and
 attention itself (softmax(q k^T) v) stay float32: they are not linear layers.
 

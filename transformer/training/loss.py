@@ -20,7 +20,7 @@ gradient) while in cache; the gradient is kept for the projection's weight gradi
 the backward. Projecting first wrote the whole logits, read them in the loss's forward and
 backward, wrote their gradient and read it in two matmuls: against that, whole training steps of
 the recipe were 1.04x faster in bf16 and 1.08x in float32 on a 2-core Intel Xeon (AMX), 1.14x in
-both with a 32,000-word vocabulary (issue 24, sixth round, bench/README.md).
+both with a 32,000-word vocabulary (issue 24, sixth round, docs/history.md).
 
 The gradient is made in the forward pass: a training loss is differentiated once, and the chunk is
 in cache then. The backward only scales it by the incoming gradient (a number). Without autograd
