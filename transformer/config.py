@@ -624,7 +624,8 @@ def config_markdown(cls: type = Config, prefix: str = "") -> str:
             continue
         sections += [config_markdown(inner, key + "[].") for inner in _listed_dataclasses(hint)]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        meaning = comments.get(f.name, "").replace("|", "\\|")
+        # "|" would end the cell; "<" would open an HTML tag (</s>, <run_dir>) and hide the text
+        meaning = comments.get(f.name, "").replace("|", "\\|").replace("<", "&lt;")
         kind = _type_name(hint).replace("|", "\\|")
         rows.append(f"| `{key}` | {kind} | `{_yaml_value(default)}` | {meaning} |")
     parts = []
