@@ -115,7 +115,12 @@ class TrainingRun:
         else:
             state.validations_without_improvement += 1
         minutes = self.budget.elapsed_seconds() / 60  # since train.py started, setup included
-        scores = {"bleu": result.scores.bleu, "loss": result.loss, "chrf": result.scores.chrf}
+        scores = {
+            "bleu": result.scores.bleu,
+            "loss": result.loss,
+            "chrf": result.scores.chrf,
+            "ter": result.scores.ter,
+        }
         state.history.append({"step": state.step, "minutes": minutes, **scores})
         return improved
 

@@ -203,18 +203,21 @@ def _per_direction(
     mean_scores = TranslationScores(
         bleu=sum(r.scores.bleu for r in results) / len(results),
         chrf=sum(r.scores.chrf for r in results) / len(results),
+        ter=sum(r.scores.ter for r in results) / len(results),
         bleu_lowercase=sum(r.scores.bleu_lowercase for r in results) / len(results),
         bleu_signature=results[0].scores.bleu_signature,
         chrf_signature=results[0].scores.chrf_signature,
+        ter_signature=results[0].scores.ter_signature,
         n_sentences=sum(r.scores.n_sentences for r in results),
     )
     table = "\n".join(
-        f"  {name:<8} loss {r.loss:6.3f}  BLEU {r.scores.bleu:6.2f}  chrF {r.scores.chrf:6.2f}"
+        f"  {name:<8} loss {r.loss:6.3f}  BLEU {r.scores.bleu:6.2f}  chrF {r.scores.chrf:6.2f}  "
+        f"TER {r.scores.ter:6.2f}"
         for name, r in per_direction.items()
     )
     tqdm.write(
         f"validation by direction:\n{table}\n  {'mean':<8} loss {mean_loss:6.3f}  "
-        f"BLEU {mean_scores.bleu:6.2f}  chrF {mean_scores.chrf:6.2f}"
+        f"BLEU {mean_scores.bleu:6.2f}  chrF {mean_scores.chrf:6.2f}  TER {mean_scores.ter:6.2f}"
     )
     return ValidationResult(
         mean_loss, perplexity(mean_loss), mean_scores, hypotheses, per_direction
