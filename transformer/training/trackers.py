@@ -160,11 +160,11 @@ class _Handle:
                 self._run("finish", (failed,))
             return
         try:
-            self.queue.put(("finish", (failed,)), timeout=CLOSE_WAIT_S)
-        except queue.Full:
-            pass
+            self.queue.put_nowait(("finish", (failed,)))  # a failed one: its thread ends by itself
+        except queue.Full:  # stuck behind QUEUE_LIMIT records: not worth waiting for
+            self.disable(f"{QUEUE_LIMIT} records are waiting for it: it cannot keep up")
         if self.failed:
-            return  # its thread ends by itself; nothing more to wait for
+            return
         self.thread.join(CLOSE_WAIT_S)
         if self.thread.is_alive():
             self.disable(f"it did not finish within {CLOSE_WAIT_S:g} s; its last records are lost")
