@@ -11,8 +11,8 @@ splits are read through the run's own config (config.yaml), exactly as train.py 
 several runs (of one corpus), the choice between them is made on validation as well, and test is
 still translated once.
 
-Prints a table of validation BLEU, then the test BLEU / chrF / lowercased BLEU with sacreBLEU's
-signature. Asserts nothing.
+Prints a table of validation BLEU, chrF and TER, then the test BLEU / chrF / TER / lowercased BLEU
+with sacreBLEU's signatures. Asserts nothing.
 """
 
 from __future__ import annotations
@@ -135,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
 
     names = ", ".join(map(str, runs))
     print(f"runs {names}; {len(validation)} validation and {len(test)} test sentences")
-    print(f"{'candidate':<96} {'val BLEU':>8} {'chrF':>6} {'seconds':>7}")
+    print(f"{'candidate':<96} {'val BLEU':>8} {'chrF':>6} {'TER':>6} {'seconds':>7}")
     best: tuple[float, Candidate] | None = None
     for candidate in candidates:
         scores, seconds = translate_and_score(candidate, validation.source, validation.target)
-        print(f"{candidate.name:<96} {scores.bleu:>8.2f} {scores.chrf:>6.2f} {seconds:>7.1f}")
+        print(
+            f"{candidate.name:<96} {scores.bleu:>8.2f} {scores.chrf:>6.2f} {scores.ter:>6.2f} "
+            f"{seconds:>7.1f}"
+        )
         if best is None or scores.bleu > best[0]:
             best = (scores.bleu, candidate)
     assert best is not None, "the run has no checkpoints"
@@ -151,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"parameters {parameters:,}")
     print(f"BLEU signature: {scores.bleu_signature}")
     print(f"chrF signature: {scores.chrf_signature}")
+    print(f"TER signature: {scores.ter_signature}")
     if args.save:
         save_checkpoint(chosen.weights.payload, args.save)
         print(f"saved the chosen weights to {args.save}")

@@ -57,6 +57,9 @@ ONE_STEP = [f"data.dataset={NUMBERS}", "train.device=cpu", "train.max_steps=1", 
         ("decode.max_len_a=-1", "decode.max_len_a must be at least 0"),
         ("decode.batch_tokens=0", "decode.batch_tokens must be at least 1"),
         ("decode.max_len_a=0 decode.max_len_b=0", "every translation would be empty"),
+        ("train.loggers=[tensorboard,neptune]", "'neptune' is not a logger; choose from"),
+        ("train.loggers=wandb", "train.loggers must be a list (one item: [wandb])"),
+        ("train.wandb_mode=online!", "train.wandb_mode must be online, offline, disabled"),
     ],
 )
 def test_nonsensical_values_give_one_clear_line_and_exit_2(

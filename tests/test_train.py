@@ -79,6 +79,7 @@ def test_train_writes_checkpoints_tensorboard_and_validates_everything(tmp_path:
         "valid/perplexity",
         "valid/bleu",
         "valid/chrf",
+        "valid/ter",
     ]:
         assert tag in tags["scalars"], tag
     # Labelled attention heatmaps (matplotlib figures) for the first train.num_samples sentences.

@@ -89,6 +89,7 @@ def test_stdin_and_reference_scoring(
     assert len(captured.out.splitlines()) == 20
     assert "BLEU" in captured.err and "nrefs:1|case:mixed" in captured.err
     assert "chrF" in captured.err
+    assert "TER" in captured.err and "tok:tercom" in captured.err  # sacreBLEU's TER signature
 
 
 def test_reference_with_wrong_line_count(

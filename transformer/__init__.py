@@ -15,7 +15,7 @@ commands/ -> training/, serving/ -> inference/, marian/ -> data/ -> the core wit
     dropout.py         dropout with masks from random bits (fast on CPUs)
     device.py          device and precision choice, autocast, the C library's memory settings
     checkpoint.py      self-contained checkpoints: atomic save, safe load, averaging
-    metrics.py         sacreBLEU BLEU and chrF, perplexity
+    metrics.py         sacreBLEU BLEU, chrF and TER, perplexity
     inference/         search (greedy, sampling, beam; KV cache), the translator, int8 and packed
                        linear layers, CTranslate2 export, attention heatmaps
     marian/            import of pretrained OPUS-MT / Marian models

@@ -58,6 +58,8 @@ def _check_fraction(
 
 
 ACTIVATIONS = ("relu", "gelu", "swish")  # of the feed-forward block
+LOGGERS = ("tensorboard", "wandb", "mlflow")  # where train.loggers can send a run's numbers
+WANDB_MODES = ("online", "offline", "disabled")  # train.wandb_mode, as wandb.init takes it
 
 
 @dataclass
@@ -304,7 +306,14 @@ class TrainConfig:
         0.0  # wall time of train.py, data included; 0 = none; cosine with max_steps 0 fits it
     )
     validate_every: int = 1000  # optimiser steps between validations (and checkpoints)
-    log_every: int = 50  # optimiser steps between TensorBoard scalars
+    log_every: int = 50  # optimiser steps between logged training scalars (loss, lr, tokens/s)
+    loggers: list[str] = field(
+        default_factory=lambda: ["tensorboard"]
+    )  # where the scalars, samples and heatmaps go: any of tensorboard, wandb, mlflow; [] = none
+    logger_project: str = ""  # W&B project and MLflow experiment; "" = WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME, else each library's default
+    logger_run_name: str = ""  # the run's name in W&B and MLflow; "" = the name of train.run_dir
+    wandb_mode: str = ""  # online | offline (local files; `wandb sync` uploads them) | disabled; "" = WANDB_MODE, else online
+    mlflow_tracking_uri: str = ""  # MLflow server or store (http://host:5000, sqlite:///mlflow.db); "" = MLFLOW_TRACKING_URI, else MLflow's default
     keep_checkpoints: int = 5  # most recent step checkpoints kept besides last.pt and best.pt
     patience: int = 0  # stop after this many validations without a better BLEU; 0 = never
     num_samples: int = 3  # sentences shown at each validation: translations and attention maps
@@ -346,6 +355,20 @@ class TrainConfig:
         _check_at_least(self, "train", 0, "keep_checkpoints", "patience", "num_samples")
         _check_at_least(self, "train", 1, "accumulate", "validate_every", "log_every")
         _check_at_least(self, "train", 1, "max_bad_steps")
+        for name in self.loggers:
+            _require(
+                name in LOGGERS,
+                f"train.loggers: {name!r} is not a logger; choose from {', '.join(LOGGERS)}",
+            )
+        _require(
+            len(set(self.loggers)) == len(self.loggers),
+            f"train.loggers names a logger twice: {self.loggers}",
+        )
+        _require(
+            self.wandb_mode in ("", *WANDB_MODES),
+            f'train.wandb_mode must be {", ".join(WANDB_MODES)} or "" (WANDB_MODE decides), '
+            f"not {self.wandb_mode!r}",
+        )
         _require(
             0.0 < self.dist_timeout_s < math.inf,
             f"train.dist_timeout_s must be a positive number of seconds, not {self.dist_timeout_s}",
@@ -483,7 +506,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         raise ConfigError(errors[0])
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, not {value!r}")
+            example = f" (one item: [{value}])" if isinstance(value, str) else ""
+            raise ConfigError(f"{key} must be a list{example}, not {value!r}")
         (item_hint,) = args
         return [_coerce(item, item_hint, f"{key}[{i}]") for i, item in enumerate(value)]
     if dataclasses.is_dataclass(hint):

@@ -1,5 +1,5 @@
 """What the labelled attention heatmaps add to a validation: validation of a checkpoint's validation
-split timed without a TensorBoard writer (no figures) and with one (train.num_samples figures drawn
+split timed without trackers (no figures) and with TensorBoard's (train.num_samples figures drawn
 and written), interleaved in one process so that machine load hits both alike.
 
     python bench/experiments/attention_plot_cost.py -c runs/tiny/checkpoints/best.pt --repeats 3
@@ -13,13 +13,14 @@ import argparse
 import statistics
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from transformer.checkpoint import load_model
 from transformer.data.prepare import prepare_data
-from transformer.training.log import tensorboard_writer
+from transformer.training.trackers import open_trackers
 from transformer.training.validation import validate
 
 
@@ -36,13 +37,14 @@ def main() -> None:
     split, references = prepared.splits["validation"], prepared.texts["validation"].target
     times: dict[str, list[float]] = {"without figures": [], "with figures": []}
     with tempfile.TemporaryDirectory() as logdir:
-        writer = tensorboard_writer(logdir)
+        tensorboard = replace(config, train=replace(config.train, loggers=["tensorboard"]))
+        trackers = open_trackers(tensorboard, Path(logdir), 0, {}, [])
         for _ in range(args.repeats):
-            for name, log_to in (("without figures", None), ("with figures", writer)):
+            for name, log_to in (("without figures", None), ("with figures", trackers)):
                 start = time.perf_counter()
                 validate(loaded.model, split, references, loaded.tokenizers, config, device, log_to)
                 times[name].append(time.perf_counter() - start)
-        writer.close()
+        trackers.close()
     base = statistics.median(times["without figures"])
     print(f"\n{len(split)} validation sentences, {config.train.num_samples} figures per validation")
     print("| validation | median seconds | ratio |\n|---|---|---|")

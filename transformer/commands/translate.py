@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
         "the >>fr<< tag; a line starting with its own >>xx<< keeps it)",
     )
     parser.add_argument("--nbest", type=int, help="translations per sentence (<= beam)")
-    parser.add_argument("--ref", help="reference translations: print BLEU and chrF to stderr")
+    parser.add_argument("--ref", help="reference translations: print BLEU, chrF and TER to stderr")
     parser.add_argument(
         "--attention",
         metavar="DIR",
@@ -381,4 +381,5 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         scores = score_translations(hypotheses, references)
         print(f"BLEU {scores.bleu:.2f}  {scores.bleu_signature}", file=sys.stderr)
         print(f"chrF {scores.chrf:.2f}  {scores.chrf_signature}", file=sys.stderr)
+        print(f"TER {scores.ter:.2f}  {scores.ter_signature}", file=sys.stderr)
     return 0

@@ -2,14 +2,15 @@
 
     maps = last_layer_cross_attention(model, sources, outputs, device)  # one (T, S) map per sentence
     figure = attention_figure(maps[0], source_labels, output_labels)
-    figure.savefig("attention.png")  # or SummaryWriter.add_figure("valid/attention", figure, step)
+    figure.savefig("attention.png")  # or figure_pixels(figure): (H, W, 3) RGB for a tracker
     write_attention_pngs(model, tokenizers, sentences, outputs, "attention/", 1, device)  # files
 
 One picture per sentence: source subword tokens along the top, output tokens down the side (each
 row is the step that produced that token, so the last row is the one that chose </s>), a colour scale
 from 0 to the largest weight, and a title that says what is shown: the last decoder layer's
-cross-attention, averaged over its heads. Validation logs a few of these to TensorBoard and
-`translate.py --attention DIR` writes one PNG per sentence; both come through this module.
+cross-attention, averaged over its heads. Validation logs a few of these to the run's trackers
+(TensorBoard, W&B, MLflow) and `translate.py --attention DIR` writes one PNG per sentence; both
+come through this module.
 
 Figures are built with matplotlib's object-oriented API on the Agg canvas (no pyplot, no window, no
 global backend switch), so they render the same on a headless server as on a laptop.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -115,6 +117,14 @@ def attention_figure(
     title = TITLE if caption is None else f"{TITLE}\n{_shorten(caption)}"
     figure.suptitle(title, fontsize=10)
     return figure
+
+
+def figure_pixels(figure: Figure) -> np.ndarray:
+    """The figure drawn on its Agg canvas, as (height, width, 3) uint8 RGB: drawn once, the same
+    pixels go to every tracker of a run."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[:, :, :3].copy()
 
 
 def write_attention_pngs(

@@ -1,9 +1,10 @@
-"""What a user sees while a run trains: the tqdm bar, TensorBoard scalars, and Ctrl-C handling.
+"""What a user sees while a run trains: the tqdm bar, the training scalars sent to the run's
+trackers (TensorBoard, W&B, MLflow: trackers.py), and Ctrl-C handling.
 
 Loss and speed are averaged over a window of `train.log_every` steps. The loss stays on the device
 until it is logged (no host sync per step), and validation time is left out of the speed. Under
-torchrun only rank 0 shows the bar and writes TensorBoard events; the loss and the tokens/s it
-shows are those of all ranks together.
+torchrun only rank 0 shows the bar and has trackers; the loss and the tokens/s it shows are those
+of all ranks together.
 """
 
 from __future__ import annotations
@@ -13,28 +14,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.tensorboard import SummaryWriter
-from torch.utils.tensorboard.summary import hparams
 from tqdm import tqdm
 
-from transformer.config import Config, config_to_dict
 from transformer.training import distributed
-
-# The hparams dashboard reads these scalars (their last value) as the run's results.
-HPARAM_METRICS = ("valid/bleu", "valid/chrf", "valid/loss", "valid/perplexity")
-# TensorBoard's Custom Scalars tab: the validation results on one page, the two losses on one chart.
-SCALAR_LAYOUT = {
-    "validation": {
-        "BLEU and chrF": ["Multiline", ["valid/bleu", "valid/chrf"]],
-        "loss: train and validation": ["Multiline", ["train/loss", "valid/loss"]],
-        "perplexity": ["Multiline", ["valid/perplexity"]],
-    }
-}
+from transformer.training.trackers import Trackers
 
 
 @dataclass
@@ -78,21 +65,18 @@ class StopRequest:
 
 
 class TrainingLog:
-    """The progress bar and the TensorBoard writer of a run, and the window that averages the
-    training loss and speed between two logged steps."""
+    """The progress bar and the trackers of a run, and the window that averages the training
+    loss and speed between two logged steps."""
 
     def __init__(
         self,
-        log_dir: str,
+        trackers: Trackers,
         total_steps: int,
         initial_step: int,
         log_every: int,
         device: torch.device,
     ) -> None:
-        # A resumed run hides the events an earlier process wrote after the checkpoint it
-        # resumes from (a crash between two checkpoints), so the curves do not overlap.
-        purge_step = initial_step + 1 if initial_step else None
-        self.writer = tensorboard_writer(log_dir, purge_step) if distributed.is_main() else None
+        self.trackers = trackers
         self.progress = tqdm(
             total=total_steps or None,
             initial=initial_step,
@@ -121,12 +105,15 @@ class TrainingLog:
         lr = stats.learning_rate
         self.progress.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{speed:.0f}")
         self._start_window()
-        if self.writer is None:
+        if not self.trackers:
             return
-        self.writer.add_scalar("train/loss", loss, step)
-        self.writer.add_scalar("train/learning_rate", lr, step)
-        self.writer.add_scalar("train/grad_norm", stats.grad_norm.item(), step)
-        self.writer.add_scalar("train/tokens_per_second", speed, step)
+        scalars = {
+            "train/loss": loss,
+            "train/learning_rate": lr,
+            "train/grad_norm": stats.grad_norm.item(),
+            "train/tokens_per_second": speed,
+        }
+        self.trackers.scalars(scalars, step)
 
     @contextmanager
     def paused(self) -> Iterator[None]:
@@ -135,55 +122,18 @@ class TrainingLog:
         yield
         self.window_start += time.perf_counter() - start
 
-    def close(self, config: Config, validated: bool) -> None:
-        """Close the bar; write the run's settings with its final scores for the hparams tab."""
+    def close(self, failed: bool = False) -> None:
+        """Close the bar, and finish every tracker's run (`failed`: stopped by an error)."""
         self.progress.close()
-        if self.writer is None:
-            return
-        if validated:
-            log_hparams(self.writer, _flat_hparams(config))
-        self.writer.close()
+        self.trackers.close(failed)
 
 
 @contextmanager
 def closing_on_error(log: TrainingLog) -> Iterator[None]:
     """Flush and close the log when training stops with an error (e.g. divergence), so the
-    curves that explain it reach TensorBoard."""
+    curves that explain it reach the trackers, and their runs are marked failed."""
     try:
         yield
     except BaseException:
-        log.progress.close()
-        if log.writer is not None:
-            log.writer.close()
+        log.close(failed=True)
         raise
-
-
-def _flat_hparams(config: Config) -> dict[str, Any]:
-    """TensorBoard's hparams plugin takes flat scalars and strings only."""
-    flat = {}
-    for section, values in config_to_dict(config).items():
-        for key, value in values.items():
-            if isinstance(value, (int, float, str, bool)):
-                flat[f"{section}.{key}"] = value
-    return flat
-
-
-def tensorboard_writer(run_dir: str | Path, purge_step: int | None = None) -> SummaryWriter:
-    """The run's SummaryWriter, with the Custom Scalars layout that gathers the validation charts
-    (the Scalars and Time Series tabs list them after the train/* charts, in a group per prefix).
-    `purge_step` hides events an earlier process wrote at or after that step."""
-    writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
-    writer.add_custom_scalars(SCALAR_LAYOUT)
-    return writer
-
-
-def log_hparams(writer: SummaryWriter, flat_hparams: dict[str, int | float | str | bool]) -> None:
-    """The run's settings for TensorBoard's hparams dashboard, its metrics the valid/* scalars.
-
-    Written into the run's own event file. SummaryWriter.add_hparams would instead open a second
-    writer and log every metric again as a scalar: one-point charts at step 0 beside the real ones.
-    """
-    # hparams() uses the metric dict's keys only (as names of existing scalar tags).
-    for summary in hparams(flat_hparams, dict.fromkeys(HPARAM_METRICS, 0.0)):
-        writer.file_writer.add_summary(summary)
-    writer.flush()

@@ -5,8 +5,8 @@
 
 The jobs around the loop live in their own files: `start.py` builds a run, `run.py` holds it,
 `run_checkpoint.py` saves and restores it, `budget.py` is its clock and time budget, `log.py` shows
-it (progress bar, TensorBoard, Ctrl-C), `validation.py` scores it, `schedule.py` is the learning
-rate, `device.py` the device and precision, and `divergence.py` the guard that skips non-finite
+it (progress bar, Ctrl-C), `trackers.py` logs it (TensorBoard, W&B, MLflow), `validation.py` scores
+it, `schedule.py` is the learning rate, `device.py` the device and precision, and `divergence.py` the guard that skips non-finite
 steps and stops a diverged run. Under torchrun, `distributed.py`
 joins the processes; the loop is the same on every rank (see that file).
 """
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from transformer.config import Config
@@ -34,7 +33,8 @@ from transformer.training.loss import batch_loss_sum
 from transformer.training.run import TrainingRun, TrainState
 from transformer.training.schedule import refresh_learning_rate
 from transformer.training.start import RunDirLock, start_run
-from transformer.training.validation import ValidationResult, log_direction_charts, validate
+from transformer.training.trackers import Trackers, check_installed, open_trackers
+from transformer.training.validation import ValidationResult, validate
 
 
 @dataclass
@@ -116,6 +116,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False) -> Trai
     """Train a translation model as `config` says; see the module docstring. Under torchrun this
     joins the process group first and leaves it at the end. One process at a time per run
     directory; a resumed run that is already finished returns at once."""
+    check_installed(config.train.loggers)  # before any work: a missing extra is one clear line
     with (
         distributed.process_group(config.train.device, config.train.dist_timeout_s),
         RunDirLock(Path(config.train.run_dir)),
@@ -138,11 +139,13 @@ def run_training(run: TrainingRun) -> TrainResult:
         f"{train_config.precision}; {len(run.sampler)} batches per epoch of "
         f"<= {config.data.max_tokens} tokens."
     )
-    log = TrainingLog(
-        str(run.run_dir), train_config.max_steps, state.step, train_config.log_every, run.device
+    trackers = open_trackers(
+        config, run.run_dir, state.step, state.tracker_runs, run.validation_directions.names
     )
-    if log.writer is not None and len(run.validation_directions.names) > 1:
-        log_direction_charts(log.writer, run.validation_directions.names)
+    state.tracker_runs |= trackers.run_ids()  # saved with every checkpoint, for --resume
+    log = TrainingLog(
+        trackers, train_config.max_steps, state.step, train_config.log_every, run.device
+    )
     last_validation: ValidationResult | None = None
     stopping = False
     with StopRequest() as stop, closing_on_error(log):
@@ -159,17 +162,17 @@ def run_training(run: TrainingRun) -> TrainResult:
             finished = run.reached_last_step() or run.epochs_done() or out_of_time
             if finished or state.step % train_config.validate_every == 0:
                 with log.paused():
-                    last_validation = validate_and_save(run, log.writer)
+                    last_validation = validate_and_save(run, log.trackers)
                 finished = finished or run.should_stop_early()
             if finished or stopping:
                 break
         if stopping:
             save_interrupted(run)
-    log.close(config, validated=last_validation is not None)
+    log.close()
     return TrainResult(state, run.run_dir, last_validation, interrupted=stopping)
 
 
-def validate_and_save(run: TrainingRun, writer: SummaryWriter | None) -> ValidationResult:
+def validate_and_save(run: TrainingRun, trackers: Trackers) -> ValidationResult:
     """Validate, plan the time budget again, record the result, and write the step, last and (if
     better) best checkpoints."""
     state = run.state
@@ -182,7 +185,7 @@ def validate_and_save(run: TrainingRun, writer: SummaryWriter | None) -> Validat
         run.tokenizers,
         run.config,
         run.device,
-        writer=writer,
+        trackers=trackers,
         step=state.step,
         directions=run.validation_directions,
     )

@@ -30,13 +30,17 @@ from transformer.training.validation import Directions, ValidationResult
 
 @dataclass
 class TrainState:
-    """Counters that advance with training and go into every checkpoint."""
+    """Counters that advance with training, and the run's ids in its trackers; they go into
+    every checkpoint."""
 
     step: int = 0
     epoch: int = 0
     best_bleu: float = -1.0
     validations_without_improvement: int = 0
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per validation
+    tracker_runs: dict[str, str] = field(
+        default_factory=dict
+    )  # {"wandb": id}: what --resume continues
 
 
 @dataclass
@@ -115,7 +119,12 @@ class TrainingRun:
         else:
             state.validations_without_improvement += 1
         minutes = self.budget.elapsed_seconds() / 60  # since train.py started, setup included
-        scores = {"bleu": result.scores.bleu, "loss": result.loss, "chrf": result.scores.chrf}
+        scores = {
+            "bleu": result.scores.bleu,
+            "loss": result.loss,
+            "chrf": result.scores.chrf,
+            "ter": result.scores.ter,
+        }
         state.history.append({"step": state.step, "minutes": minutes, **scores})
         return improved
 

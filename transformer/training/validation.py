@@ -1,22 +1,23 @@
 """Validation: loss and perplexity over the whole validation set, then real decoding of every
-validation sentence scored with sacreBLEU, sample translations and labelled cross-attention heatmaps
-(transformer.inference.attention_plot).
+validation sentence scored with sacreBLEU (BLEU, chrF, TER), sample translations and labelled
+cross-attention heatmaps (transformer.inference.attention_plot), all sent to the run's trackers
+(TensorBoard, W&B, MLflow: trackers.py).
 
 Under torchrun every rank takes a share of the batches and the results are combined (the loss
 summed, the translations gathered in order), so the scores equal a single process's.
 
-A multilingual run validates every direction: loss, BLEU and chrF per direction (the validation
-sentences of all directions are decoded together, in mixed batches, then scored direction by
-direction, exactly as scoring each direction alone), logged as valid/en-de/bleu, ..., and their
-averages as valid/bleu, ..., which choose best.pt and drive early stopping. TensorBoard's Custom
-Scalars tab shows one chart per metric with a line per direction."""
+A multilingual run validates every direction: loss, BLEU, chrF and TER per direction (the
+validation sentences of all directions are decoded together, in mixed batches, then scored
+direction by direction, exactly as scoring each direction alone), logged as valid/en-de/bleu, ...,
+and their averages as valid/bleu, ...; the mean BLEU chooses best.pt and drives early stopping.
+TensorBoard's Custom Scalars tab shows one chart per metric with a line per direction."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from transformer.config import Config
@@ -24,6 +25,7 @@ from transformer.data.batching import TokenBatchSampler, make_loader
 from transformer.data.loading import EncodedSplit
 from transformer.inference.attention_plot import (
     attention_figure,
+    figure_pixels,
     last_layer_cross_attention,
     token_labels,
 )
@@ -34,15 +36,28 @@ from transformer.model import Transformer
 from transformer.tokenization.tokenizer import TokenizerPair
 from transformer.training import distributed
 from transformer.training.loss import batch_loss_sum
+from transformer.training.tracker import Sample
+from transformer.training.trackers import Trackers
 
 
 @dataclass
 class ValidationResult:
     loss: float  # mean per-token cross entropy (no label smoothing); several directions: the mean
     perplexity: float
-    scores: TranslationScores  # several directions: BLEU and chrF are the directions' means
+    scores: TranslationScores  # several directions: BLEU, chrF and TER are the directions' means
     hypotheses: list[str]
     per_direction: dict[str, ValidationResult] = field(default_factory=dict)  # when several
+
+    def metrics(self) -> dict[str, float]:
+        """The numbers logged for it (as valid/<name>, or valid/<direction>/<name>)."""
+        scores = self.scores
+        return {
+            "loss": self.loss,
+            "perplexity": self.perplexity,
+            "bleu": scores.bleu,
+            "chrf": scores.chrf,
+            "ter": scores.ter,
+        }
 
 
 @dataclass
@@ -54,18 +69,6 @@ class Directions:
 
     def sentences(self, k: int) -> list[int]:
         return torch.nonzero(self.of_sentence == k).flatten().tolist()
-
-
-METRICS = ("loss", "perplexity", "bleu", "chrf")
-
-
-def log_direction_charts(writer: SummaryWriter, directions: list[str]) -> None:
-    """Custom Scalars layout: one chart per metric, one line per direction."""
-    charts = {
-        metric: ["Multiline", [f"valid/{direction}/{metric}" for direction in directions]]
-        for metric in METRICS
-    }
-    writer.add_custom_scalars({"validation by direction": charts})
 
 
 @torch.inference_mode()
@@ -89,17 +92,17 @@ def validation_loss(
     return total_loss / max(1, total_tokens)
 
 
-def log_attention_figures(
-    writer: SummaryWriter,
+def attention_images(
     model: Transformer,
     sources: list[torch.Tensor],
     outputs: list[list[int]],
     tokenizers: TokenizerPair,
-    step: int,
     device: torch.device,
-) -> None:
-    """One labelled cross-attention heatmap per sentence, under valid/attention/sentence_N."""
+) -> dict[str, np.ndarray]:
+    """One labelled cross-attention heatmap per sentence, as pixels (drawn once, whatever number
+    of trackers show it), under valid/attention/sentence_N."""
     maps = last_layer_cross_attention(model, sources, outputs, device)
+    images = {}
     for number, (weights, source, output) in enumerate(
         zip(maps, sources, outputs, strict=True), start=1
     ):
@@ -107,8 +110,8 @@ def log_attention_figures(
         output_labels = token_labels(tokenizers.target, output)
         caption = tokenizers.decode_source([source.tolist()])[0]
         figure = attention_figure(weights, source_labels, output_labels, caption)
-        # close=False: the figure never joined pyplot, so there is nothing for pyplot to close.
-        writer.add_figure(f"valid/attention/sentence_{number}", figure, step, close=False)
+        images[f"valid/attention/sentence_{number}"] = figure_pixels(figure)
+    return images
 
 
 def validate(
@@ -118,12 +121,12 @@ def validate(
     tokenizers: TokenizerPair,
     config: Config,
     device: torch.device,
-    writer: SummaryWriter | None = None,
+    trackers: Trackers | None = None,
     step: int = 0,
     directions: Directions | None = None,
 ) -> ValidationResult:
-    """Loss, perplexity, BLEU and chrF over the whole validation set; logged when a writer is
-    given. With `directions` (of several), per direction too, and the means."""
+    """Loss, perplexity, BLEU, chrF and TER over the whole validation set; logged when trackers
+    are given. With `directions` (of several), per direction too, and the means."""
     model.eval()
     sources = [split[i][0] for i in range(len(split))]
     shard = (distributed.rank(), distributed.world_size())
@@ -146,33 +149,42 @@ def validate(
         )
     else:
         result = _per_direction(model, split, references, hypotheses, directions, config, device)
+    shown = min(config.train.num_samples, len(hypotheses))
     samples = [
-        f"source: {tokenizers.decode_source([sources[i].tolist()])[0]}\n"
-        f"reference: {references[i]}\n"
-        f"output: {hypotheses[i]}"
-        for i in range(min(config.train.num_samples, len(hypotheses)))
+        Sample(tokenizers.decode_source([sources[i].tolist()])[0], references[i], hypotheses[i])
+        for i in range(shown)
     ]
     for sample in samples:
-        tqdm.write(sample.replace("\n", "\n  ") + "\n")
-    if writer is not None:
-        for name, measured in [
-            ("", result),
-            *((f"{d}/", r) for d, r in result.per_direction.items()),
-        ]:
-            writer.add_scalar(f"valid/{name}loss", measured.loss, step)
-            writer.add_scalar(f"valid/{name}perplexity", measured.perplexity, step)
-            writer.add_scalar(f"valid/{name}bleu", measured.scores.bleu, step)
-            writer.add_scalar(f"valid/{name}chrf", measured.scores.chrf, step)
-        writer.add_text(
-            "valid/samples", "\n\n".join(s.replace("\n", "  \n") for s in samples), step
+        tqdm.write(
+            f"source: {sample.source}\n  reference: {sample.reference}\n  output: {sample.output}\n"
         )
-        writer.add_text("valid/bleu_signature", result.scores.bleu_signature, step)
-        shown = min(config.train.num_samples, len(split))
-        log_attention_figures(
-            writer, model, sources[:shown], best[:shown], tokenizers, step, device
-        )
-        writer.flush()
+    if trackers:
+        log_validation(trackers, result, samples, step)
+        images = attention_images(model, sources[:shown], best[:shown], tokenizers, device)
+        for tag, image in images.items():
+            trackers.image(tag, image, step)
+        trackers.flush()
     return result
+
+
+def log_validation(
+    trackers: Trackers, result: ValidationResult, samples: list[Sample], step: int
+) -> None:
+    """The scores (the means and each direction's), the samples and sacreBLEU's signatures."""
+    scalars = {f"valid/{name}": value for name, value in result.metrics().items()}
+    for direction, measured in result.per_direction.items():
+        scalars |= {
+            f"valid/{direction}/{name}": value for name, value in measured.metrics().items()
+        }
+    trackers.scalars(scalars, step)
+    trackers.samples(samples, step)
+    scores = result.scores
+    for metric, signature in (
+        ("bleu", scores.bleu_signature),
+        ("chrf", scores.chrf_signature),
+        ("ter", scores.ter_signature),
+    ):
+        trackers.text(f"valid/{metric}_signature", signature, step)
 
 
 def _per_direction(
@@ -203,18 +215,21 @@ def _per_direction(
     mean_scores = TranslationScores(
         bleu=sum(r.scores.bleu for r in results) / len(results),
         chrf=sum(r.scores.chrf for r in results) / len(results),
+        ter=sum(r.scores.ter for r in results) / len(results),
         bleu_lowercase=sum(r.scores.bleu_lowercase for r in results) / len(results),
         bleu_signature=results[0].scores.bleu_signature,
         chrf_signature=results[0].scores.chrf_signature,
+        ter_signature=results[0].scores.ter_signature,
         n_sentences=sum(r.scores.n_sentences for r in results),
     )
     table = "\n".join(
-        f"  {name:<8} loss {r.loss:6.3f}  BLEU {r.scores.bleu:6.2f}  chrF {r.scores.chrf:6.2f}"
+        f"  {name:<8} loss {r.loss:6.3f}  BLEU {r.scores.bleu:6.2f}  chrF {r.scores.chrf:6.2f}  "
+        f"TER {r.scores.ter:6.2f}"
         for name, r in per_direction.items()
     )
     tqdm.write(
         f"validation by direction:\n{table}\n  {'mean':<8} loss {mean_loss:6.3f}  "
-        f"BLEU {mean_scores.bleu:6.2f}  chrF {mean_scores.chrf:6.2f}"
+        f"BLEU {mean_scores.bleu:6.2f}  chrF {mean_scores.chrf:6.2f}  TER {mean_scores.ter:6.2f}"
     )
     return ValidationResult(
         mean_loss, perplexity(mean_loss), mean_scores, hypotheses, per_direction
