@@ -113,8 +113,10 @@ from pathlib import Path
 import torch
 import yaml
 from sacrebleu.metrics import BLEU
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from transformer.config import Config, load_config
+from transformer.tokenization.tokenizer import TokenizerPair
 
 ROOT = Path(__file__).resolve().parent.parent
 TORCH = "torch==2.13.0"
@@ -396,7 +398,7 @@ def run_ours(args: argparse.Namespace, recipe: Config, data: Path, precision: st
     if not checkpoint.exists():
         return failed(result, f"train.py exited with {code}", work / "train.log")
     if code != 0:  # 130: interrupted at the deadline, last.pt saved
-        result.note = f"stopped at the deadline (exit {code}): see {work / 'train.log'}"
+        result.note = f"stopped at the deadline (exit {code})"
     result.windows = ours_speed(run_dir)
     saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
     result.checkpoint_step = result.steps = saved["step"]
@@ -425,8 +427,6 @@ def run_ours(args: argparse.Namespace, recipe: Config, data: Path, precision: st
 
 def ours_speed(run_dir: Path) -> list[float]:
     """The tok/s of each log window: the run's TensorBoard scalar train/tokens_per_second."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     if "train/tokens_per_second" not in events.Tags()["scalars"]:
@@ -435,8 +435,6 @@ def ours_speed(run_dir: Path) -> list[float]:
 
 
 def ours_tokens_per_sentence(run_dir: Path, data: Path) -> float:
-    from transformer.tokenization.tokenizer import TokenizerPair
-
     tokenizers = TokenizerPair.load(run_dir / "tokenizer")
     ids = tokenizers.encode_target(read_lines(data / "train.de.gz"))
     return sum(len(sentence) + 1 for sentence in ids) / len(ids)
@@ -725,10 +723,24 @@ def number(value: float, digits: int = 0, unit: str = "") -> str:
     return "-" if math.isnan(value) else f"{value:,.{digits}f}{unit}"
 
 
+def machine() -> str:
+    """The CPU, its flags that decide bf16 speed, the core count, torch and the date."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = re.search(r"model name\s*:\s*(.+)", info)
+    flags = set(re.search(r"flags\s*:\s*(.+)", info)[1].split()) if "flags" in info else set()
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    return (
+        f"{name[1] if name else 'CPU'} ({os.cpu_count()} cores; "
+        f"{' '.join(f for f in wanted if f in flags) or 'no avx2'}), torch {torch.__version__} "
+        f"(ours), {time.strftime('%Y-%m-%d %H:%M %Z')}"
+    )
+
+
 def print_table(results: list[Result], args: argparse.Namespace, references: int) -> None:
     print(
         f"\nMulti30k en-de, {args.minutes:g} min per run (data preparation included), val "
-        f"{references} sentences, beam {args.beam}; tok/s: harmonic mean of the log windows"
+        f"{references} sentences, beam {args.beam}; tok/s: harmonic mean of the log windows\n"
+        f"{machine()}"
     )
     print(
         "\n| toolkit | precision | target tok/s | windows | tok/sent | sent/s | steps (decoded) "
@@ -777,7 +789,12 @@ def main() -> None:
             if toolkit in unavailable:
                 result = Result(toolkit, precision, "failed", unavailable[toolkit])
             else:
-                result = runners[toolkit](args, recipe, data, precision)
+                try:
+                    result = runners[toolkit](args, recipe, data, precision)
+                except (OSError, subprocess.SubprocessError, ValueError) as error:
+                    result = Result(
+                        toolkit, precision, "failed", f"{type(error).__name__}: {error}"
+                    )
             print(f"{toolkit} {precision}: {result.status} {result.note}", flush=True)
             results.append(result)
     (Path(args.work) / "results.json").write_text(
