@@ -9,15 +9,15 @@ What it measures, on Multi30k en-de (the local raw text), one run per toolkit an
 
 - (a) training throughput: target tokens per second over the same wall-clock budget, each toolkit
   with its own data pipeline and training loop. The figure is each toolkit's own windowed report,
-  which counts the same thing in all three: real (non-padding) target tokens, EOS included, over
-  the seconds of the window (JoeyNMT and ours leave validation out of the window; eole's windows
-  hold its checkpoint saves, ours and JoeyNMT's do not). Windows are `--log-every` steps long and
-  the table gives their harmonic mean, which is total tokens / total time when the windows hold
-  about the same tokens (they do: batches are filled to a token budget), leaving out the first
-  window (start-up: eole tokenizes its first bucket of examples inside it, while ours and JoeyNMT
-  start their clocks after their data is ready). Tokenizations differ, so
-  the table also gives target tokens per training sentence of each tokenizer (train.de, + EOS)
-  and sentence pairs per second = tok/s / that.
+  which counts the same thing in all three: real (non-padding) target tokens, EOS included, over the
+  seconds of the window (JoeyNMT and ours leave validation out of the window; eole's windows hold
+  its checkpoint saves, ours and JoeyNMT's do not). Windows are `--log-every` steps long and the
+  table gives their harmonic mean, which is total tokens / total time when the windows hold about
+  the same tokens (they do: batches are filled to a token budget), leaving out the first window
+  (start-up: eole tokenizes its first bucket of examples inside it, while ours and JoeyNMT start
+  their clocks after their data is ready). Tokenizations differ, so the table also gives target
+  tokens per training sentence of each tokenizer (train.de, + EOS) and sentence pairs per second =
+  tok/s / that.
 - (b) validation BLEU after the same wall-clock budget (`--minutes`, default 15), everything
   included: the clock starts before a toolkit's data preparation and vocabulary (for the peers:
   decompressing the text, training the SentencePiece model; for ours: train.py, which prepares its
@@ -40,10 +40,11 @@ Tokenization: ours is its own byte-level BPE (trained by train.py). The peers sh
 SentencePiece BPE model trained by this script with the `sentencepiece` package in each peer's venv
 on train.en + train.de (vocab_size 8,000 including <unk> 0, <pad> 1, <s> 2, </s> 3, which are
 JoeyNMT's special ids; character_coverage 1.0; otherwise SentencePiece's defaults, nmt_nfkc
-normalisation included); its 8,000 pieces are the vocabulary file of both, so both vocabularies
-hold exactly 8,000 entries. (Each run trains it in its own budget; the two venvs' sentencepiece
-versions, 0.2.1 and 0.2.2, gave the same 8,000 pieces in the smoke run.) JoeyNMT applies it with its `sentencepiece` tokenizer, eole with its
-`sentencepiece` transform; both detokenize their own output.
+normalisation included); its 8,000 pieces are the vocabulary file of both, so both vocabularies hold
+exactly 8,000 entries. (Each run trains it in its own budget; the two venvs' sentencepiece versions,
+0.2.1 and 0.2.2, gave the same 8,000 pieces in the smoke run.) JoeyNMT applies it with its
+`sentencepiece` tokenizer, eole with its `sentencepiece` transform; both detokenize their own
+output.
 
 Tokens per batch: ours batches to data.max_tokens = 4,096 padded source + target tokens. JoeyNMT
 (batch_type token) and eole (batch_type tokens) both count sentences x the longer side's padded
