@@ -357,9 +357,9 @@ def test_a_lock_whose_owner_shows_no_life_is_broken(
         owner = (lock / "owner").read_text()
         assert owner.startswith(f"{cache_lock.HOST} {os.getpid()} ")
     assert time.monotonic() - started >= 0.5 and not lock.exists()
-    out = capsys.readouterr().out
-    assert "Waiting for process 123 on elsewhere, which has been preparing train-0" in out
-    assert "process 123 on elsewhere has shown no sign of life" in out
+    err = capsys.readouterr().err
+    assert "Waiting for process 123 on elsewhere, which has been preparing train-0" in err
+    assert "process 123 on elsewhere has shown no sign of life" in err
 
 
 def test_resume_maps_the_prepared_data_without_encoding_again(

@@ -27,6 +27,7 @@ import os
 import secrets
 import shutil
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -95,6 +96,7 @@ class CacheLock:
                     print(
                         f"Waiting for {owner}, which has been preparing {self.what} since "
                         f"{started.replace('T', ' ')} (its lock: {self.path})",
+                        file=sys.stderr,  # seen from every torchrun rank (stdout: rank 0's only)
                         flush=True,
                     )
                     told = True
@@ -102,7 +104,7 @@ class CacheLock:
                 poll = min(poll * 2, POLL_S[1])
 
     def _break(self, reason: str) -> None:
-        print(f"Removing the stale lock {self.path}: {reason}", flush=True)
+        print(f"Removing the stale lock {self.path}: {reason}", file=sys.stderr, flush=True)
         _remove(self.path, f"{self.path.name}.stale-{HOST}-{os.getpid()}-{self.token}")
 
     def _beat(self) -> None:

@@ -435,7 +435,7 @@ class EncodedSplit(Dataset):
         cls, source: tuple[Tensor, Tensor, Tensor], target: tuple[Tensor, Tensor, Tensor]
     ) -> EncodedSplit:
         """From (flat ids (N,), offsets (n + 1,), lengths (n,)) per side: tensors, or arrays on
-        disk that slice into tensors (prepare.DiskArray)."""
+        disk that slice into tensors (prepared_files.DiskArray)."""
         split = cls.__new__(cls)
         split.src_ids, split.src_offsets, split.src_lengths = source
         split.tgt_ids, split.tgt_offsets, split.tgt_lengths = target

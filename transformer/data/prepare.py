@@ -19,14 +19,8 @@ Several corpora and directions (corpora.py) are prepared into one directory, str
 a multilingual run's sources start with their target-language tag (`>>de<<`, added to the
 tokenizer after it is trained), so the tag is in the ids and costs nothing at training time.
 
-Files, per side (src, tgt), all little-endian; ids and offsets are read a pair at a time with
-`os.pread` (`DiskArray`), only the lengths and the streams are loaded:
-    {side}.ids       (N,)     token ids: uint16 when the vocabulary has <= 65,536 entries, else int32
-    {side}.offsets   (n + 1,) int64: pair i's ids are ids[offsets[i]:offsets[i + 1]]
-    {side}.lengths   (n,)     int32 tokens per pair (what the batch sampler sorts on)
-    streams          (n,)     uint8: the (corpus, direction) each pair came from (meta.json names them)
-    tokenizer/       the tokenizers the ids come from
-    meta.json        counts, dtype, sizes, what was dropped, the sample size, the fingerprint's inputs
+The files (per side: ids, offsets and lengths; the stream of each pair; the tokenizers; meta.json),
+and how they are read back and checked, are in prepared_files.py.
 
 Why flat files and not Arrow through `datasets`: a training step reads ~100 random pairs, which here
 is two slices of a flat array each, with no per-row decoding and no Python objects; Arrow's
@@ -35,14 +29,13 @@ between processes, where the `tokenizers` library already encodes on every core 
 `.bin/.idx` files are the same design).
 
 A preparation writes into a temporary directory and renames it into place when complete, so a crash
-or a full disk never leaves a directory that a later run trusts. meta.json holds the sha256 of every
-other file, checked whenever a run opens the directory (~0.5 s for the 425 MB of 3M pairs): a
-directory whose files do not match (truncated, or bytes changed by a bad copy or a disk error) is
-prepared again with a message, and the batch reader refuses any id outside the vocabulary with an
-error naming the directory (damage after the check). One process prepares a directory while the
-others wait for it (cache_lock.py: runs sharing data.cache_dir, the nodes of a torchrun job on a
-shared filesystem); a complete directory is never removed, so a run may read it while another
-starts, and only a damaged one is replaced.
+or a full disk never leaves a directory that a later run trusts; a directory whose files do not
+match the sha256 that its meta.json records (truncated, or bytes changed) is prepared again with a
+message. One process prepares a directory while the others wait for it (cache_lock.py: runs sharing
+data.cache_dir, the nodes of a torchrun job on a shared filesystem); a complete directory is never
+removed, so a run may read it while another starts, and only a damaged one is replaced. Under
+torchrun, rank 0's tokenizers (`shared_tokenizers`) are sent to every rank, so that nodes with disks
+of their own still encode with one vocabulary.
 """
 
 from __future__ import annotations
@@ -77,6 +70,20 @@ from transformer.data.corpora import Corpora, TrainingStream, open_corpora
 from transformer.data.loading import DataError, EncodedSplit, PairFilter, ParallelText, encode_split
 from transformer.data.mixture import EpochMixture
 from transformer.data.pairs import CHUNK_PAIRS
+from transformer.data.prepared_files import (
+    DTYPES,
+    FORMAT_VERSION,
+    META_FILE,
+    OTHER_TOKENIZERS,
+    SIDES,
+    TOKENIZER_DIR,
+    Opened,
+    check_digests,
+    file_digests,
+    open_prepared,
+    read_meta,
+    saved_tokenizers,
+)
 from transformer.tokenization.bpe_trainer import train_tokenizers_by_counts
 from transformer.tokenization.tokenizer import (
     SAMPLE_SEED,
@@ -85,13 +92,8 @@ from transformer.tokenization.tokenizer import (
     reservoir_sample,
 )
 
-FORMAT_VERSION = 3  # bump when the files or the way ids are made change: old caches are then unused
 MAX_STREAMS = 256  # the streams file holds one byte per pair
 PREPARED_DIR = "prepared"  # under train.run_dir, unless data.cache_dir is set
-SIDES = ("src", "tgt")
-META_FILE = "meta.json"
-TOKENIZER_DIR = "tokenizer"
-DTYPES = {"uint16": np.uint16, "int32": np.int32}
 
 
 @dataclass
@@ -197,16 +199,13 @@ def shared_tokenizers(
     corpora = open_corpora(config)
     directory = root / fingerprint(config, max_positions, corpora, None, source_eos)
     try:
-        meta = _read_meta(directory)
-        _check_digests(directory, meta, under=f"{TOKENIZER_DIR}/")
+        meta = read_meta(directory)
+        check_digests(directory, meta, under=f"{TOKENIZER_DIR}/")
         saved = TokenizerPair.load(directory / TOKENIZER_DIR)
         return SharedTokenizers(saved.to_json(), meta["tokenizer_sample"])
     except (OSError, ValueError, KeyError, TypeError):  # none there, or damaged: train them
         tokenizers, sample = _train_tokenizers(corpora, config)
         return SharedTokenizers(tokenizers.to_json(), sample)
-
-
-Opened = tuple[EncodedSplit, torch.Tensor]  # the training split and the stream of each pair (n,)
 
 
 def _reuse_or_prepare(
@@ -230,7 +229,7 @@ def _reuse_or_prepare(
             root / fingerprint(config, max_positions, corpora, tokenizers, source_eos),
             tokenizers,
         )
-        saved = _saved_tokenizers(trained_name)
+        saved = saved_tokenizers(trained_name)
         if saved == tokenizers.to_json():
             pass
         elif shared is not None and saved is None:  # not there yet: prepare it under that name
@@ -260,11 +259,13 @@ def _open_or_prepare(
     missing or damaged. None when it is complete but holds tokenizers other than the given ones (a
     process that trained its own prepared it first)."""
     wanted = None if tokenizers is None else tokenizers.to_json()
-    opened, problem = _open(directory, wanted)
+    opened, problem = open_prepared(directory, wanted)
     if opened is not None or problem == OTHER_TOKENIZERS:
         return None if opened is None else (opened, False)
     with _preparing(directory):
-        opened, problem = _open(directory, wanted)  # the process we waited for may have made it
+        opened, problem = open_prepared(
+            directory, wanted
+        )  # the process we waited for may have made it
         if opened is not None or problem == OTHER_TOKENIZERS:
             return None if opened is None else (opened, False)
         if problem is not None:
@@ -275,7 +276,7 @@ def _open_or_prepare(
         write_prepared(
             corpora, config, max_positions, directory, tokenizers, source_eos, named_by, sample
         )
-    opened, problem = _open(directory, wanted)
+    opened, problem = open_prepared(directory, wanted)
     if opened is None:  # only if the disk changed under us; not worth a second try
         raise DataError(f"{directory}: prepared data unreadable right after writing it ({problem})")
     return opened, True
@@ -379,129 +380,6 @@ def fingerprint_inputs(
     }
 
 
-def _saved_tokenizers(directory: Path) -> dict[str, str] | None:
-    try:
-        return TokenizerPair.load(directory / TOKENIZER_DIR).to_json()
-    except (OSError, ValueError):
-        return None
-
-
-# --- reading --------------------------------------------------------------------------------------
-
-
-OTHER_TOKENIZERS = "made with other tokenizers"  # _open's problem for a directory that is fine
-
-
-def _open(
-    directory: Path, tokenizers: dict[str, str] | None = None
-) -> tuple[Opened | None, str | None]:
-    """The prepared split in `directory`, read from its files, and the stream of each pair (n,);
-    or None and what is wrong: None when there is no such directory, a description when its files
-    are damaged, OTHER_TOKENIZERS when it holds tokenizers other than `tokenizers` (JSON)."""
-    if not directory.is_dir():
-        return None, None
-    try:
-        meta = _read_meta(directory)
-        split = EncodedSplit.from_tensors(*(_map_side(directory, side, meta) for side in SIDES))
-        streams = np.fromfile(directory / "streams", dtype=np.uint8)
-        if len(streams) != len(split) or (len(streams) and streams.max() >= len(meta["streams"])):
-            raise ValueError(f"the streams file does not match the {len(split)} pairs")
-        _check_digests(directory, meta)
-        if tokenizers is not None and _saved_tokenizers(directory) != tokenizers:
-            return None, OTHER_TOKENIZERS
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as error:
-        return None, str(error)
-    return (split, torch.from_numpy(streams)), None
-
-
-def _read_meta(directory: Path) -> dict[str, Any]:
-    meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"format {meta.get('format')}, this code reads {FORMAT_VERSION}")
-    return meta
-
-
-def _check_digests(directory: Path, meta: dict[str, Any], under: str = "") -> None:
-    """Raise ValueError unless every file (the files `under` a folder) has the sha256 that
-    meta.json records for it."""
-    for name, digest in meta["sha256"].items():
-        if name.startswith(under) and file_sha256(directory / name) != digest:
-            raise ValueError(f"{name} does not match its sha256 in meta.json: its bytes changed")
-
-
-def file_sha256(path: Path) -> str:
-    """The sha256 of a file, as `sha256sum` prints it, read 16 MB at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 24):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _map_side(directory: Path, side: str, meta: dict[str, Any]) -> tuple[Any, ...]:
-    """(ids (N,), offsets (n + 1,), lengths (n,)) of one side, after checking that every file has
-    the size meta.json promises and that the index agrees with the ids. Ids and offsets stay on
-    disk (`DiskArray`); the lengths, which the batch sampler sorts, are read into memory."""
-    pairs, tokens = int(meta["pairs"]), int(meta[side]["tokens"])
-    ids_dtype = DTYPES[meta["dtype"]]
-    expected = {
-        f"{side}.ids": (tokens, ids_dtype),
-        f"{side}.offsets": (pairs + 1, np.int64),
-        f"{side}.lengths": (pairs, np.int32),
-    }
-    for name, (count, dtype) in expected.items():
-        size = (directory / name).stat().st_size
-        if size != count * np.dtype(dtype).itemsize:
-            raise ValueError(
-                f"{name} has {size} bytes, meta.json says {count * np.dtype(dtype).itemsize}"
-            )
-    ids = DiskArray(directory / f"{side}.ids", ids_dtype, tokens)
-    offsets = DiskArray(directory / f"{side}.offsets", np.int64, pairs + 1)
-    lengths = torch.from_numpy(np.fromfile(directory / f"{side}.lengths", dtype=np.int32))
-    if offsets[0] != 0 or offsets[-1] != tokens or int(lengths.sum()) != tokens:
-        raise ValueError(f"the {side} index does not add up to its {tokens} ids")
-    return ids, offsets, lengths
-
-
-class DiskArray:
-    """A 1-D array in a file, read a slice at a time with `os.pread`: an item is one or two reads
-    of a few bytes, and nothing stays in the process. (Memory-mapping the file instead costs more
-    than the bytes read: each page fault maps the 64 KB around it, which after 50 steps on 3M pairs
-    was ~300 MB of resident memory per process; the kernel's page cache, shared by every process
-    of the machine, keeps what was read recently either way.)"""
-
-    def __init__(self, path: Path, dtype: type, length: int) -> None:
-        self.path, self.np_dtype, self.length = path, np.dtype(dtype), length
-        self.dtype = torch.from_numpy(np.zeros(0, dtype=self.np_dtype)).dtype
-        self._file: IO[bytes] | None = None
-        self._pid = -1
-
-    def __len__(self) -> int:
-        return self.length
-
-    def _read(self, start: int, stop: int) -> np.ndarray:
-        if self._pid != os.getpid():  # (re)open in each process, e.g. DataLoader workers
-            self._file, self._pid = open(self.path, "rb"), os.getpid()  # noqa: SIM115
-        itemsize = self.np_dtype.itemsize
-        data = os.pread(self._file.fileno(), (stop - start) * itemsize, start * itemsize)
-        return np.frombuffer(data, dtype=self.np_dtype)
-
-    def __getitem__(self, index: int | slice) -> Any:
-        """array[i] -> int; array[a:b] -> a 1-D tensor (a copy) of that slice."""
-        if isinstance(index, slice):
-            start, stop, step = index.indices(self.length)
-            if step != 1:
-                raise ValueError("DiskArray slices must be contiguous")
-            return torch.from_numpy(self._read(start, max(start, stop)).copy())
-        i = index + self.length if index < 0 else index
-        if not 0 <= i < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} items")
-        return int(self._read(i, i + 1)[0])
-
-    def __getstate__(self) -> dict[str, Any]:  # an open file does not pickle; reopened on use
-        return {**self.__dict__, "_file": None, "_pid": -1}
-
-
 # --- writing --------------------------------------------------------------------------------------
 
 
@@ -540,7 +418,7 @@ def write_prepared(
             tokenizer_sample=sample_record,
             seconds=round(time.monotonic() - started, 1),
             fingerprint_inputs=inputs,
-            sha256=_digests(temporary),
+            sha256=file_digests(temporary),
         )
         (temporary / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         _move_into_place(temporary, directory)
@@ -552,12 +430,6 @@ def write_prepared(
         f"Prepared training data: {directory} ({meta['pairs']} pairs, {size / 1e6:.1f} MB, "
         f"{seconds:.0f} s, {meta['seen'] / max(seconds, 1e-9):,.0f} pairs/s)"
     )
-
-
-def _digests(directory: Path) -> dict[str, str]:
-    """The sha256 of every file in `directory`, by its path there (meta.json records them)."""
-    files = sorted(path for path in directory.rglob("*") if path.is_file())
-    return {path.relative_to(directory).as_posix(): file_sha256(path) for path in files}
 
 
 def _remove_leftovers(directory: Path) -> None:
@@ -580,7 +452,10 @@ def _move_into_place(temporary: Path, directory: Path) -> None:
     try:
         os.rename(temporary, directory)
     except OSError as error:
-        if error.errno not in (errno.ENOTEMPTY, errno.EEXIST) or _open(directory)[0] is None:
+        if (
+            error.errno not in (errno.ENOTEMPTY, errno.EEXIST)
+            or open_prepared(directory)[0] is None
+        ):
             raise
         print(f"{directory} was prepared by another process at the same time; using that copy")
 
