@@ -37,6 +37,7 @@ from transformer.device import (
     PrecisionChoice,
     check_precision,
     keep_freed_cpu_memory,
+    limit_kernel_caches,
     resolve_device,
 )
 from transformer.model import Transformer, build_transformer
@@ -296,6 +297,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         torch.set_num_threads(config.train.threads)
     device = distributed.local_device(resolve_device(config.train.device))
     keep_freed_cpu_memory(device)  # the same tensors every step: no page faults on reuse
+    limit_kernel_caches(device)  # without AMX, each step's shapes are new: keep few kernels
     check_precision(config.train.precision, device)  # before any work: fp16 off CUDA is refused
 
     prepared = prepared_data(config, checkpoint or initial)
