@@ -27,9 +27,10 @@ import train
 import translate
 from transformer.checkpoint import load_model
 from transformer.config import load_config
+from transformer.data import prepare
 from transformer.data.batching import TokenBatchSampler
 from transformer.data.prepare import prepare_data
-from transformer.training import loop, start
+from transformer.training import distributed, loop, start
 from transformer.training.validation import validate
 
 ROOT = Path(__file__).parent.parent
@@ -194,6 +195,44 @@ def test_the_first_rank_prepares_the_data_and_both_map_the_same_files(
     assert (prepared_now, other_prepared_now) == (True, False)  # rank 1 waited, then reused it
     assert directory == other_directory and Path(directory).parent == run_dir / "prepared"
     assert [p.name for p in (run_dir / "prepared").iterdir()] == [Path(directory).name]
+
+
+def _rank_on_a_node_of_its_own(rank: int, world_size: int, port: int, work: str) -> None:
+    """One rank as the first process of a node of its own (LOCAL_RANK 0) whose cache directory is
+    its own (node-local disks): reports how many tokenizers it trained and what it prepared."""
+    _as_rank(rank, world_size, port)
+    os.environ["LOCAL_RANK"] = "0"
+    config = load_config(TINY, [*FAST, f"data.cache_dir={work}/cache{rank}"])
+    trainings = []
+    real_sample_and_train = prepare._sample_and_train
+
+    def counted(*args: object) -> object:
+        trainings.append(rank)
+        return real_sample_and_train(*args)
+
+    prepare._sample_and_train = counted
+    with distributed.process_group("cpu", 60):
+        prepared = start.prepared_data(config, None)
+    meta = json.loads((prepared.directory / "meta.json").read_text())
+    report = {
+        "trainings": len(trainings),
+        "tokenizers": prepared.tokenizers.to_json(),
+        "directory": prepared.directory.name,
+        "sha256": meta["sha256"],
+    }
+    Path(work, f"rank{rank}.json").write_text(json.dumps(report))
+
+
+def test_ranks_with_disks_of_their_own_encode_with_rank_zeros_tokenizers(tmp_path: Path) -> None:
+    """Rank 0 trains the tokenizers and sends them: both nodes prepare the same files, though
+    each prepares its own copy, without training a tokenizer of its own."""
+    assert start_ranks(_rank_on_a_node_of_its_own, str(tmp_path)) == [0, 0]
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert (first["trainings"], second["trainings"]) == (1, 0)
+    assert first["tokenizers"] == second["tokenizers"]
+    assert first["directory"] == second["directory"]  # named as if trained there: one name
+    assert first["sha256"] == second["sha256"]  # the same ids, byte for byte
+    assert (tmp_path / "cache1" / second["directory"] / "src.ids").is_file()
 
 
 def test_validation_on_two_ranks_equals_one_process(two_ranks: tuple[Path, list[dict]]) -> None:

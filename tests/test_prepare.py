@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,8 +20,8 @@ import torch
 import train
 from transformer.commands import prepare as prepare_command
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig, load_config
-from transformer.data import prepare
-from transformer.data.batching import TokenBatchSampler
+from transformer.data import cache_lock, prepare
+from transformer.data.batching import TokenBatchSampler, make_loader
 from transformer.data.loading import DataError, PairFilter, ParallelText, encode_split, load_corpus
 from transformer.data.prepare import PreparedData, cache_root, prepare_data
 from transformer.tokenization.tokenizer import EOS_ID, reservoir_sample, train_tokenizers
@@ -187,6 +188,66 @@ def test_an_index_that_disagrees_with_the_ids_is_detected(tmp_path: Path, capsys
     assert "the src index does not add up" in capsys.readouterr().out
 
 
+def damage_in_place(path: Path, fill: bytes | None = None) -> None:
+    """Overwrite 64 bytes in the middle of a file, its size unchanged (a bad copy, a disk error)."""
+    data = bytearray(path.read_bytes())
+    middle = (len(data) // 2 - 32) // 4 * 4  # on an id boundary
+    data[middle : middle + 64] = fill * (64 // len(fill)) if fill else os.urandom(64)
+    path.write_bytes(bytes(data))
+
+
+def test_a_damaged_file_of_the_right_size_is_detected_and_prepared_again(
+    tmp_path: Path, capsys
+) -> None:
+    config = data_config(write_corpus(tmp_path / "corpus"))
+    first = prepared(config, tmp_path / "cache")
+    expected = [first.splits["train"][i] for i in range(len(first.splits["train"]))]
+    damage_in_place(first.directory / "tgt.ids")
+    second = prepared(config, tmp_path / "cache")
+    assert "tgt.ids does not match its sha256 in meta.json" in capsys.readouterr().out
+    assert second.prepared_now and second.directory == first.directory
+    for i, (src, tgt) in enumerate(expected):
+        assert torch.equal(second.splits["train"][i][0], src)
+        assert torch.equal(second.splits["train"][i][1], tgt)
+
+
+def test_ids_damaged_during_a_run_are_refused_naming_the_directory(tmp_path: Path) -> None:
+    """Bytes changed after the check on opening (the run reads the files throughout): the batch
+    reader refuses an id outside the vocabulary, in one line, before the model sees it."""
+    config = data_config(write_corpus(tmp_path / "corpus"))
+    result = prepared(config, tmp_path / "cache")
+    train = result.splits["train"]
+    damage_in_place(result.directory / "tgt.ids", fill=b"\xff\xff")  # id 65535 > 300
+    sampler = TokenBatchSampler(train.src_lengths, train.tgt_lengths, 10_000, seed=1)
+    with pytest.raises(DataError, match=f"{result.directory}: a target token id 65535 is outside"):
+        list(make_loader(train, sampler))
+
+
+@pytest.mark.parametrize("case", ["empty files", "every pair too long"])
+def test_an_empty_training_split_stops_with_one_line_and_exit_2(
+    tmp_path: Path, capsys, case: str
+) -> None:
+    corpus = write_corpus(tmp_path / "corpus")
+    overrides = ["data.max_length=1"] if case == "every pair too long" else []
+    if case == "empty files":
+        for lang in ("en", "de"):
+            (corpus / f"train.{lang}.gz").write_bytes(gzip.compress(b""))
+    argv = ["--config", str(ROOT / "configs" / "tiny.yaml"), f"data.dataset={corpus}"]
+    argv += ["data.splits.validation=val", "data.splits.test=test", *overrides]
+    argv += [f"train.run_dir={tmp_path / 'run'}", "data.tokenizer.vocab_size=300"]
+    expected = {
+        "empty files": f"the training split is empty: no sentence pairs in {corpus}",
+        "every pair too long": "no usable training pairs: train (",
+    }[case]
+    for command in (prepare_command.main, train.main):
+        capsys.readouterr()
+        assert command(argv) == 2
+        err = capsys.readouterr().err
+        assert err.strip().splitlines()[-1].startswith(f"error: {expected}"), err
+        assert "Traceback" not in err
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file()]  # nothing left behind
+
+
 def test_a_full_disk_is_one_message_and_leaves_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -196,13 +257,13 @@ def test_a_full_disk_is_one_message_and_leaves_nothing(
     monkeypatch.setattr(prepare._SideWriter, "append", disk_full)
     with pytest.raises(DataError, match="No space left on device.*data.cache_dir"):
         prepared(data_config(write_corpus(tmp_path / "corpus")), tmp_path / "cache")
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert not (tmp_path / "cache").exists()  # not even the directory it made for the cache
 
 
 KILLED_PREPARATION = """
 import os, signal, sys
 from pathlib import Path
-from transformer.data import prepare
+from transformer.data import cache_lock, prepare
 from transformer.config import DataConfig, SplitsConfig, TokenizerConfig
 
 prepare.CHUNK_PAIRS = 6
@@ -225,11 +286,80 @@ def test_a_preparation_killed_half_way_is_never_trusted(tmp_path: Path) -> None:
         [sys.executable, "-c", KILLED_PREPARATION, str(corpus), str(cache)], env=env, check=False
     )
     assert killed.returncode == -signal.SIGKILL
-    (leftover,) = cache.iterdir()
+    lock, leftover = sorted(cache.iterdir())  # its lock, and its half-written directory
+    assert lock.name.startswith(".train-") and lock.name.endswith(".lock")
     assert leftover.name.startswith(".train-") and ".tmp-" in leftover.name  # not a cache name
     again = prepared(data_config(corpus), cache)
     assert again.prepared_now and len(again.splits["train"]) == 38
-    assert [p.name for p in cache.iterdir()] == [again.directory.name]  # leftover removed
+    assert [p.name for p in cache.iterdir()] == [again.directory.name]  # leftovers removed
+
+
+PREPARATION_HELD_AT_THE_TOKENIZER = """
+import sys, time
+from pathlib import Path
+from transformer.data import cache_lock, prepare
+from transformer.config import DataConfig, SplitsConfig, TokenizerConfig
+
+real_sample_and_train = prepare._sample_and_train
+def sample_and_train_when_released(*args):
+    print("holding the lock", flush=True)
+    deadline = time.monotonic() + 120
+    while not Path(sys.argv[3]).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return real_sample_and_train(*args)
+prepare._sample_and_train = sample_and_train_when_released
+config = DataConfig(dataset=sys.argv[1], splits=SplitsConfig("train", "val", "test"),
+    max_length=40, tokenizer=TokenizerConfig(vocab_size=300, min_frequency=1))
+print("directory:", prepare.prepare_data(config, 64, Path(sys.argv[2])).directory, flush=True)
+"""
+
+
+def wait_for(path: Path, text: str, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while text not in (path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, f"{path} never said {text!r}"
+        time.sleep(0.05)
+
+
+def test_two_processes_preparing_at_once_share_one_preparation(tmp_path: Path) -> None:
+    """The first takes the lock and trains; the second says whom it waits for, then reuses."""
+    corpus, cache, release = write_corpus(tmp_path / "corpus"), tmp_path / "cache", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-c", PREPARATION_HELD_AT_THE_TOKENIZER, str(corpus), str(cache)]
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    processes = []
+    for log, wait_text in zip(logs, ["holding the lock", "Waiting for process"], strict=True):
+        with open(log, "w") as out:
+            processes.append(
+                subprocess.Popen([*command, str(release)], stdout=out, stderr=out, env=env)
+            )
+        wait_for(log, wait_text)
+    release.touch()
+    assert [process.wait(timeout=120) for process in processes] == [0, 0]
+    first, second = (log.read_text() for log in logs)
+    assert f"Waiting for process {processes[0].pid} on " in second
+    assert "Tokenizer: training on" in first and "Tokenizer: training on" not in second
+    assert "holding the lock" not in second and "reused" in second
+    (directory,) = {line for line in (first + second).splitlines() if line.startswith("directory:")}
+    assert [p.name for p in cache.iterdir()] == [Path(directory.split()[1]).name]
+
+
+def test_a_lock_whose_owner_shows_no_life_is_broken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """An owner on another host cannot be asked whether it lives: its heartbeat is watched."""
+    monkeypatch.setattr(cache_lock, "STALE_S", 0.5)
+    lock = tmp_path / ".train-0.lock"
+    lock.mkdir()
+    (lock / "owner").write_text("elsewhere 123 0a1b 2024-01-01T00:00:00 7\n")
+    started = time.monotonic()
+    with cache_lock.CacheLock(lock, "train-0"):
+        owner = (lock / "owner").read_text()
+        assert owner.startswith(f"{cache_lock.HOST} {os.getpid()} ")
+    assert time.monotonic() - started >= 0.5 and not lock.exists()
+    err = capsys.readouterr().err
+    assert "Waiting for process 123 on elsewhere, which has been preparing train-0" in err
+    assert "process 123 on elsewhere has shown no sign of life" in err
 
 
 def test_resume_maps_the_prepared_data_without_encoding_again(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -381,3 +382,21 @@ def test_kept_cpu_memory_is_reused_without_page_faults() -> None:
         pytest.skip("not glibc: mallopt is not available")
     assert int(faults) < 20480 // 4
     assert device.keep_freed_cpu_memory(torch.device("meta")) is False  # not the CPU: untouched
+
+
+def test_kernel_caches_are_limited_on_a_cpu_without_amx_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without AMX each training step's shapes are new, so oneDNN's kernel caches only hold
+    memory: train.py sizes them down (unless the user did); with AMX the kernels are reused."""
+    for name in device.KERNEL_CACHES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: True)
+    assert device.limit_kernel_caches(torch.device("cpu")) is False
+    assert not any(name in os.environ for name in device.KERNEL_CACHES)
+    monkeypatch.setattr(device, "cpu_has_amx", lambda: False)
+    assert device.limit_kernel_caches(torch.device("meta")) is False  # not the CPU
+    monkeypatch.setenv("LRU_CACHE_CAPACITY", "7")  # the user's own setting
+    assert device.limit_kernel_caches(torch.device("cpu")) is True
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(device.KERNEL_CACHE_ENTRIES)
+    assert os.environ["LRU_CACHE_CAPACITY"] == "7"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import os
 import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from transformer.config import ConfigError
+from transformer.packing import cpu_has_amx
 
 
 def resolve_device(name: str, setting: str = "train.device") -> torch.device:
@@ -101,6 +103,34 @@ def glibc() -> ctypes.CDLL | None:
     except (OSError, AttributeError, TypeError):
         return None
     return libc
+
+
+# oneDNN's kernel caches, the environment variables that size them (read once, when the first
+# kernel is built), and the size train.py gives them on a CPU without AMX.
+KERNEL_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
+KERNEL_CACHE_ENTRIES = 128
+
+
+def limit_kernel_caches(device: torch.device) -> bool:
+    """Keep oneDNN's kernel caches small on a CPU without AMX; call before the first bf16 matmul.
+
+    oneDNN (torch's bf16 matmuls on a CPU; decoding's packed float32 layers) builds a kernel for
+    each new matrix shape and keeps the last 1,024 in each of two caches, its own and ideep's. A
+    training batch's row count is its number of real tokens, new at almost every step (~28 new
+    kernels a step), so the caches fill within ~40 steps and then only hold memory. Measured on an
+    AMD EPYC (avx512_bf16), the multi30k recipe in bf16, 98 steps and 4 validations: malloc's bytes
+    in use 893 -> 369 MB with 128 entries, and the heap around them, which the long-lived entries
+    fragment, shrank as much again: the run's peak RSS 2.59 -> 1.63 GB, 1.19x the peak of its first
+    25 steps (was 1.52x). The steps alone plateau at 1.34 GB from step 20 (were still growing at
+    2.34 GB after 60). The kernels cost little to build there (128 entries: about 1 more build a
+    step, <1 ms; a validation's decoding builds ~190 either way, ~0.1 s). With AMX, training rounds
+    its rows so that shapes come back (packing.py) and a kernel costs 1-17 ms to build: the caches
+    are left as they are. A value set in the environment is kept. Returns whether the caches were limited."""
+    if device.type != "cpu" or cpu_has_amx():
+        return False
+    for name in KERNEL_CACHES:
+        os.environ.setdefault(name, str(KERNEL_CACHE_ENTRIES))
+    return True
 
 
 @dataclass(frozen=True)

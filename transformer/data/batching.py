@@ -298,7 +298,7 @@ class _WithIndices(Dataset):
         return self.split[i]
 
     def __getitems__(self, indices: list[int]) -> tuple[list[int], list[tuple[Tensor, Tensor]]]:
-        return indices, [self.split[i] for i in indices]
+        return indices, self.split.pairs(indices)
 
 
 def _collate_with_indices(fetched: tuple[list[int], list[tuple[Tensor, Tensor]]]) -> Batch:

@@ -419,6 +419,11 @@ class EncodedSplit(Dataset):
     Item i is (source ids, target ids) as 1-D long tensors.
     """
 
+    # Set by `refuse_ids_outside` (a split read from disk): the vocabulary sizes and the files'
+    # directory; `pairs` then checks each batch it reads.
+    vocab_sizes: tuple[int, int] | None = None
+    origin = ""
+
     def __init__(self, source: list[list[int]], target: list[list[int]]) -> None:
         if len(source) != len(target):
             raise ValueError(f"{len(source)} source but {len(target)} target sentences")
@@ -430,7 +435,7 @@ class EncodedSplit(Dataset):
         cls, source: tuple[Tensor, Tensor, Tensor], target: tuple[Tensor, Tensor, Tensor]
     ) -> EncodedSplit:
         """From (flat ids (N,), offsets (n + 1,), lengths (n,)) per side: tensors, or arrays on
-        disk that slice into tensors (prepare.DiskArray)."""
+        disk that slice into tensors (prepared_files.DiskArray)."""
         split = cls.__new__(cls)
         split.src_ids, split.src_offsets, split.src_lengths = source
         split.tgt_ids, split.tgt_offsets, split.tgt_lengths = target
@@ -450,6 +455,28 @@ class EncodedSplit(Dataset):
         src = self.src_ids[int(self.src_offsets[i]) : int(self.src_offsets[i + 1])]
         tgt = self.tgt_ids[int(self.tgt_offsets[i]) : int(self.tgt_offsets[i + 1])]
         return src.long(), tgt.long()
+
+    def refuse_ids_outside(self, src_vocab_size: int, tgt_vocab_size: int, origin: str) -> None:
+        """From now on `pairs` refuses an id outside the vocabularies, with a DataError that names
+        `origin` (damaged files on disk: never an IndexError deep inside the model)."""
+        self.vocab_sizes, self.origin = (src_vocab_size, tgt_vocab_size), origin
+
+    def pairs(self, indices: list[int]) -> list[tuple[Tensor, Tensor]]:
+        """Items `indices` (a batch), their ids checked when `refuse_ids_outside` asked for it:
+        one min and max per side and batch (~40 us), not per pair."""
+        examples = [self[i] for i in indices]
+        if self.vocab_sizes is None or not examples:
+            return examples
+        for side, name, size in zip((0, 1), ("source", "target"), self.vocab_sizes, strict=True):
+            ids = torch.cat([example[side] for example in examples])  # (N,)
+            if len(ids) and not 0 <= int(ids.min()) <= int(ids.max()) < size:
+                bad = int(ids[(ids < 0) | (ids >= size)][0])
+                raise DataError(
+                    f"{self.origin}: a {name} token id {bad} is outside the vocabulary "
+                    f"(0..{size - 1}): the prepared data there is damaged. Delete that directory "
+                    "and run again to prepare it anew"
+                )
+        return examples
 
 
 BilingualDataset = EncodedSplit  # the tutorial's name for the same thing

@@ -19,14 +19,8 @@ Several corpora and directions (corpora.py) are prepared into one directory, str
 a multilingual run's sources start with their target-language tag (`>>de<<`, added to the
 tokenizer after it is trained), so the tag is in the ids and costs nothing at training time.
 
-Files, per side (src, tgt), all little-endian; ids and offsets are read a pair at a time with
-`os.pread` (`DiskArray`), only the lengths and the streams are loaded:
-    {side}.ids       (N,)     token ids: uint16 when the vocabulary has <= 65,536 entries, else int32
-    {side}.offsets   (n + 1,) int64: pair i's ids are ids[offsets[i]:offsets[i + 1]]
-    {side}.lengths   (n,)     int32 tokens per pair (what the batch sampler sorts on)
-    streams          (n,)     uint8: the (corpus, direction) each pair came from (meta.json names them)
-    tokenizer/       the tokenizers the ids come from
-    meta.json        counts, dtype, sizes, what was dropped, the sample size, the fingerprint's inputs
+The files (per side: ids, offsets and lengths; the stream of each pair; the tokenizers; meta.json),
+and how they are read back and checked, are in prepared_files.py.
 
 Why flat files and not Arrow through `datasets`: a training step reads ~100 random pairs, which here
 is two slices of a flat array each, with no per-row decoding and no Python objects; Arrow's
@@ -36,11 +30,17 @@ between processes, where the `tokenizers` library already encodes on every core 
 
 A preparation writes into a temporary directory and renames it into place when complete, so a crash
 or a full disk never leaves a directory that a later run trusts; a directory whose files do not
-match their meta.json (a truncated .ids file) is prepared again with a message.
+match the sha256 that its meta.json records (truncated, or bytes changed) is prepared again with a
+message. One process prepares a directory while the others wait for it (cache_lock.py: runs sharing
+data.cache_dir, the nodes of a torchrun job on a shared filesystem); a complete directory is never
+removed, so a run may read it while another starts, and only a damaged one is replaced. Under
+torchrun, rank 0's tokenizers (`shared_tokenizers`) are sent to every rank, so that nodes with disks
+of their own still encode with one vocabulary.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -48,6 +48,7 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from itertools import chain
 from pathlib import Path
@@ -64,10 +65,25 @@ from transformer.config import (
     config_from_dict,
     parse_pair,
 )
+from transformer.data.cache_lock import HOST, CacheLock
 from transformer.data.corpora import Corpora, TrainingStream, open_corpora
 from transformer.data.loading import DataError, EncodedSplit, PairFilter, ParallelText, encode_split
 from transformer.data.mixture import EpochMixture
 from transformer.data.pairs import CHUNK_PAIRS
+from transformer.data.prepared_files import (
+    DTYPES,
+    FORMAT_VERSION,
+    META_FILE,
+    OTHER_TOKENIZERS,
+    SIDES,
+    TOKENIZER_DIR,
+    Opened,
+    check_digests,
+    file_digests,
+    open_prepared,
+    read_meta,
+    saved_tokenizers,
+)
 from transformer.tokenization.bpe_trainer import train_tokenizers_by_counts
 from transformer.tokenization.tokenizer import (
     SAMPLE_SEED,
@@ -76,13 +92,8 @@ from transformer.tokenization.tokenizer import (
     reservoir_sample,
 )
 
-FORMAT_VERSION = 2  # bump when the files or the way ids are made change: old caches are then unused
 MAX_STREAMS = 256  # the streams file holds one byte per pair
 PREPARED_DIR = "prepared"  # under train.run_dir, unless data.cache_dir is set
-SIDES = ("src", "tgt")
-META_FILE = "meta.json"
-TOKENIZER_DIR = "tokenizer"
-DTYPES = {"uint16": np.uint16, "int32": np.int32}
 
 
 @dataclass
@@ -113,39 +124,45 @@ def cache_root(config: Config) -> Path:
     return Path(config.data.cache_dir or Path(config.train.run_dir) / PREPARED_DIR).expanduser()
 
 
+@dataclass
+class SharedTokenizers:
+    """Tokenizers trained once for a config (`shared_tokenizers`) and handed to other processes:
+    under torchrun, rank 0 trains them and sends them to every rank (start.py), so that every node
+    encodes with one vocabulary, whether the nodes share a disk or each has its own."""
+
+    tokenizers: dict[str, str]  # TokenizerPair.to_json()
+    sample: dict[str, Any]  # how they were trained (meta.json's tokenizer_sample)
+
+
 def prepare_data(
     config: DataConfig,
     max_positions: int,
     root: Path,
     tokenizers: TokenizerPair | None = None,
     source_eos: bool = False,
+    shared: SharedTokenizers | None = None,
 ) -> PreparedData:
     """The one way the project turns a corpus into training data: reuse the prepared training split
     that matches (prepare it if there is none), and encode validation and test in memory.
 
     `tokenizers` (e.g. from a checkpoint being resumed) are used instead of training new ones; a
-    prepared split made with other tokenizers is then not reused. `source_eos` (model.source_eos)
-    ends every source with EOS, so it is part of the fingerprint too."""
+    prepared split made with other tokenizers is then not reused. `shared` tokenizers, trained for
+    this very config by another process, take the place of those this one would train. `source_eos`
+    (model.source_eos) ends every source with EOS, so it is part of the fingerprint too."""
     corpora = open_corpora(config)
     if len(corpora.streams) > MAX_STREAMS:
         raise DataError(
             f"{len(corpora.streams)} (corpus, direction) streams; at most {MAX_STREAMS} are supported"
         )
-    key = fingerprint(config, max_positions, corpora, None, source_eos)
-    if tokenizers is not None and _saved_tokenizers(root / key) != tokenizers.to_json():
-        key = fingerprint(config, max_positions, corpora, tokenizers, source_eos)
-    directory = root / key
-    opened = open_prepared(directory)
-    prepared_now = opened is None
-    if opened is None:
-        write_prepared(corpora, config, max_positions, directory, tokenizers, source_eos)
-        opened = open_prepared(directory)
-        if opened is None:  # only if the disk changed under us; not worth a second try
-            raise DataError(f"{directory}: prepared data unreadable right after writing it")
-    else:
-        print(f"Prepared training data: {directory} ({len(opened[0])} pairs, reused)")
-    train, train_streams = opened
+    if shared is not None:
+        tokenizers = TokenizerPair.from_json(shared.tokenizers)
+    directory, (train, train_streams), prepared_now = _reuse_or_prepare(
+        corpora, config, max_positions, root, tokenizers, source_eos, shared
+    )
+    if not prepared_now:
+        print(f"Prepared training data: {directory} ({len(train)} pairs, reused)")
     tokenizers = TokenizerPair.load(directory / TOKENIZER_DIR, source_eos)
+    train.refuse_ids_outside(tokenizers.src_vocab_size, tokenizers.tgt_vocab_size, str(directory))
     texts = {"validation": corpora.validation, "test": corpora.test}
     labels = {"validation": corpora.validation_directions, "test": corpora.test_directions}
     splits = {"train": train}
@@ -172,6 +189,128 @@ def prepare_data(
         stream_weights=[stream.weight for stream in corpora.streams],
         stream_directions=corpora.stream_direction_ids(),
     )
+
+
+def shared_tokenizers(
+    config: DataConfig, max_positions: int, root: Path, source_eos: bool = False
+) -> SharedTokenizers:
+    """The tokenizers `prepare_data` would train for `config`: those of its prepared directory when
+    there is one, else trained now on the same seeded sample."""
+    corpora = open_corpora(config)
+    directory = root / fingerprint(config, max_positions, corpora, None, source_eos)
+    try:
+        meta = read_meta(directory)
+        check_digests(directory, meta, under=f"{TOKENIZER_DIR}/")
+        saved = TokenizerPair.load(directory / TOKENIZER_DIR)
+        return SharedTokenizers(saved.to_json(), meta["tokenizer_sample"])
+    except (OSError, ValueError, KeyError, TypeError):  # none there, or damaged: train them
+        tokenizers, sample = _train_tokenizers(corpora, config)
+        return SharedTokenizers(tokenizers.to_json(), sample)
+
+
+def _reuse_or_prepare(
+    corpora: Corpora,
+    config: DataConfig,
+    max_positions: int,
+    root: Path,
+    tokenizers: TokenizerPair | None,
+    source_eos: bool,
+    shared: SharedTokenizers | None,
+) -> tuple[Path, Opened, bool]:
+    """The prepared directory for these settings, its split opened, and whether it was prepared now.
+
+    Its name is the fingerprint of the settings with tokenizers trained from the corpus. Given
+    tokenizers take that name when the directory there holds them (or, for `shared` ones, when
+    there is none yet), else a name of their own (the fingerprint of the tokenizers)."""
+    trained_name = root / fingerprint(config, max_positions, corpora, None, source_eos)
+    candidates: list[tuple[Path, TokenizerPair | None]] = [(trained_name, None)]
+    if tokenizers is not None:
+        own_name = (
+            root / fingerprint(config, max_positions, corpora, tokenizers, source_eos),
+            tokenizers,
+        )
+        saved = saved_tokenizers(trained_name)
+        if saved == tokenizers.to_json():
+            pass
+        elif shared is not None and saved is None:  # not there yet: prepare it under that name
+            candidates.append(own_name)
+        else:
+            candidates = [own_name]
+    for directory, named_by in candidates:
+        found = _open_or_prepare(
+            corpora, config, max_positions, directory, tokenizers, source_eos, shared, named_by
+        )
+        if found is not None:
+            return directory, *found
+    raise AssertionError("unreachable: a directory named by its tokenizers holds them")
+
+
+def _open_or_prepare(
+    corpora: Corpora,
+    config: DataConfig,
+    max_positions: int,
+    directory: Path,
+    tokenizers: TokenizerPair | None,
+    source_eos: bool,
+    shared: SharedTokenizers | None,
+    named_by: TokenizerPair | None,
+) -> tuple[Opened, bool] | None:
+    """`directory` opened, and whether it was prepared now: first, under its lock, when it is
+    missing or damaged. None when it is complete but holds tokenizers other than the given ones (a
+    process that trained its own prepared it first)."""
+    wanted = None if tokenizers is None else tokenizers.to_json()
+    opened, problem = open_prepared(directory, wanted)
+    if opened is not None or problem == OTHER_TOKENIZERS:
+        return None if opened is None else (opened, False)
+    with _preparing(directory):
+        opened, problem = open_prepared(
+            directory, wanted
+        )  # the process we waited for may have made it
+        if opened is not None or problem == OTHER_TOKENIZERS:
+            return None if opened is None else (opened, False)
+        if problem is not None:
+            print(
+                f"Prepared data in {directory} is incomplete or damaged ({problem}); preparing again"
+            )
+        sample = shared.sample if shared is not None and named_by is None else None
+        write_prepared(
+            corpora, config, max_positions, directory, tokenizers, source_eos, named_by, sample
+        )
+    opened, problem = open_prepared(directory, wanted)
+    if opened is None:  # only if the disk changed under us; not worth a second try
+        raise DataError(f"{directory}: prepared data unreadable right after writing it ({problem})")
+    return opened, True
+
+
+@contextmanager
+def _preparing(directory: Path) -> Iterator[None]:
+    """Hold `directory`'s lock (waiting for whoever holds it). An OSError (a full disk, no
+    permission, data.cache_dir naming a file) becomes one DataError, and a failure leaves no empty
+    directories behind (nothing half-written either: write_prepared sees to that)."""
+    made = [d for d in [directory.parent, *directory.parent.parents] if not d.exists()]
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        with CacheLock(directory.with_name(f".{directory.name}.lock"), str(directory)):
+            yield
+    except OSError as error:
+        _remove_empty(made)
+        raise DataError(
+            f"preparing the training data in {directory.parent} failed: {error}. If the disk is "
+            "full or not writable, free space or set data.cache_dir to another directory "
+            "(nothing half-written was left)"
+        ) from error
+    except BaseException:
+        _remove_empty(made)
+        raise
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove these directories, innermost first, as long as they are empty."""
+    for directory in directories:
+        try:
+            directory.rmdir()
+        except OSError:
+            return
 
 
 def _tagged(config: DataConfig, tokenizers: TokenizerPair | None) -> bool:
@@ -241,100 +380,6 @@ def fingerprint_inputs(
     }
 
 
-def _saved_tokenizers(directory: Path) -> dict[str, str] | None:
-    try:
-        return TokenizerPair.load(directory / TOKENIZER_DIR).to_json()
-    except (OSError, ValueError):
-        return None
-
-
-# --- reading --------------------------------------------------------------------------------------
-
-
-def open_prepared(directory: Path) -> tuple[EncodedSplit, torch.Tensor] | None:
-    """The prepared training split, read from its files, and the stream of each pair (n,); None
-    when there is none or its files are damaged (then a message says so, and the caller prepares
-    it again)."""
-    if not directory.is_dir():
-        return None
-    try:
-        meta = json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-        if meta.get("format") != FORMAT_VERSION:
-            raise ValueError(f"format {meta.get('format')}, this code reads {FORMAT_VERSION}")
-        split = EncodedSplit.from_tensors(*(_map_side(directory, side, meta) for side in SIDES))
-        streams = np.fromfile(directory / "streams", dtype=np.uint8)
-        if len(streams) != len(split) or (len(streams) and streams.max() >= len(meta["streams"])):
-            raise ValueError(f"the streams file does not match the {len(split)} pairs")
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
-        print(f"Prepared data in {directory} is incomplete or damaged ({error}); preparing again")
-        return None
-    return split, torch.from_numpy(streams)
-
-
-def _map_side(directory: Path, side: str, meta: dict[str, Any]) -> tuple[Any, ...]:
-    """(ids (N,), offsets (n + 1,), lengths (n,)) of one side, after checking that every file has
-    the size meta.json promises and that the index agrees with the ids. Ids and offsets stay on
-    disk (`DiskArray`); the lengths, which the batch sampler sorts, are read into memory."""
-    pairs, tokens = int(meta["pairs"]), int(meta[side]["tokens"])
-    ids_dtype = DTYPES[meta["dtype"]]
-    expected = {
-        f"{side}.ids": (tokens, ids_dtype),
-        f"{side}.offsets": (pairs + 1, np.int64),
-        f"{side}.lengths": (pairs, np.int32),
-    }
-    for name, (count, dtype) in expected.items():
-        size = (directory / name).stat().st_size
-        if size != count * np.dtype(dtype).itemsize:
-            raise ValueError(
-                f"{name} has {size} bytes, meta.json says {count * np.dtype(dtype).itemsize}"
-            )
-    ids = DiskArray(directory / f"{side}.ids", ids_dtype, tokens)
-    offsets = DiskArray(directory / f"{side}.offsets", np.int64, pairs + 1)
-    lengths = torch.from_numpy(np.fromfile(directory / f"{side}.lengths", dtype=np.int32))
-    if offsets[0] != 0 or offsets[-1] != tokens or int(lengths.sum()) != tokens:
-        raise ValueError(f"the {side} index does not add up to its {tokens} ids")
-    return ids, offsets, lengths
-
-
-class DiskArray:
-    """A 1-D array in a file, read a slice at a time with `os.pread`: an item is one or two reads
-    of a few bytes, and nothing stays in the process. (Memory-mapping the file instead costs more
-    than the bytes read: each page fault maps the 64 KB around it, which after 50 steps on 3M pairs
-    was ~300 MB of resident memory per process; the kernel's page cache, shared by every process
-    of the machine, keeps what was read recently either way.)"""
-
-    def __init__(self, path: Path, dtype: type, length: int) -> None:
-        self.path, self.np_dtype, self.length = path, np.dtype(dtype), length
-        self.dtype = torch.from_numpy(np.zeros(0, dtype=self.np_dtype)).dtype
-        self._file: IO[bytes] | None = None
-        self._pid = -1
-
-    def __len__(self) -> int:
-        return self.length
-
-    def _read(self, start: int, stop: int) -> np.ndarray:
-        if self._pid != os.getpid():  # (re)open in each process, e.g. DataLoader workers
-            self._file, self._pid = open(self.path, "rb"), os.getpid()  # noqa: SIM115
-        itemsize = self.np_dtype.itemsize
-        data = os.pread(self._file.fileno(), (stop - start) * itemsize, start * itemsize)
-        return np.frombuffer(data, dtype=self.np_dtype)
-
-    def __getitem__(self, index: int | slice) -> Any:
-        """array[i] -> int; array[a:b] -> a 1-D tensor (a copy) of that slice."""
-        if isinstance(index, slice):
-            start, stop, step = index.indices(self.length)
-            if step != 1:
-                raise ValueError("DiskArray slices must be contiguous")
-            return torch.from_numpy(self._read(start, max(start, stop)).copy())
-        i = index + self.length if index < 0 else index
-        if not 0 <= i < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} items")
-        return int(self._read(i, i + 1)[0])
-
-    def __getstate__(self) -> dict[str, Any]:  # an open file does not pickle; reopened on use
-        return {**self.__dict__, "_file": None, "_pid": -1}
-
-
 # --- writing --------------------------------------------------------------------------------------
 
 
@@ -345,27 +390,27 @@ def write_prepared(
     directory: Path,
     tokenizers: TokenizerPair | None,
     source_eos: bool = False,
+    named_by: TokenizerPair | None = None,
+    sample: dict[str, Any] | None = None,
 ) -> None:
     """Sample, train the tokenizers (unless given), encode, clean and write `directory`, atomically:
-    everything goes to a temporary directory that is renamed into place once complete."""
+    everything goes to a temporary directory that is renamed into place once complete. The caller
+    holds the directory's lock. named_by: the tokenizers its name comes from (None: trained from
+    the corpus); sample: how given tokenizers were trained, when they were (shared ones)."""
     started = time.monotonic()
-    temporary = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
+    temporary = directory.with_name(f".{directory.name}.tmp-{HOST}-{os.getpid()}")
     try:
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned(directory)
-        shutil.rmtree(temporary, ignore_errors=True)
+        _remove_leftovers(directory)
         temporary.mkdir()
-        inputs = fingerprint_inputs(config, max_positions, corpora, tokenizers, source_eos)
-        sample_record: dict[str, Any] = {"used": None, "of": None}  # given tokenizers: no sample
-        total = None
-        tagged = _tagged(config, tokenizers)
+        inputs = fingerprint_inputs(config, max_positions, corpora, named_by, source_eos)
+        sample_record: dict[str, Any] = sample or {"used": None, "of": None}  # given: no sample
+        total = sample_record["of"]
         if tokenizers is None:
-            tokenizers, sample_record = _sample_and_train(corpora.streams, config)
+            tokenizers, sample_record = _train_tokenizers(corpora, config)
             total = sample_record["of"]
-            if tagged:
-                tokenizers = tokenizers.with_language_tags(t for _, t in config.directions())
         tokenizers.save(temporary / TOKENIZER_DIR)
         encoder = tokenizers.with_source_eos(source_eos)  # the caller's pair stays as it was
+        tagged = _tagged(config, tokenizers)
         meta = _encode_into(
             temporary, corpora.streams, config, max_positions, encoder, total, tagged
         )
@@ -373,20 +418,12 @@ def write_prepared(
             tokenizer_sample=sample_record,
             seconds=round(time.monotonic() - started, 1),
             fingerprint_inputs=inputs,
+            sha256=file_digests(temporary),
         )
         (temporary / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        shutil.rmtree(directory, ignore_errors=True)  # a damaged earlier copy
-        os.replace(temporary, directory)
-    except OSError as error:  # a full disk, no permission: one line, nothing half-written left
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise DataError(
-            f"preparing the training data in {directory.parent} failed: {error}. If the disk is "
-            "full or not writable, free space or set data.cache_dir to another directory "
-            "(nothing half-written was left)"
-        ) from error
-    except BaseException:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise
+        _move_into_place(temporary, directory)
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)  # gone already when all went well
     size = sum(path.stat().st_size for path in directory.rglob("*") if path.is_file())
     seconds = time.monotonic() - started
     print(
@@ -395,35 +432,56 @@ def write_prepared(
     )
 
 
-def _remove_abandoned(directory: Path) -> None:
-    """Temporary directories left by preparations that died (their process is gone)."""
-    for stale in directory.parent.glob(f".{directory.name}.tmp-*"):
-        pid = stale.name.rpartition("-")[2]
-        if pid.isdigit() and not _process_alive(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
+def _remove_leftovers(directory: Path) -> None:
+    """What preparations of `directory` that died left behind (their temporary directories, a
+    damaged copy being removed). Called under the lock: no living process is writing them."""
+    for pattern in (f".{directory.name}.tmp-*", f".{directory.name}.damaged-*"):
+        for leftover in directory.parent.glob(pattern):
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
-def _process_alive(pid: int) -> bool:
+def _move_into_place(temporary: Path, directory: Path) -> None:
+    """Rename the finished preparation to its name. Something there is a damaged copy (the caller
+    found it so under the lock): renamed aside, then deleted (a process still reading it keeps its
+    open files). If a complete copy appeared meanwhile (only after a lock was wrongly taken for
+    stale), the rename fails, as renaming onto a non-empty directory does, and that copy stays."""
+    if directory.exists():
+        aside = directory.with_name(f".{directory.name}.damaged-{HOST}-{os.getpid()}")
+        os.rename(directory, aside)
+        shutil.rmtree(aside, ignore_errors=True)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+        os.rename(temporary, directory)
+    except OSError as error:
+        if (
+            error.errno not in (errno.ENOTEMPTY, errno.EEXIST)
+            or open_prepared(directory)[0] is None
+        ):
+            raise
+        print(f"{directory} was prepared by another process at the same time; using that copy")
+
+
+def _train_tokenizers(corpora: Corpora, config: DataConfig) -> tuple[TokenizerPair, dict[str, Any]]:
+    """Tokenizers trained on a seeded sample of the training split (every stream), drawn in one
+    streamed pass, with the target-language tags of a multilingual config; and how they were
+    trained (meta.json's tokenizer_sample)."""
+    tokenizers, sample = _sample_and_train(corpora.streams, config)
+    if _tagged(config, None):
+        tokenizers = tokenizers.with_language_tags(t for _, t in config.directions())
+    return tokenizers, sample
 
 
 def _sample_and_train(
     streams: list[TrainingStream], config: DataConfig
 ) -> tuple[TokenizerPair, dict[str, Any]]:
-    """Tokenizers trained on a seeded sample of the training split (every stream), drawn in one
-    streamed pass."""
+    """Tokenizers trained on a seeded sample of the training split (every stream)."""
     size = config.tokenizer.sample_size
     counts = [stream.source.count() for stream in streams]
     total = None if None in counts else sum(counts)  # type: ignore[arg-type]
     every_chunk = chain.from_iterable(stream.source.chunks(CHUNK_PAIRS) for stream in streams)
     chunks = _progress(every_chunk, total, "sampling for the tokenizer")
     sample = reservoir_sample(((chunk.source, chunk.target) for chunk in chunks), size)
+    if not sample.seen:
+        raise DataError(_empty_split(", ".join(sorted({stream.where for stream in streams}))))
     print(
         f"Tokenizer: training on {len(sample.source):,} of {sample.seen:,} pairs "
         f"(data.tokenizer.sample_size={size:,})"
@@ -472,11 +530,14 @@ def _encode_into(
         for writer in writers.values():
             writer.close()
     where = ", ".join(sorted({stream.where for stream in streams}))
-    print(pair_filter.summary(f"train ({where})"))
+    if not pair_filter.seen:
+        raise DataError(_empty_split(where))
     if not pair_filter.kept:
         raise DataError(
-            "train: no usable sentence pairs left; check the corpus and data.max_length"
+            f"no usable training pairs: {pair_filter.summary(f'train ({where})')}. Check the corpus, "
+            "and data.max_length, data.max_length_ratio and model.max_positions"
         )
+    print(pair_filter.summary(f"train ({where})"))
     return {
         "format": FORMAT_VERSION,
         "dtype": dtype,
@@ -485,6 +546,13 @@ def _encode_into(
         **{side: {"tokens": writers[side].tokens} for side in SIDES},
         **pair_filter.counts(),
     }
+
+
+def _empty_split(where: str) -> str:
+    return (
+        f"the training split is empty: no sentence pairs in {where}. Check data.dataset and "
+        "data.splits.train (empty files, or the wrong split?)"
+    )
 
 
 def _numbered_chunks(streams: list[TrainingStream]) -> Iterator[tuple[int, ParallelText]]:

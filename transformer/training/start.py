@@ -26,11 +26,18 @@ from transformer.config import (
 )
 from transformer.data.batching import TokenBatchSampler, make_loader
 from transformer.data.loading import EncodedSplit
-from transformer.data.prepare import PREPARED_DIR, PreparedData, cache_root, prepare_data
+from transformer.data.prepare import (
+    PREPARED_DIR,
+    PreparedData,
+    cache_root,
+    prepare_data,
+    shared_tokenizers,
+)
 from transformer.device import (
     PrecisionChoice,
     check_precision,
     keep_freed_cpu_memory,
+    limit_kernel_caches,
     resolve_device,
 )
 from transformer.model import Transformer, build_transformer
@@ -204,19 +211,24 @@ def warn_if_world_size_changed(checkpoint: dict[str, Any], config: Config) -> No
 
 def prepared_data(config: Config, checkpoint: dict[str, Any] | None) -> PreparedData:
     """The corpus prepared once (prepare.py) with its tokenizers (trained on a sample of the
-    training split, or taken from the checkpoint being resumed or started from). Under torchrun the
-    first process of each node prepares while the others wait, then they all read the same files."""
-    tokenizers = None
+    training split, or taken from the checkpoint being resumed or started from).
+
+    Under torchrun, rank 0 trains the tokenizers (or finds them prepared) and sends them to every
+    rank, so every node encodes with the same vocabulary, whether the nodes share a disk or each has
+    its own (tokenizer training is not always reproducible run to run). Then the first process of
+    each node prepares (on a shared disk, one of them; the others wait for its lock and reuse its
+    directory) while the others wait, and they all read the same files."""
+    tokenizers, shared = None, None
+    root, max_positions = cache_root(config), config.model.max_positions
+    source_eos = config.model.source_eos
     if checkpoint is not None:
         tokenizers = TokenizerPair.from_json(checkpoint["tokenizers"])
-    return distributed.first_on_each_node(
-        lambda: prepare_data(
-            config.data,
-            config.model.max_positions,
-            cache_root(config),
-            tokenizers,
-            source_eos=config.model.source_eos,
+    elif distributed.is_distributed():
+        shared = distributed.from_main(
+            lambda: shared_tokenizers(config.data, max_positions, root, source_eos)
         )
+    return distributed.first_on_each_node(
+        lambda: prepare_data(config.data, max_positions, root, tokenizers, source_eos, shared)
     )
 
 
@@ -285,6 +297,7 @@ def start_run(config: Config, resume: bool = False, overwrite: bool = False) -> 
         torch.set_num_threads(config.train.threads)
     device = distributed.local_device(resolve_device(config.train.device))
     keep_freed_cpu_memory(device)  # the same tensors every step: no page faults on reuse
+    limit_kernel_caches(device)  # without AMX, each step's shapes are new: keep few kernels
     check_precision(config.train.precision, device)  # before any work: fp16 off CUDA is refused
 
     prepared = prepared_data(config, checkpoint or initial)
