@@ -15,33 +15,20 @@ from typing import Any
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_train import run_train as train_run
 
-import train
 from transformer.config import Config, TrainConfig
 from transformer.training import trackers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-TINY = str(Path(__file__).parent.parent / "configs" / "tiny.yaml")
-NUMBERS = str(Path(__file__).parent.parent / "configs" / "data" / "numbers")
-FAST = [
-    f"data.dataset={NUMBERS}",
-    "model.d_model=32",
-    "model.n_heads=2",
-    "model.d_ff=64",
-    "data.tokenizer.vocab_size=260",
-    "data.max_tokens=1024",
-    "train.log_every=2",
-    "train.validate_every=4",
-    "train.device=cpu",
-    "train.threads=1",
-    "train.num_samples=2",
-]
+# test_train's fast tiny run, validating every 4 steps with 2 samples (what the trackers receive)
+EVERY_4 = ("train.validate_every=4", "train.num_samples=2")
 ALL_THREE = "train.loggers=[tensorboard,wandb,mlflow]"
 
 
 def run_train(run_dir: Path, *overrides: str, flags: tuple[str, ...] = ()) -> int:
-    return train.main(["--config", TINY, *flags, f"train.run_dir={run_dir}", *FAST, *overrides])
+    return train_run(run_dir, *EVERY_4, *overrides, flags=flags)
 
 
 def tensorboard_scalars(run_dir: Path, tag: str) -> dict[int, float]:
