@@ -15,6 +15,7 @@ from helpers import NUMBERS, trained_tiny_checkpoint
 
 from transformer.checkpoint import load_model
 from transformer.commands import translate
+from transformer.commands.common import set_threads
 from transformer.inference.ctranslate2_engine import STAMP
 from transformer.inference.translator import Translation, Translator
 from transformer.tokenization.tokenizer import BOS_ID, EOS_ID
@@ -35,6 +36,14 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return copy
 
 
+@pytest.fixture(autouse=True)
+def restore_torch_threads() -> object:
+    """The engine leaves torch one thread (take_cpu_threads); the next test gets its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def translations(checkpoint: Path, engine: str, **options: object) -> list[list[Translation]]:
     loaded = load_model(checkpoint)
     translator = Translator.with_options(
@@ -49,6 +58,27 @@ def test_greedy_translations_are_the_pytorch_searchs(checkpoint: Path) -> None:
     assert len(set(expected)) > 10  # a model that translates, not one repeated output
     found = translations(checkpoint, "ctranslate2", beam_size=1)
     assert [nbest[0].text for nbest in found] == expected
+
+
+def test_each_sentence_keeps_its_own_output_limit(checkpoint: Path) -> None:
+    """One call decodes sentences of every length under the longest limit; those that ran past
+    their own are decoded again and end there, as in the PyTorch search."""
+    limits = {"beam_size": 1, "max_len_a": 0.5, "max_len_b": 1}
+    expected = [nbest[0].tokens for nbest in translations(checkpoint, "torch", **limits)]
+    lengths = {len(tokens) for tokens in expected}
+    assert len(lengths) > 2  # limits of several lengths were reached
+    found = translations(checkpoint, "ctranslate2", **limits)
+    assert [nbest[0].tokens for nbest in found] == expected
+
+
+def test_torch_keeps_one_thread_and_the_engine_gets_the_rest() -> None:
+    """Both run on one OpenMP runtime: torch's pool of threads beside the engine's made greedy
+    decoding 6x slower (ctranslate2_engine.py)."""
+    torch.set_num_threads(2)
+    assert set_threads(None, "torch") is None and torch.get_num_threads() == 2
+    assert set_threads(3, "torch") is None and torch.get_num_threads() == 3
+    assert set_threads(None, "ctranslate2") == 3 and torch.get_num_threads() == 1
+    assert set_threads(2, "ctranslate2") == 2 and torch.get_num_threads() == 1
 
 
 def test_beam_search_finds_what_the_model_scores_at_least_as_high(checkpoint: Path) -> None:

@@ -54,7 +54,9 @@ def add_decoding_arguments(
         + (" (4096)" if for_server else "; default: the checkpoint's decode.batch_tokens"),
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
-    parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads of the search (default: torch's choice)"
+    )
     parser.add_argument(
         "--quantize",
         choices=quantizations,
@@ -68,6 +70,21 @@ def add_decoding_arguments(
         "(faster one sentence at a time; exported beside the checkpoint on first use; "
         "the [export] extra)",
     )
+
+
+def set_threads(requested: int | None, engine: str) -> int | None:
+    """Give torch its CPU threads before its first operation, and return the CTranslate2 engine's
+    (None for the torch engine). With --engine ctranslate2 torch keeps one thread and the engine
+    gets the rest (ctranslate2_engine.take_cpu_threads says why)."""
+    import torch
+
+    if engine == "ctranslate2":
+        from transformer.inference.ctranslate2_engine import take_cpu_threads
+
+        return take_cpu_threads(requested)
+    if requested:
+        torch.set_num_threads(requested)
+    return None
 
 
 def check_positive(parser: argparse.ArgumentParser, args: argparse.Namespace, *names: str) -> None:

@@ -20,7 +20,12 @@ import sys
 from pathlib import Path
 
 from transformer.checkpoint import CheckpointError, load_model
-from transformer.commands.common import USER_ERROR, add_decoding_arguments, check_positive
+from transformer.commands.common import (
+    USER_ERROR,
+    add_decoding_arguments,
+    check_positive,
+    set_threads,
+)
 from transformer.config import ConfigError
 from transformer.inference.export import ExportError
 from transformer.inference.quantize import QUANTIZATIONS, QuantizationError
@@ -85,13 +90,10 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         )
         return USER_ERROR
     try:
-        import torch
-
         from transformer.device import keep_freed_cpu_memory, resolve_device
         from transformer.inference.translator import Translator
 
-        if args.threads:
-            torch.set_num_threads(args.threads)
+        threads = set_threads(args.threads, args.engine)
         device = resolve_device(args.device, setting="--device")
         keep_freed_cpu_memory(device)  # each request's search allocates the same tensors again
         loaded = load_model(args.checkpoint, device)
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             quantize=args.quantize,
             names=[args.checkpoint],
             engine=args.engine,
+            threads=threads,
         )
     except (CheckpointError, ConfigError, ExportError, QuantizationError) as error:
         print(f"error: {error}", file=sys.stderr)

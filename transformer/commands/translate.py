@@ -31,6 +31,7 @@ from transformer.commands.common import (
     USER_ERROR,
     add_decoding_arguments,
     check_positive,
+    set_threads,
     unreadable_input,
 )
 from transformer.config import ConfigError
@@ -279,13 +280,10 @@ def draw_attention(
 
 def build_translator(args: argparse.Namespace) -> Translator:
     """Load the checkpoint(s) and apply the command line's decoding options."""
-    import torch
-
     from transformer.device import keep_freed_cpu_memory, resolve_device
     from transformer.inference.translator import Translator, choose_beam
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = set_threads(args.threads, args.engine)
     device = resolve_device(args.device, setting="--device")
     keep_freed_cpu_memory(device)  # each batch's search allocates the same tensors again
     members = [load_model(path, device) for path in args.checkpoint]
@@ -307,6 +305,7 @@ def build_translator(args: argparse.Namespace) -> Translator:
         seed=args.seed,
         quantize=args.quantize,
         engine=args.engine,
+        threads=threads,
     )
 
 

@@ -15,6 +15,14 @@ once here: beam search normalises scores by length ** alpha where the PyTorch se
 ((5 + length) / 6) ** alpha, so with a length penalty a beam can end on another hypothesis (alpha 0:
 the same); scores are CTranslate2's. What it cannot do: ensembles and attention pictures (refused in
 one line by the commands).
+
+Threads: in one process CTranslate2 runs on torch's OpenMP runtime (its library binds to the libgomp
+that torch loaded first), so once torch has started worker threads the runtime counts more threads
+than cores and CTranslate2's threads sleep and wake at every barrier instead of spinning: greedy
+decoding one sentence at a time took 5.3 s instead of 0.8 s for 200 sentences (2 cores, 440,000
+context switches). Torch's share of the work beside the engine (loading, tokenizing) needs no second
+thread, so `take_cpu_threads` gives torch one and CTranslate2 the rest, and the commands call it
+before torch's first operation.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ import shutil
 import tempfile
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +47,15 @@ from transformer.tokenization.tokenizer import EOS_ID, TokenizerPair
 
 ENGINES = ("torch", "ctranslate2")
 STAMP = "exported_from.json"  # in the export folder: the checkpoint it was made from
+
+
+def take_cpu_threads(requested: int | None) -> int:
+    """The threads CTranslate2 decodes with (`requested`, else torch's count) after leaving torch
+    one (see the module's docstring for why). Call it before torch's first parallel operation: a
+    pool that torch has already started stays counted."""
+    threads = requested or torch.get_num_threads()
+    torch.set_num_threads(1)
+    return threads
 
 
 def checkpoint_stamp(checkpoint: Path) -> dict[str, int]:
@@ -83,7 +101,9 @@ class CTranslate2Search:
         max_positions: int,
         quantize: str | None,
         device: torch.device,
+        threads: int | None = None,
     ) -> None:
+        """threads: CTranslate2's CPU threads; None takes them from torch (take_cpu_threads)."""
         ctranslate2 = import_ctranslate2("--engine ctranslate2")
         compute_type = "int8" if quantize == "int8" else "float32"
         self.translator = ctranslate2.Translator(
@@ -91,7 +111,7 @@ class CTranslate2Search:
             device=device.type,
             device_index=device.index or 0,
             compute_type=compute_type,
-            intra_threads=torch.get_num_threads(),  # --threads, or torch's choice
+            intra_threads=threads or take_cpu_threads(None),
         )
         self.ctranslate2 = ctranslate2
         self.tokenizers = tokenizers
@@ -103,40 +123,65 @@ class CTranslate2Search:
         decode_config: DecodeConfig,
         prefixes: Sequence[list[int]] | None = None,
     ) -> list[list[Hypothesis]]:
-        """Sentences of one source length go together, so that each call's max_decoding_length is
-        their limit a * length + b (CTranslate2 takes one limit per call), as the PyTorch search
-        gives each sentence its own."""
+        """All sentences go in one call, which CTranslate2 sorts by length and cuts into batches of
+        `batch_tokens`. It takes one output limit per call, so the call gets the batch's longest
+        limit a * length + b, and the few sentences whose translation ran past their own limit are
+        decoded again with it, as the PyTorch search gives each sentence its own (CTranslate2 stops
+        one token after it, where the PyTorch search forces the EOS: the last token is cut)."""
         results: list[list[Hypothesis]] = [[] for _ in sources]
-        by_length: dict[int, list[int]] = defaultdict(list)
-        for i, ids in enumerate(sources):
-            if ids:
-                by_length[len(ids)].append(i)
-            else:
-                results[i] = [Hypothesis(tokens=[], score=0.0, log_prob=0.0)]
+        limits = [self._limit(len(ids), decode_config) for ids in sources]
+        todo = [i for i, ids in enumerate(sources) if ids]
+        for i in set(range(len(sources))) - set(todo):
+            results[i] = [Hypothesis(tokens=[], score=0.0, log_prob=0.0)]
         if decode_config.sample and decode_config.seed is not None:
             self.ctranslate2.set_random_seed(decode_config.seed)
-        for length, indices in sorted(by_length.items()):
-            limit = int(decode_config.max_len_a * length + decode_config.max_len_b)
-            limit = max(0, min(limit, self.max_positions - 1))  # as max_output_lengths caps it
-            batch = [self._source_tokens(sources[i]) for i in indices]
-            target_prefix = None
-            if prefixes is not None:
-                target_prefix = [self._tokens(prefixes[i], "target") or None for i in indices]
-            outputs = self.translator.translate_batch(
-                batch,
-                target_prefix,
-                max_decoding_length=limit + 1,  # + the EOS
-                return_scores=True,
-                **self._search_options(decode_config, len(batch)),
+        if todo:
+            self._decode(
+                todo, max(limits[i] for i in todo), sources, prefixes, decode_config, results
             )
-            for i, output in zip(indices, outputs, strict=True):
-                results[i] = [
-                    Hypothesis(tokens=self._ids(tokens), score=score, log_prob=score)
-                    for tokens, score in zip(output.hypotheses, output.scores, strict=True)
-                ]
+        too_long: dict[int, list[int]] = defaultdict(list)
+        for i in todo:
+            if any(len(hypothesis.tokens) > limits[i] for hypothesis in results[i]):
+                too_long[limits[i]].append(i)
+        for limit, indices in sorted(too_long.items()):
+            self._decode(indices, limit, sources, prefixes, decode_config, results)
+            for i in indices:  # one that reached its limit ends there, as in the PyTorch search
+                results[i] = [replace(h, tokens=h.tokens[:limit]) for h in results[i]]
         return results
 
-    def _search_options(self, config: DecodeConfig, sentences: int) -> dict[str, Any]:
+    def _limit(self, length: int, config: DecodeConfig) -> int:
+        """The most tokens a translation of `length` source tokens may have, EOS excluded."""
+        limit = int(config.max_len_a * length + config.max_len_b)
+        return max(0, min(limit, self.max_positions - 1))  # as max_output_lengths caps it
+
+    def _decode(
+        self,
+        indices: list[int],
+        limit: int,
+        sources: Sequence[list[int]],
+        prefixes: Sequence[list[int]] | None,
+        config: DecodeConfig,
+        results: list[list[Hypothesis]],
+    ) -> None:
+        """Decode sources[indices] with at most `limit` tokens each into results[indices]."""
+        batch = [self._source_tokens(sources[i]) for i in indices]
+        target_prefix = None
+        if prefixes is not None:
+            target_prefix = [self._tokens(prefixes[i], "target") or None for i in indices]
+        outputs = self.translator.translate_batch(
+            batch,
+            target_prefix,
+            max_decoding_length=limit + 1,  # + the EOS
+            return_scores=True,
+            **self._search_options(config),
+        )
+        for i, output in zip(indices, outputs, strict=True):
+            results[i] = [
+                Hypothesis(tokens=self._ids(tokens), score=score, log_prob=score)
+                for tokens, score in zip(output.hypotheses, output.scores, strict=True)
+            ]
+
+    def _search_options(self, config: DecodeConfig) -> dict[str, Any]:
         rows = config.nbest if config.sample else config.beam_size
         options: dict[str, Any] = {
             "num_hypotheses": config.nbest,

@@ -101,20 +101,22 @@ class Translator:
         quantize: str | None = None,
         names: Sequence[str] | None = None,
         engine: str = "torch",
+        threads: int | None = None,
     ) -> None:
         """quantize="int8" translates with dynamically quantized copies of the models (CPU only;
         see transformer/inference/quantize.py); None keeps the checkpoints' float weights (on a CPU, in
         float32, packed for oneDNN: transformer/inference/onednn_linear.py). `names` (e.g. the
         file names) say which checkpoints cannot be ensembled, if any. engine="ctranslate2"
         decodes with the model exported beside its checkpoint (ctranslate2_engine.py); it needs
-        one checkpoint, named in `names`."""
+        one checkpoint, named in `names`, and decodes with `threads` CPU threads (None: torch's
+        count, after which torch keeps one; see ctranslate2_engine.take_cpu_threads)."""
         members = [loaded] if isinstance(loaded, LoadedModel) else list(loaded)
         check_ensemble(members, names or [f"checkpoint {i + 1}" for i in range(len(members))])
         self.tokenizers = members[0].tokenizers
         self.decode_config = decode_config
         self.device = device
         self.max_positions = min(member.config.model.max_positions for member in members)
-        self.engine = self._engine(engine, members, names, quantize)
+        self.engine = self._engine(engine, members, names, quantize, threads)
         models = [member.model.to(device).eval() for member in members]
         if self.engine is None and quantize is not None:
             models = [quantize_model(model, quantize) for model in models]
@@ -131,6 +133,7 @@ class Translator:
         members: list[LoadedModel],
         names: Sequence[str] | None,
         quantize: str | None,
+        threads: int | None,
     ) -> CTranslate2Search | None:
         """None for the PyTorch search, else the other engine over the exported model."""
         if engine == "torch":
@@ -144,7 +147,7 @@ class Translator:
             )
         model_dir = exported_model(Path(names[0]), members[0])
         return CTranslate2Search(
-            model_dir, self.tokenizers, self.max_positions, quantize, self.device
+            model_dir, self.tokenizers, self.max_positions, quantize, self.device, threads
         )
 
     @property
@@ -181,6 +184,7 @@ class Translator:
         quantize: str | None = None,
         names: Sequence[str] | None = None,
         engine: str = "torch",
+        threads: int | None = None,
         **options: object,
     ) -> Translator:
         """The (first) checkpoint's decoding settings, with the non-None `options` replacing
@@ -188,7 +192,7 @@ class Translator:
         first = loaded if isinstance(loaded, LoadedModel) else loaded[0]
         chosen = {key: value for key, value in options.items() if value is not None}
         decode_config = replace(first.config.decode, **chosen)
-        return cls(loaded, decode_config, device, quantize, names, engine)
+        return cls(loaded, decode_config, device, quantize, names, engine, threads)
 
     def translate(
         self,
