@@ -3,20 +3,29 @@
     pip install ctranslate2                                   # the [export] extra
     python bench/translate_vs_ctranslate2.py -c runs/multi30k_en_de/checkpoints/best.pt
     python bench/translate_vs_ctranslate2.py -c best.pt --beam 1 --data ../shared/data/multi30k
+    python bench/translate_vs_ctranslate2.py -c best.pt --one-at-a-time --sentences 200
 
-Four commands translate the same source file (Multi30k test_2016_flickr English, 1,000 sentences)
-with beam search, each in a fresh process, and the wall time of each command is what a user waits
-for: interpreter start, imports, loading the model, tokenizing, decoding, writing the output.
-- project fp32 / int8: `python translate.py -c CKPT -i SRC -o OUT --beam K [--quantize int8]`;
-- ctranslate2 float32 / int8: this script's `ct2-translate` command on the checkpoint exported with
-  `transformer export ctranslate2` (exported once beforehand, not timed), loaded with
-  compute_type float32 or int8, tokenized with the exported tokenizer.json.
-The work is kept the same: the same beams, the same length-penalty exponent (the checkpoint's;
-CTranslate2 divides by length ** alpha where the project uses GNMT's ((5 + length) / 6) ** alpha),
-and the project's output limit of int(a * source length + b) tokens, which CTranslate2 gets by
-translating the sentences of each source length in one call with that limit. Both engines use the
-same number of threads. The four commands run in turn, --repeats times, and each keeps its best
-time (a shared machine slows some runs). Each output is scored with sacreBLEU against the
+Six commands translate the same source file (Multi30k test_2016_flickr English, 1,000 sentences or
+the first --sentences) with beam search, each in a fresh process, and the wall time of each command
+is what a user waits for: interpreter start, imports, loading the model, tokenizing, decoding,
+writing the output.
+- project torch fp32 / int8: `python translate.py -c CKPT -i SRC -o OUT --beam K [--quantize int8]`,
+  the PyTorch search;
+- project ctranslate2 fp32 / int8: the same command with `--engine ctranslate2` (its export beside
+  the checkpoint made by an untimed first run);
+- ctranslate2 float32 / int8: CTranslate2 alone, as a user would write it: this script's
+  `ct2-translate` command on the checkpoint exported with `transformer export ctranslate2`, loaded
+  with compute_type float32 or int8, tokenized with the exported tokenizer.json, one
+  `translate_batch` call over the whole file (CTranslate2 sorts and batches it, 4,096 tokens a
+  batch), no torch in the process.
+--one-at-a-time decodes one sentence per batch everywhere (`--max-batch-tokens 1`; CTranslate2:
+max_batch_size 1), as a server does for a lone client. The same beams, length-penalty exponent (the
+checkpoint's; CTranslate2 divides by length ** alpha where the project uses GNMT's ((5 + length) /
+6) ** alpha) and threads for every command; CTranslate2 alone stops at its default 256 tokens where
+the project stops at a * source length + b (a trained model ends long before either). The commands
+run in turn, --repeats times, and each keeps its best time (a shared machine slows some runs); each
+also runs on an empty file (its startup: imports, loading the model), and "decoding s" is the
+difference, the work that grows with the input. Each output is scored with sacreBLEU against the
 reference. Prints a table; asserts nothing.
 """
 
@@ -25,11 +34,11 @@ from __future__ import annotations
 import argparse
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,9 +54,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     worker.add_argument("--compute-type", default="float32")
     worker.add_argument("--beam", type=int, default=5)
     worker.add_argument("--length-penalty", type=float, default=1.0)
-    worker.add_argument("--max-len-a", type=float, default=1.2)
-    worker.add_argument("--max-len-b", type=int, default=10)
     worker.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    worker.add_argument("--one-at-a-time", action="store_true")
 
     parser.add_argument("-c", "--checkpoint", help="a .pt file written by train.py")
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "multi30k"))
@@ -56,6 +64,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--tgt-lang", default="de")
     parser.add_argument("--beam", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--sentences", type=int, help="the first N of the split (default: all)")
+    parser.add_argument(
+        "--one-at-a-time", action="store_true", help="one sentence per batch in every command"
+    )
     parser.add_argument("--repeats", type=int, default=2, help="runs of each command; best kept")
     args = parser.parse_args(argv)
     if args.command is None and not args.checkpoint:
@@ -81,22 +93,14 @@ def ct2_translate(args: argparse.Namespace) -> None:
     translator = ctranslate2.Translator(
         str(model_dir), device="cpu", compute_type=args.compute_type, intra_threads=args.threads
     )
-    by_length: dict[int, list[int]] = defaultdict(list)
-    for i, sentence in enumerate(tokens):
-        by_length[len(sentence)].append(i)
-    outputs: list[list[str]] = [[] for _ in lines]
-    for length, indices in by_length.items():
-        limit = int(args.max_len_a * length + args.max_len_b)  # tokens before the EOS
-        results = translator.translate_batch(
-            [tokens[i] for i in indices],
-            beam_size=args.beam,
-            length_penalty=args.length_penalty,
-            max_decoding_length=limit + 1,
-            max_batch_size=4096 // args.beam,
-            batch_type="tokens",
-        )
-        for i, result in zip(indices, results, strict=True):
-            outputs[i] = result.hypotheses[0]
+    results = translator.translate_batch(
+        tokens,
+        beam_size=args.beam,
+        length_penalty=args.length_penalty,
+        max_batch_size=1 if args.one_at_a_time else 4096 // args.beam,
+        batch_type="examples" if args.one_at_a_time else "tokens",
+    )
+    outputs = [result.hypotheses[0] for result in results]
     texts = target.decode_batch([[target.token_to_id(t) for t in output] for output in outputs])
     Path(args.output).write_text("".join(text + "\n" for text in texts), encoding="utf-8")
 
@@ -140,73 +144,81 @@ def main(argv: list[str] | None = None) -> None:
     decode = load_model(args.checkpoint).config.decode
     directory = Path(tempfile.mkdtemp(prefix="translate_vs_ct2_"))
     source = directory / "source.txt"
-    lines = read_lines(find_split(Path(args.data), args.split, args.src_lang))
+    lines = read_lines(find_split(Path(args.data), args.split, args.src_lang))[: args.sentences]
     source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     references = read_lines(find_split(Path(args.data), args.split, args.tgt_lang))
+    references = references[: len(lines)]
+    checkpoint = directory / Path(args.checkpoint).name  # the engine exports beside its copy
+    shutil.copy(args.checkpoint, checkpoint)
     for quantization in ("float32", "int8"):
         export_ctranslate2(args.checkpoint, directory / f"ct2_{quantization}", quantization)
 
     python, beam = sys.executable, str(args.beam)
     worker_options = ["--beam", beam, "--threads", str(args.threads)]
     worker_options += ["--length-penalty", str(decode.length_penalty)]
-    worker_options += ["--max-len-a", str(decode.max_len_a), "--max-len-b", str(decode.max_len_b)]
+    one_at_a_time = ["--one-at-a-time"] if args.one_at_a_time else []
+    worker_options += one_at_a_time
+    project_options = ["--threads", str(args.threads), "--beam", beam]
+    project_options += ["--max-batch-tokens", "1"] if args.one_at_a_time else []
 
-    def project(output: Path, *options: str) -> list[str]:
-        return [
-            python,
-            "translate.py",
-            "-c",
-            args.checkpoint,
-            "-i",
-            str(source),
-            "-o",
-            str(output),
-        ] + ["--beam", beam, *options]
+    def project(input_file: Path, output: Path, *options: str) -> list[str]:
+        command = [python, "translate.py", "-c", str(checkpoint), "-i", str(input_file)]
+        return command + ["-o", str(output), *project_options, *options]
 
-    def ctranslate2_command(output: Path, quantization: str) -> list[str]:
+    def alone(input_file: Path, output: Path, quantization: str) -> list[str]:
         model_dir = str(directory / f"ct2_{quantization}")
-        return [python, str(Path(__file__).resolve()), "ct2-translate", model_dir, str(source)] + [
-            str(output),
-            "--compute-type",
-            quantization,
-            *worker_options,
-        ]
+        command = [python, str(Path(__file__).resolve()), "ct2-translate", model_dir]
+        return (
+            command
+            + [str(input_file), str(output), "--compute-type", quantization]
+            + (worker_options)
+        )
 
-    runs = {  # (engine, weights) -> the command and the file it writes; engines alternate
-        ("project", "fp32"): (project(directory / "project_fp32.txt"), "project_fp32.txt"),
-        ("ctranslate2", "fp32"): (
-            ctranslate2_command(directory / "ct2_fp32.txt", "float32"),
-            "ct2_fp32.txt",
-        ),
-        ("project", "int8"): (
-            project(directory / "project_int8.txt", "--quantize", "int8"),
-            "project_int8.txt",
-        ),
-        ("ctranslate2", "int8"): (
-            ctranslate2_command(directory / "ct2_int8.txt", "int8"),
-            "ct2_int8.txt",
-        ),
+    engine = ("--engine", "ctranslate2")
+    int8 = ("--quantize", "int8")
+    commands = {  # (command, weights) -> (input, output) -> the command; run in this order
+        ("project torch", "fp32"): lambda i, o: project(i, o),
+        ("project ct2", "fp32"): lambda i, o: project(i, o, *engine),
+        ("ctranslate2", "fp32"): lambda i, o: alone(i, o, "float32"),
+        ("project torch", "int8"): lambda i, o: project(i, o, *int8),
+        ("project ct2", "int8"): lambda i, o: project(i, o, *engine, *int8),
+        ("ctranslate2", "int8"): lambda i, o: alone(i, o, "int8"),
     }
+    outputs = {key: directory / f"{'_'.join(key).replace(' ', '_')}.txt" for key in commands}
+    empty = directory / "empty.txt"  # startup alone: imports and loading the model
+    empty.write_text("", encoding="utf-8")
+    timed(project(empty, directory / "export.txt", *engine))  # the engine's export, made once
     seconds: dict[tuple[str, str], float] = {}
+    startup: dict[tuple[str, str], float] = {}
     for _ in range(args.repeats):  # best of N: the machine may be shared
-        for key, (command, _output) in runs.items():
-            seconds[key] = min(seconds.get(key, float("inf")), timed(command))
+        for key, command in commands.items():
+            took = timed(command(source, outputs[key]))
+            seconds[key] = min(seconds.get(key, float("inf")), took)
+            took = timed(command(empty, directory / "nothing.txt"))
+            startup[key] = min(startup.get(key, float("inf")), took)
+    batching = "one sentence a batch" if args.one_at_a_time else "batched"
     print(
-        f"{len(lines)} sentences of {args.split}, beam {args.beam}, {args.threads} threads; "
-        f"torch {torch.__version__}, ctranslate2 {ctranslate2.__version__}"
+        f"{len(lines)} sentences of {args.split}, beam {args.beam}, {batching}, {args.threads} "
+        f"threads; torch {torch.__version__}, ctranslate2 {ctranslate2.__version__}"
     )
     header = (
-        f"{'engine':<12} {'weights':<7} {'seconds':>8} {'sent/s':>7} {'BLEU':>6} {'vs project':>10}"
+        f"{'command':<13} {'weights':<7} {'seconds':>8} {'sent/s':>7} {'BLEU':>6} "
+        f"{'vs ctranslate2':>14} {'startup s':>9} {'decoding s':>10} {'vs ct2':>7}"
     )
     print(header)
     print("-" * len(header))
-    for (engine, weights), (_command, output) in runs.items():
-        hypotheses = (directory / output).read_text(encoding="utf-8").splitlines()
-        bleu = score_translations(hypotheses, references).bleu
-        took = seconds[(engine, weights)]
+    for (name, weights), output in outputs.items():
+        hypotheses = output.read_text(encoding="utf-8").splitlines()
+        bleu = score_translations(hypotheses, references)
+        took, started = seconds[(name, weights)], startup[(name, weights)]
+        decoding = max(took - started, 1e-3)
+        decoding_alone = max(
+            seconds["ctranslate2", weights] - startup["ctranslate2", weights], 1e-3
+        )
         print(
-            f"{engine:<12} {weights:<7} {took:>8.2f} {len(lines) / took:>7.1f} {bleu:>6.2f} "
-            f"{seconds[('project', weights)] / took:>9.2f}x"
+            f"{name:<13} {weights:<7} {took:>8.2f} {len(lines) / took:>7.1f} {bleu.bleu:>6.2f} "
+            f"{seconds['ctranslate2', weights] / took:>13.2f}x {started:>9.2f} {decoding:>10.2f} "
+            f"{decoding_alone / decoding:>6.2f}x"
         )
     print(f"outputs in {directory}")
 
