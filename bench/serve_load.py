@@ -28,6 +28,7 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -37,6 +38,7 @@ import httpx
 import torch
 
 from transformer.checkpoint import load_model
+from transformer.commands.common import load_on_one_thread, start_the_search
 from transformer.inference.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,7 +60,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--beam", type=int, default=1)
     parser.add_argument("--max-batch-tokens", type=int, default=4096, help="the server's option")
     parser.add_argument("--max-wait-ms", type=float, default=10, help="the server's option")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--threads", type=int, default=0, help="search threads (0: default)")
+    parser.add_argument(
+        "--engine", choices=["torch", "ctranslate2"], default="torch", help="the server's option"
+    )
+    parser.add_argument(
+        "--taskset", help="run the server and the ceiling on these cores only (taskset -c LIST)"
+    )
+    parser.add_argument(
+        "--vs-ctranslate2",
+        action="store_true",
+        help="also time CTranslate2 alone translating the sentences one a call (its per-sentence "
+        "latency, for the 1-client level)",
+    )
     parser.add_argument(
         "--client",
         choices=["raw", "httpx"],
@@ -91,8 +105,14 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def pinned(args: argparse.Namespace) -> list[str]:
+    """The taskset prefix that keeps a process on --taskset's cores, if given."""
+    return ["taskset", "-c", args.taskset] if args.taskset else []
+
+
 def start_server(args: argparse.Namespace, port: int) -> subprocess.Popen:
-    command = [sys.executable, str(ROOT / "serve.py"), "-c", args.checkpoint, "--port", str(port)]
+    command = [*pinned(args), sys.executable, str(ROOT / "serve.py"), "-c", args.checkpoint]
+    command += ["--port", str(port), "--engine", args.engine]
     command += ["--beam", str(args.beam), "--max-batch-tokens", str(args.max_batch_tokens)]
     command += ["--max-wait-ms", str(args.max_wait_ms), "--max-beam", str(max(10, args.beam))]
     command += ["--threads", str(args.threads)] if args.threads else []
@@ -238,7 +258,8 @@ class Ceiling:
         return self._run(measure=True)[0]
 
     def _run(self, measure: bool) -> tuple[float, list[str]]:
-        command = [sys.executable, __file__, "--ceiling-of", self.args.checkpoint]
+        command = [*pinned(self.args), sys.executable, __file__]
+        command += ["--ceiling-of", self.args.checkpoint, "--engine", self.args.engine]
         command += ["--beam", str(self.args.beam), "--threads", str(self.args.threads)]
         answer = subprocess.run(
             command + (["--measure"] if measure else []),
@@ -254,12 +275,16 @@ class Ceiling:
 def ceiling_process(args: argparse.Namespace) -> None:
     """In the fresh process: translate stdin's lines in one call; print sentences/s (of a second,
     timed call if --measure) and then the translations."""
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = load_on_one_thread(args.threads or None)  # as serve.py and translate.py do
     sentences = sys.stdin.read().split("\n")
     loaded = load_model(args.ceiling_of)
     decode = replace(loaded.config.decode, beam_size=args.beam, nbest=1, batch_tokens=4096)
-    translator = Translator(loaded, decode, torch.device("cpu"))
+    device = torch.device("cpu")
+    names = [args.ceiling_of]
+    translator = Translator(
+        loaded, decode, device, names=names, engine=args.engine, threads=threads
+    )
+    start_the_search(threads, args.engine)
     with torch.inference_mode():
         started = time.perf_counter()
         results = translator.translate(sentences)
@@ -270,6 +295,29 @@ def ceiling_process(args: argparse.Namespace) -> None:
     print("\n".join([f"{rate:.3f}"] + [r[0].text for r in results]))
 
 
+def ctranslate2_latency(args: argparse.Namespace, sentences: list[str]) -> float:
+    """Seconds a sentence for CTranslate2 alone, one sentence a call, float32, the server's beam
+    and threads: translate_vs_ctranslate2.py's user-written worker on these sentences, less the
+    same worker on no sentences (its start and model loading)."""
+    from transformer.inference.export import export_ctranslate2
+
+    directory = Path(tempfile.mkdtemp(prefix="serve_load_ct2_"))
+    model_dir = export_ctranslate2(args.checkpoint, directory / "model")
+    threads = str(args.threads or torch.get_num_threads())
+    worker = [*pinned(args), sys.executable, str(ROOT / "bench" / "translate_vs_ctranslate2.py")]
+    options = ["--beam", str(args.beam), "--threads", threads, "--one-at-a-time"]
+    (directory / "source.txt").write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
+    (directory / "empty.txt").write_text("", encoding="utf-8")
+    seconds = {}
+    for name in ("source", "empty"):
+        command = [*worker, "ct2-translate", str(model_dir), str(directory / f"{name}.txt")]
+        command += [str(directory / "out.txt"), *options]
+        started = time.perf_counter()
+        subprocess.run(command, check=True, cwd=ROOT)
+        seconds[name] = time.perf_counter() - started
+    return (seconds["source"] - seconds["empty"]) / len(sentences)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.ceiling_of:
@@ -277,11 +325,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     if not args.checkpoint:
         raise SystemExit("error: give the checkpoint to serve with -c")
-    if args.threads:
-        torch.set_num_threads(args.threads)
     sentences = read_lines(args.source)[: args.requests]
-    print(f"CPU flags: {cpu_flags()}; torch threads {torch.get_num_threads()}; beam {args.beam}")
-    print(f"server: --max-batch-tokens {args.max_batch_tokens} --max-wait-ms {args.max_wait_ms}")
+    threads = args.threads or "default"
+    print(f"CPU flags: {cpu_flags()}; cores {args.taskset or 'all'}; beam {args.beam}")
+    print(
+        f"server: --engine {args.engine} --threads {threads} --max-batch-tokens "
+        f"{args.max_batch_tokens} --max-wait-ms {args.max_wait_ms}"
+    )
     print(f"client: {args.client}")
     ceiling = Ceiling(args, sentences)  # also the warm-up, and the translations to compare with
     port = free_port()
@@ -303,6 +353,9 @@ def main(argv: list[str] | None = None) -> None:
             server.wait(timeout=20)
         except subprocess.TimeoutExpired:
             server.kill()
+    if args.vs_ctranslate2:
+        alone = ctranslate2_latency(args, sentences)
+        print(f"CTranslate2 alone, one sentence a call: {1000 * alone:.1f} ms a sentence (mean)")
     rates = ", ".join(f"{rate:.1f}" for rate in ceilings)
     print(f"ceiling: Translator, {len(sentences)} sentences in one call: {rates} sentences/s\n")
     print(

@@ -147,17 +147,43 @@ def test_a_failing_request_fails_alone() -> None:
     assert stats.requests == 3
 
 
-def test_a_lone_request_waits_at_most_max_wait() -> None:
+def test_a_lone_caller_never_waits_for_company() -> None:
+    """One client at a time: each request is decoded as soon as it arrives, not max_wait later."""
     decoder = RecordingDecoder()
 
     async def scenario(batcher: DynamicBatcher) -> float:
         loop = asyncio.get_running_loop()
+        slowest = 0.0
+        for i in range(3):
+            started = loop.time()
+            await batcher.translate([f"sentence {i}"], [1], GREEDY)
+            slowest = max(slowest, loop.time() - started)
+        return slowest
+
+    slowest, _ = run_with_batcher(decoder, scenario, max_wait_ms=2000)
+    assert slowest < 1.0  # far below max_wait
+    assert len(decoder.batches) == 3
+
+
+def test_the_worker_gathers_as_many_requests_as_the_last_batch_answered() -> None:
+    """After a batch of three, the worker waits for three (the callers it answered come back),
+    and waits at most max_wait when fewer come."""
+    decoder = RecordingDecoder()
+
+    async def scenario(batcher: DynamicBatcher) -> float:
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(*(batcher.translate([f"first {i}"], [1], GREEDY) for i in range(3)))
+        early = asyncio.create_task(batcher.translate(["second 0"], [1], GREEDY))
+        await asyncio.sleep(0.05)  # the first of three waits for the other two
+        late = [batcher.translate([f"second {i}"], [1], GREEDY) for i in (1, 2)]
+        await asyncio.gather(early, *late)
         started = loop.time()
-        await batcher.translate(["alone"], [1], GREEDY)
+        await batcher.translate(["alone"], [1], GREEDY)  # two others never come
         return loop.time() - started
 
-    elapsed, _ = run_with_batcher(decoder, scenario, max_wait_ms=50)
-    assert 0.045 <= elapsed < 5.0  # it waited for company, then went alone
+    waited, _ = run_with_batcher(decoder, scenario, max_wait_ms=500)
+    assert [len(batch) for batch, _ in decoder.batches] == [3, 3, 1]
+    assert 0.45 <= waited < 5.0
 
 
 def test_translate_before_start_is_an_error() -> None:

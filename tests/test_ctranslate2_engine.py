@@ -15,7 +15,7 @@ from helpers import NUMBERS, trained_tiny_checkpoint
 
 from transformer.checkpoint import load_model
 from transformer.commands import translate
-from transformer.commands.common import set_threads
+from transformer.commands.common import load_on_one_thread, start_the_search
 from transformer.inference.ctranslate2_engine import STAMP
 from transformer.inference.translator import Translation, Translator
 from transformer.tokenization.tokenizer import BOS_ID, EOS_ID
@@ -71,14 +71,16 @@ def test_each_sentence_keeps_its_own_output_limit(checkpoint: Path) -> None:
     assert [nbest[0].tokens for nbest in found] == expected
 
 
-def test_torch_keeps_one_thread_and_the_engine_gets_the_rest() -> None:
-    """Both run on one OpenMP runtime: torch's pool of threads beside the engine's made greedy
-    decoding 6x slower (ctranslate2_engine.py)."""
+def test_the_model_loads_on_one_thread_and_the_search_gets_the_rest() -> None:
+    """Torch and CTranslate2 share one OpenMP runtime, and a second pool of threads beside the
+    search's made greedy decoding 2-6x slower (commands/common.py, ctranslate2_engine.py)."""
     torch.set_num_threads(2)
-    assert set_threads(None, "torch") is None and torch.get_num_threads() == 2
-    assert set_threads(3, "torch") is None and torch.get_num_threads() == 3
-    assert set_threads(None, "ctranslate2") == 3 and torch.get_num_threads() == 1
-    assert set_threads(2, "ctranslate2") == 2 and torch.get_num_threads() == 1
+    assert load_on_one_thread(None) == 2 and torch.get_num_threads() == 1
+    start_the_search(2, "torch")
+    assert torch.get_num_threads() == 2
+    assert load_on_one_thread(3) == 3 and torch.get_num_threads() == 1
+    start_the_search(3, "ctranslate2")
+    assert torch.get_num_threads() == 1
 
 
 def test_beam_search_finds_what_the_model_scores_at_least_as_high(checkpoint: Path) -> None:

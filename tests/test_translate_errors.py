@@ -237,8 +237,8 @@ def test_a_directory_or_unreadable_file_as_input_is_refused(
 def test_threads_and_batch_token_options(
     model_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """--threads sets torch's threads; --max-batch-tokens (serve.py's name) and the earlier
-    --max-tokens both set the decoding batch."""
+    """--threads sets the search's torch threads (the model loads on one); --max-batch-tokens
+    (serve.py's name) and the earlier --max-tokens both set the decoding batch."""
     chosen: list[int] = []
     monkeypatch.setattr(torch, "set_num_threads", chosen.append)
     built: list[int] = []
@@ -251,8 +251,8 @@ def test_threads_and_batch_token_options(
 
     monkeypatch.setattr(translate, "build_translator", build)
     for flag in ("--max-batch-tokens", "--max-tokens"):
-        assert translate.main(["-c", str(model_path), "--threads", "1", flag, "77", "one"]) == 0
-    assert chosen == [1, 1] and built == [77, 77]
+        assert translate.main(["-c", str(model_path), "--threads", "3", flag, "77", "one"]) == 0
+    assert chosen == [1, 3, 1, 3] and built == [77, 77]
     with pytest.raises(SystemExit) as exit_info:
         translate.main(["-c", str(model_path), "--threads", "0", "one"])
     assert exit_info.value.code == 2

@@ -24,7 +24,8 @@ from transformer.commands.common import (
     USER_ERROR,
     add_decoding_arguments,
     check_positive,
-    set_threads,
+    load_on_one_thread,
+    start_the_search,
 )
 from transformer.config import ConfigError
 from transformer.inference.export import ExportError
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         from transformer.device import keep_freed_cpu_memory, resolve_device
         from transformer.inference.translator import Translator
 
-        threads = set_threads(args.threads, args.engine)
+        threads = load_on_one_thread(args.threads)
         device = resolve_device(args.device, setting="--device")
         keep_freed_cpu_memory(device)  # each request's search allocates the same tensors again
         loaded = load_model(args.checkpoint, device)
@@ -108,6 +109,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             engine=args.engine,
             threads=threads,
         )
+        start_the_search(threads, args.engine)  # in the batcher's worker thread
     except (CheckpointError, ConfigError, ExportError, QuantizationError) as error:
         print(f"error: {error}", file=sys.stderr)
         return USER_ERROR

@@ -31,7 +31,8 @@ from transformer.commands.common import (
     USER_ERROR,
     add_decoding_arguments,
     check_positive,
-    set_threads,
+    load_on_one_thread,
+    start_the_search,
     unreadable_input,
 )
 from transformer.config import ConfigError
@@ -283,14 +284,14 @@ def build_translator(args: argparse.Namespace) -> Translator:
     from transformer.device import keep_freed_cpu_memory, resolve_device
     from transformer.inference.translator import Translator, choose_beam
 
-    threads = set_threads(args.threads, args.engine)
+    threads = load_on_one_thread(args.threads)
     device = resolve_device(args.device, setting="--device")
     keep_freed_cpu_memory(device)  # each batch's search allocates the same tensors again
     members = [load_model(path, device) for path in args.checkpoint]
     nbest = args.nbest or 1
     # Sampling draws nbest times instead of searching with beams.
     beam = 1 if args.sample else choose_beam(args.beam, nbest, members[0].config.decode.beam_size)
-    return Translator.with_options(
+    translator = Translator.with_options(
         members,
         device,
         names=args.checkpoint,
@@ -307,6 +308,8 @@ def build_translator(args: argparse.Namespace) -> Translator:
         engine=args.engine,
         threads=threads,
     )
+    start_the_search(threads, args.engine)
+    return translator
 
 
 def read_prefixes(args: argparse.Namespace, file_lines: list[str] | None) -> list[str] | None:

@@ -7,7 +7,10 @@ the inference servers' schedulers do:
 - Requests join a queue. A single worker takes the oldest waiting request and gathers the others
   that arrive until that request is `max_wait_ms` old (and the worker has been free for as long),
   or until the batch holds `max_batch_tokens` source tokens (times the beam size: every beam is a
-  row of the decoder).
+  row of the decoder), or until as many requests wait as the last batch answered: the callers it
+  answered are the ones likely to come back, so a lone caller never waits for company that is not
+  there (one client: 25 -> 15 ms a sentence), and 32 callers start their next batch as soon as
+  they are all back rather than when the clock runs out.
 - Only requests with the same decoding options (beam, n-best, length penalty) share a batch.
 - A request larger than the budget is decoded in budget-sized pieces, and after each piece it goes
   to the back of the line, so a long request delays short ones by at most one batch.
@@ -105,6 +108,7 @@ class DynamicBatcher(Generic[Result]):
         self._waiting: list[_Request] = []  # arrival order; not yet fully taken by a batch
         self._in_flight: list[_Piece] = []  # the batch being decoded
         self._arrived = asyncio.Event()
+        self._expected = 1  # requests the last batch answered: how many to gather at most
         self._worker: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -157,6 +161,7 @@ class DynamicBatcher(Generic[Result]):
         while True:
             await self._gather(free_since)
             pieces = self._take_batch()
+            self._expected = len(pieces)
             await self._decode(pieces)
             free_since = loop.time()
             # A request with sentences left goes to the back of the line, behind those that
@@ -168,7 +173,8 @@ class DynamicBatcher(Generic[Result]):
 
     async def _gather(self, free_since: float) -> None:
         """Wait for a request, then for more, until the budget of the oldest request's options is
-        full or max_wait has passed since that request arrived and since the worker became free
+        full, or as many requests with those options wait as the last batch answered, or
+        max_wait has passed since that request arrived and since the worker became free
         (`free_since`). The second clock matters under load: the callers answered by the last
         batch send their next requests right away, and they join this batch instead of starting
         a half-empty one each time."""
@@ -181,11 +187,18 @@ class DynamicBatcher(Generic[Result]):
                 continue
             head = self._waiting[0]
             remaining = max(head.arrived, free_since) + self.max_wait - loop.time()
-            if remaining <= 0 or self._tokens_waiting(head.options) >= self.max_batch_tokens:
+            if (
+                remaining <= 0
+                or self._tokens_waiting(head.options) >= self.max_batch_tokens
+                or self._requests_waiting(head.options) >= self._expected
+            ):
                 return
             self._arrived.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def _requests_waiting(self, options: RequestOptions) -> int:
+        return sum(request.options == options for request in self._waiting)
 
     def _tokens_waiting(self, options: RequestOptions) -> int:
         return sum(
