@@ -67,10 +67,12 @@ def test_tgt_lang_per_request_translates_as_translate_py_does(
 def test_requests_for_different_languages_share_a_batch(
     loaded: LoadedModel, translator: Translator
 ) -> None:
-    """max_wait_ms long enough that two requests sent together share a batch on a busy CPU."""
+    """max_wait_ms long enough that two requests sent together share a batch on a busy CPU, once
+    the batcher expects two (as after a batch of two; a first request alone goes at once)."""
     app = create_app(loaded, translator, ServeSettings(max_wait_ms=500))
     requests = [{"text": "seven", "tgt_lang": "de"}, {"text": "seven", "tgt_lang": "fr"}]
     with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        app.state.batcher._expected = 2
         answers = list(pool.map(lambda body: client.post("/translate", json=body), requests))
     assert [a.json()["translations"] for a in answers] == [
         expected(translator, ["seven"], "de")[0],
