@@ -12,7 +12,8 @@ several runs (of one corpus), the choice between them is made on validation as w
 still translated once.
 
 Prints a table of validation BLEU, chrF and TER, then the test BLEU / chrF / TER / lowercased BLEU
-with sacreBLEU's signatures. Asserts nothing.
+with sacreBLEU's signatures, and the BLEU the Multi30k papers report (Moses-tokenized, lowercased:
+`papers_bleu`; needs `pip install sacremoses`, a bench-only dependency). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -92,9 +93,31 @@ def checkpoints(run: Path, average: list[int], prefix: str = "") -> list[Weights
     return found
 
 
+def papers_bleu(hypotheses: list[str], references: list[str], lang: str) -> float | None:
+    """BLEU as the Multi30k papers compute it (Wu et al. 2021, arXiv 2105.14462; Li et al. 2022:
+    multi-bleu.perl on Moses-tokenized, lowercased text), to compare with their tables: sacremoses
+    tokenizes the lowercased hypotheses and references, and sacreBLEU scores those tokens as they
+    are. Our own figures stay cased sacreBLEU (13a) on detokenized text. None without sacremoses."""
+    try:
+        from sacremoses import MosesTokenizer
+    except ImportError:
+        return None
+    from sacrebleu.metrics import BLEU
+
+    moses = MosesTokenizer(lang=lang)
+
+    def tokenized(line: str) -> str:
+        return moses.tokenize(line.lower(), escape=False, return_str=True)
+
+    bleu = BLEU(tokenize="none", force=True)
+    return bleu.corpus_score(
+        [tokenized(h) for h in hypotheses], [[tokenized(r) for r in references]]
+    ).score
+
+
 def translate_and_score(
     candidate: Candidate, sources: list[str], references: list[str]
-) -> tuple[TranslationScores, float]:
+) -> tuple[TranslationScores, float, list[str]]:
     translator = Translator.with_options(
         candidate.weights.loaded,
         torch.device("cpu"),
@@ -104,7 +127,7 @@ def translate_and_score(
     )
     start = time.perf_counter()
     hypotheses = [nbest[0].text for nbest in translator.translate(sources)]
-    return score_translations(hypotheses, references), time.perf_counter() - start
+    return score_translations(hypotheses, references), time.perf_counter() - start, hypotheses
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -138,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'candidate':<96} {'val BLEU':>8} {'chrF':>6} {'TER':>6} {'seconds':>7}")
     best: tuple[float, Candidate] | None = None
     for candidate in candidates:
-        scores, seconds = translate_and_score(candidate, validation.source, validation.target)
+        scores, seconds, _ = translate_and_score(candidate, validation.source, validation.target)
         print(
             f"{candidate.name:<96} {scores.bleu:>8.2f} {scores.chrf:>6.2f} {scores.ter:>6.2f} "
             f"{seconds:>7.1f}"
@@ -147,10 +170,15 @@ def main(argv: list[str] | None = None) -> int:
             best = (scores.bleu, candidate)
     assert best is not None, "the run has no checkpoints"
     chosen = best[1]
-    scores, seconds = translate_and_score(chosen, test.source, test.target)
+    scores, seconds, hypotheses = translate_and_score(chosen, test.source, test.target)
     parameters = count_parameters(chosen.weights.loaded.model)
     print(f"\nchosen on validation: {chosen.name} (val BLEU {best[0]:.2f})")
     print(f"test ({config.data.splits.test}): {scores.summary()}; {seconds:.1f} s to translate")
+    papers = papers_bleu(hypotheses, test.target, config.data.tgt_lang)
+    if papers is None:
+        print("the papers' BLEU (tokenized, lowercased): pip install sacremoses to print it")
+    else:
+        print(f"the papers' BLEU (Moses-tokenized, lowercased, multi-bleu style): {papers:.2f}")
     print(f"parameters {parameters:,}")
     print(f"BLEU signature: {scores.bleu_signature}")
     print(f"chrF signature: {scores.chrf_signature}")

@@ -11,7 +11,9 @@ each client posting its next sentence as soon as its previous answer arrives. A 
 Prints requests/s, sentences/s, latency percentiles, the batches the server formed, whether each
 answer equals Translator's translation of the same sentence, and checks that every request got
 exactly one answer. The ceiling is measured before the first level and after every level, and each
-level is compared with the mean of the two measurements around it. Prints a table; asserts nothing.
+level is compared with the mean of the two measurements around it; "% of calls of N" compares it
+with the same sentences translated N at a time (N clients), the most a server can batch. Prints a
+table; asserts nothing.
 
 The clients share the machine's cores with the server, so the load generator's own CPU time per
 request is printed too. `--client raw` (the default) speaks HTTP/1.1 over asyncio streams with one
@@ -49,6 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("-c", "--checkpoint")
     parser.add_argument("--ceiling-of", help=argparse.SUPPRESS)  # the ceiling's own process
     parser.add_argument("--measure", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--chunk", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument(
         "--source",
         default="../shared/data/multi30k/test_2016_flickr.en.gz",
@@ -253,14 +256,17 @@ class Ceiling:
         self.args, self.sentences = args, sentences
         self.translations = self._run(measure=False)[1]
 
-    def measure(self) -> float:
-        """Sentences/s of one call over all the sentences, after a warm-up call."""
-        return self._run(measure=True)[0]
+    def measure(self, chunk: int = 0) -> float:
+        """Sentences/s of one call over all the sentences (chunk 0), or of one call per `chunk`
+        sentences in order (what a server can do at best when `chunk` clients each send one
+        sentence), after a warm-up call."""
+        return self._run(measure=True, chunk=chunk)[0]
 
-    def _run(self, measure: bool) -> tuple[float, list[str]]:
+    def _run(self, measure: bool, chunk: int = 0) -> tuple[float, list[str]]:
         command = [*pinned(self.args), sys.executable, __file__]
         command += ["--ceiling-of", self.args.checkpoint, "--engine", self.args.engine]
         command += ["--beam", str(self.args.beam), "--threads", str(self.args.threads)]
+        command += ["--chunk", str(chunk)]
         answer = subprocess.run(
             command + (["--measure"] if measure else []),
             input="\n".join(self.sentences),
@@ -274,7 +280,7 @@ class Ceiling:
 
 def ceiling_process(args: argparse.Namespace) -> None:
     """In the fresh process: translate stdin's lines in one call; print sentences/s (of a second,
-    timed call if --measure) and then the translations."""
+    timed pass if --measure, in calls of --chunk sentences if given) and then the translations."""
     threads = load_on_one_thread(args.threads or None)  # as serve.py and translate.py do
     sentences = sys.stdin.read().split("\n")
     loaded = load_model(args.ceiling_of)
@@ -289,8 +295,10 @@ def ceiling_process(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         results = translator.translate(sentences)
         if args.measure:
+            chunk = args.chunk or len(sentences)
             started = time.perf_counter()
-            results = translator.translate(sentences)
+            for start in range(0, len(sentences), chunk):
+                translator.translate(sentences[start : start + chunk])
         rate = len(sentences) / (time.perf_counter() - started)
     print("\n".join([f"{rate:.3f}"] + [r[0].text for r in results]))
 
@@ -336,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     ceiling = Ceiling(args, sentences)  # also the warm-up, and the translations to compare with
     port = free_port()
     server = start_server(args, port)
-    levels, ceilings = [], [ceiling.measure()]
+    levels, ceilings, batch_ceilings = [], [ceiling.measure()], []
     try:
         for clients in args.clients:
             levels.append(
@@ -347,6 +355,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
             ceilings.append(ceiling.measure())
+            batch_ceilings.append(ceiling.measure(chunk=clients))
     finally:
         server.terminate()
         try:
@@ -357,13 +366,15 @@ def main(argv: list[str] | None = None) -> None:
         alone = ctranslate2_latency(args, sentences)
         print(f"CTranslate2 alone, one sentence a call: {1000 * alone:.1f} ms a sentence (mean)")
     rates = ", ".join(f"{rate:.1f}" for rate in ceilings)
-    print(f"ceiling: Translator, {len(sentences)} sentences in one call: {rates} sentences/s\n")
+    print(f"ceiling: Translator, {len(sentences)} sentences in one call: {rates} sentences/s")
+    rates = ", ".join(f"{rate:.1f}" for rate in batch_ceilings)
+    print(f"in calls of as many sentences as clients (one per level): {rates} sentences/s\n")
     print(
         "| clients | requests | answered | errors | requests/s | sentences/s | % of ceiling "
-        "| p50 ms | p95 ms | p99 ms | batches | sentences/batch | same as Translator "
-        "| client CPU ms/request |"
+        "| % of calls of N | p50 ms | p95 ms | p99 ms | batches | sentences/batch "
+        "| same as Translator | client CPU ms/request |"
     )
-    print("|---:" * 14 + "|")
+    print("|---:" * 15 + "|")
     for index, level in enumerate(levels):
         rate = level.answered / level.seconds
         around = (ceilings[index] + ceilings[index + 1]) / 2
@@ -371,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
         p50, p95, p99 = (1000 * percentile(level.latencies, q) for q in (50, 95, 99))
         print(
             f"| {level.clients} | {level.sent} | {level.answered} | {level.errors} | {rate:.1f} "
-            f"| {rate:.1f} | {100 * rate / around:.0f}% | {p50:.0f} | {p95:.0f} | {p99:.0f} "
+            f"| {rate:.1f} | {100 * rate / around:.0f}% | {100 * rate / batch_ceilings[index]:.0f}% "
+            f"| {p50:.0f} | {p95:.0f} | {p99:.0f} "
             f"| {level.batches} | {level.sentences_batched / max(1, level.batches):.1f} "
             f"| {same}/{level.answered} | {1000 * level.client_cpu / max(1, level.sent):.2f} |"
         )

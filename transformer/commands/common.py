@@ -55,7 +55,7 @@ def add_decoding_arguments(
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (default cpu)")
     parser.add_argument(
-        "--threads", type=int, help="CPU threads of the search (default: torch's choice)"
+        "--threads", type=int, help="CPU threads of the search (default: one per core)"
     )
     parser.add_argument(
         "--quantize",
