@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None, prog: str | None = None) -> argparse.Name
         "--max-wait-ms",
         type=float,
         default=10.0,
-        help="how long a request waits for others to share its batch (10 ms)",
+        help="the longest a request waits for others to share its batch (10 ms)",
     )
     parser.add_argument("--max-sentences", type=int, default=64, help="per request (64)")
     parser.add_argument("--max-chars", type=int, default=10_000, help="per request (10000)")
