@@ -110,6 +110,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -536,6 +537,34 @@ def joeynmt_config(args: argparse.Namespace, recipe: Config, text: Path, model_d
     }
 
 
+def train_peer(
+    args: argparse.Namespace,
+    result: Result,
+    recipe: Config,
+    data: Path,
+    python: Path,
+    configure: Callable[[Path, Path], dict],
+    train_command: Callable[[Path], list[str]],
+) -> tuple[Path, str, dict[str, str]]:
+    """Everything a peer does inside its budget: a fresh work folder, the plain text and the shared
+    SentencePiece model, its config (configure(text folder, model folder), written to config.yaml)
+    and its training command (given that file), stopped at the deadline. Sets the result's
+    train_wall_s; returns the work folder, the training log's text and the environment it ran in."""
+    work = Path(args.work) / f"{result.toolkit}-{result.precision}"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    start = time.monotonic()  # the budget: data, vocabulary and training
+    plain_text(data, work / "text")
+    train_sentencepiece(python, work / "text", recipe.data.tokenizer.vocab_size)
+    config = configure(work / "text", work / "model")
+    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = child_env(args.threads, peer=True)
+    command = train_command(work / "config.yaml")
+    run_until(command, work / "train.log", start + args.minutes * 60, work, env)
+    result.train_wall_s = time.monotonic() - start
+    return work, (work / "train.log").read_text(errors="replace"), env
+
+
 def run_joeynmt(args: argparse.Namespace, recipe: Config, data: Path, precision: str) -> Result:
     result = Result("joeynmt", precision)
     if precision == "bf16":
@@ -543,19 +572,15 @@ def run_joeynmt(args: argparse.Namespace, recipe: Config, data: Path, precision:
         result.note = "JoeyNMT 2.3.0 turns fp16 off on a CPU; its autocast is float16 only"
         return result
     python = venv_python(args, "joeynmt")
-    work = Path(args.work) / f"joeynmt-{precision}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    start = time.monotonic()  # the budget: data, vocabulary and training
-    plain_text(data, work / "text")
-    train_sentencepiece(python, work / "text", recipe.data.tokenizer.vocab_size)
-    config = joeynmt_config(args, recipe, work / "text", work / "model")
-    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    command = [str(python), "-m", "joeynmt", "train", str(work / "config.yaml"), "-t"]
-    env = child_env(args.threads, peer=True)
-    run_until(command, work / "train.log", start + args.minutes * 60, work, env)
-    result.train_wall_s = time.monotonic() - start
-    log = (work / "train.log").read_text(errors="replace")
+    work, log, env = train_peer(
+        args,
+        result,
+        recipe,
+        data,
+        python,
+        lambda text, model: joeynmt_config(args, recipe, text, model),
+        lambda config: [str(python), "-m", "joeynmt", "train", str(config), "-t"],
+    )
     windows = re.findall(r"Step:\s*(\d+),.*Tokens per Sec:\s*([\d.]+)", log)
     result.windows = [float(speed) for _, speed in windows]
     checkpoint = work / "model" / "latest.ckpt"
@@ -673,19 +698,15 @@ def run_eole(args: argparse.Namespace, recipe: Config, data: Path, precision: st
     result = Result("eole", precision)
     python = venv_python(args, "eole")
     eole = python.parent / "eole"
-    work = Path(args.work) / f"eole-{precision}"
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    start = time.monotonic()  # the budget: data, vocabulary and training
-    plain_text(data, work / "text")
-    train_sentencepiece(python, work / "text", recipe.data.tokenizer.vocab_size)
-    config = eole_config(args, recipe, work / "text", work / "model", precision)
-    (work / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    command = [str(eole), "train", "--config", str(work / "config.yaml")]
-    env = child_env(args.threads, peer=True)
-    run_until(command, work / "train.log", start + args.minutes * 60, work, env)
-    result.train_wall_s = time.monotonic() - start
-    log = (work / "train.log").read_text(errors="replace")
+    work, log, env = train_peer(
+        args,
+        result,
+        recipe,
+        data,
+        python,
+        lambda text, model: eole_config(args, recipe, text, model, precision),
+        lambda config: [str(eole), "train", "--config", str(config)],
+    )
     # "Step  50/10000000; acc: ...; bsz: 1394/1549/55; 1234/1300 tok/s; 60 sec;" (source/target)
     windows = re.findall(r"Step\s+(\d+)/.*?\s([\d.]+)/\s*([\d.]+) tok/s", log)
     result.windows = [float(target) for _, _, target in windows]
