@@ -40,7 +40,8 @@ import httpx
 import torch
 
 from transformer.checkpoint import load_model
-from transformer.commands.common import load_on_one_thread, start_the_search
+from transformer.commands.common import start_the_search
+from transformer.device import reserve_search_threads
 from transformer.inference.translator import Translator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -281,7 +282,7 @@ class Ceiling:
 def ceiling_process(args: argparse.Namespace) -> None:
     """In the fresh process: translate stdin's lines in one call; print sentences/s (of a second,
     timed pass if --measure, in calls of --chunk sentences if given) and then the translations."""
-    threads = load_on_one_thread(args.threads or None)  # as serve.py and translate.py do
+    threads = reserve_search_threads(args.threads or None)  # as serve.py and translate.py do
     sentences = sys.stdin.read().split("\n")
     loaded = load_model(args.ceiling_of)
     decode = replace(loaded.config.decode, beam_size=args.beam, nbest=1, batch_tokens=4096)

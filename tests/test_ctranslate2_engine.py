@@ -15,7 +15,8 @@ from helpers import NUMBERS, trained_tiny_checkpoint
 
 from transformer.checkpoint import load_model
 from transformer.commands import translate
-from transformer.commands.common import load_on_one_thread, start_the_search
+from transformer.commands.common import start_the_search
+from transformer.device import reserve_search_threads
 from transformer.inference.ctranslate2_engine import STAMP
 from transformer.inference.translator import Translation, Translator
 from transformer.tokenization.tokenizer import BOS_ID, EOS_ID
@@ -38,7 +39,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def restore_torch_threads() -> object:
-    """The engine leaves torch one thread (take_cpu_threads); the next test gets its own back."""
+    """The engine leaves torch one thread (device.reserve_search_threads); the next test gets its own back."""
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
@@ -75,10 +76,10 @@ def test_the_model_loads_on_one_thread_and_the_search_gets_the_rest() -> None:
     """Torch and CTranslate2 share one OpenMP runtime, and a second pool of threads beside the
     search's made greedy decoding 2-6x slower (commands/common.py, ctranslate2_engine.py)."""
     torch.set_num_threads(2)
-    assert load_on_one_thread(None) == 2 and torch.get_num_threads() == 1
+    assert reserve_search_threads(None) == 2 and torch.get_num_threads() == 1
     start_the_search(2, "torch")
     assert torch.get_num_threads() == 2
-    assert load_on_one_thread(3) == 3 and torch.get_num_threads() == 1
+    assert reserve_search_threads(3) == 3 and torch.get_num_threads() == 1
     start_the_search(3, "ctranslate2")
     assert torch.get_num_threads() == 1
 

@@ -111,6 +111,23 @@ KERNEL_CACHES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY")
 KERNEL_CACHE_ENTRIES = 128
 
 
+def reserve_search_threads(requested: int | None) -> int:
+    """The CPU threads a search will use (`requested`, else torch's count, one per core), after
+    leaving torch a single thread until the model is loaded; the caller then gives them to torch's
+    search (torch.set_num_threads) or to the CTranslate2 engine.
+
+    Why: torch's OpenMP runtime keeps a team of threads for every thread that starts parallel work
+    and counts them all against the cores, and CTranslate2 in the same process binds to that
+    runtime too (ctranslate2_engine.py). A model loaded with 2 threads on the main thread, then
+    searched with 2 more in the server's worker thread, gave the runtime more threads than cores
+    and every wait became a sleep: greedy, one sentence a call, 100 sentences 3.4 s instead of 1.5 s
+    on 2 cores; CTranslate2 beside a started torch pool 5.3 s instead of 0.8 s for 200. Call it
+    before torch's first parallel operation: a pool torch has started stays counted."""
+    threads = requested or torch.get_num_threads()
+    torch.set_num_threads(1)
+    return threads
+
+
 def limit_kernel_caches(device: torch.device) -> bool:
     """Keep oneDNN's kernel caches small on a CPU without AMX; call before the first bf16 matmul.
 

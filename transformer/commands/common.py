@@ -72,26 +72,9 @@ def add_decoding_arguments(
     )
 
 
-def load_on_one_thread(requested: int | None) -> int:
-    """The CPU threads the search will use (`requested`, else torch's choice), after leaving torch
-    one thread for loading the model; `start_the_search` hands them over afterwards.
-
-    Why: torch's OpenMP runtime keeps a team of threads for each thread that starts parallel work
-    and counts them all against the cores. When loading ran parallel work on the main thread with 2
-    threads and the server's worker thread then decoded with 2 more, the runtime saw more threads
-    than cores and turned every wait into a sleep: greedy decoding one sentence at a time took 3.4 s
-    instead of 1.5 s for 100 sentences on 2 cores. CTranslate2 binds to the same runtime
-    (ctranslate2_engine.py). Loading needs no second thread."""
-    import torch
-
-    threads = requested or torch.get_num_threads()
-    torch.set_num_threads(1)
-    return threads
-
-
 def start_the_search(threads: int, engine: str) -> None:
-    """Once the model is loaded: torch searches with `threads`; beside the CTranslate2 engine,
-    which has its own, torch keeps one."""
+    """Once the model is loaded (device.reserve_search_threads before it): torch searches with
+    `threads`; beside the CTranslate2 engine, which has its own, torch keeps one."""
     import torch
 
     if engine == "torch":

@@ -24,7 +24,6 @@ from transformer.commands.common import (
     USER_ERROR,
     add_decoding_arguments,
     check_positive,
-    load_on_one_thread,
     start_the_search,
 )
 from transformer.config import ConfigError
@@ -91,10 +90,14 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         )
         return USER_ERROR
     try:
-        from transformer.device import keep_freed_cpu_memory, resolve_device
+        from transformer.device import (
+            keep_freed_cpu_memory,
+            reserve_search_threads,
+            resolve_device,
+        )
         from transformer.inference.translator import Translator
 
-        threads = load_on_one_thread(args.threads)
+        threads = reserve_search_threads(args.threads)
         device = resolve_device(args.device, setting="--device")
         keep_freed_cpu_memory(device)  # each request's search allocates the same tensors again
         loaded = load_model(args.checkpoint, device)

@@ -31,7 +31,6 @@ from transformer.commands.common import (
     USER_ERROR,
     add_decoding_arguments,
     check_positive,
-    load_on_one_thread,
     start_the_search,
     unreadable_input,
 )
@@ -281,10 +280,14 @@ def draw_attention(
 
 def build_translator(args: argparse.Namespace) -> Translator:
     """Load the checkpoint(s) and apply the command line's decoding options."""
-    from transformer.device import keep_freed_cpu_memory, resolve_device
+    from transformer.device import (
+        keep_freed_cpu_memory,
+        reserve_search_threads,
+        resolve_device,
+    )
     from transformer.inference.translator import Translator, choose_beam
 
-    threads = load_on_one_thread(args.threads)
+    threads = reserve_search_threads(args.threads)
     device = resolve_device(args.device, setting="--device")
     keep_freed_cpu_memory(device)  # each batch's search allocates the same tensors again
     members = [load_model(path, device) for path in args.checkpoint]

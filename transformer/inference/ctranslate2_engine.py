@@ -21,8 +21,8 @@ that torch loaded first), so once torch has started worker threads the runtime c
 than cores and CTranslate2's threads sleep and wake at every barrier instead of spinning: greedy
 decoding one sentence at a time took 5.3 s instead of 0.8 s for 200 sentences (2 cores, 440,000
 context switches). Torch's share of the work beside the engine (loading, tokenizing) needs no second
-thread, so `take_cpu_threads` gives torch one and CTranslate2 the rest, and the commands call it
-before torch's first operation.
+thread, so torch keeps one and CTranslate2 gets the rest (device.reserve_search_threads, which the
+commands call before torch's first operation).
 """
 
 from __future__ import annotations
@@ -41,21 +41,13 @@ import torch
 
 from transformer.checkpoint import LoadedModel
 from transformer.config import DecodeConfig
+from transformer.device import reserve_search_threads
 from transformer.inference.decoding import Hypothesis
 from transformer.inference.export import ExportError, import_ctranslate2, write_ctranslate2
 from transformer.tokenization.tokenizer import EOS_ID, TokenizerPair
 
 ENGINES = ("torch", "ctranslate2")
 STAMP = "exported_from.json"  # in the export folder: the checkpoint it was made from
-
-
-def take_cpu_threads(requested: int | None) -> int:
-    """The threads CTranslate2 decodes with (`requested`, else torch's count) after leaving torch
-    one (see the module's docstring for why). Call it before torch's first parallel operation: a
-    pool that torch has already started stays counted."""
-    threads = requested or torch.get_num_threads()
-    torch.set_num_threads(1)
-    return threads
 
 
 def checkpoint_stamp(checkpoint: Path) -> dict[str, int]:
@@ -103,7 +95,8 @@ class CTranslate2Search:
         device: torch.device,
         threads: int | None = None,
     ) -> None:
-        """threads: CTranslate2's CPU threads; None takes them from torch (take_cpu_threads)."""
+        """threads: CTranslate2's CPU threads; None takes them from torch
+        (device.reserve_search_threads)."""
         ctranslate2 = import_ctranslate2("--engine ctranslate2")
         compute_type = "int8" if quantize == "int8" else "float32"
         self.translator = ctranslate2.Translator(
@@ -111,7 +104,7 @@ class CTranslate2Search:
             device=device.type,
             device_index=device.index or 0,
             compute_type=compute_type,
-            intra_threads=threads or take_cpu_threads(None),
+            intra_threads=threads or reserve_search_threads(None),
         )
         self.ctranslate2 = ctranslate2
         self.tokenizers = tokenizers
@@ -131,8 +124,9 @@ class CTranslate2Search:
         results: list[list[Hypothesis]] = [[] for _ in sources]
         limits = [self._limit(len(ids), decode_config) for ids in sources]
         todo = [i for i, ids in enumerate(sources) if ids]
-        for i in set(range(len(sources))) - set(todo):
-            results[i] = [Hypothesis(tokens=[], score=0.0, log_prob=0.0)]
+        for i, ids in enumerate(sources):
+            if not ids:
+                results[i] = [Hypothesis(tokens=[], score=0.0, log_prob=0.0)]
         if decode_config.sample and decode_config.seed is not None:
             self.ctranslate2.set_random_seed(decode_config.seed)
         if todo:

@@ -109,7 +109,7 @@ class Translator:
         file names) say which checkpoints cannot be ensembled, if any. engine="ctranslate2"
         decodes with the model exported beside its checkpoint (ctranslate2_engine.py); it needs
         one checkpoint, named in `names`, and decodes with `threads` CPU threads (None: torch's
-        count, after which torch keeps one; see ctranslate2_engine.take_cpu_threads)."""
+        count, after which torch keeps one; see device.reserve_search_threads)."""
         members = [loaded] if isinstance(loaded, LoadedModel) else list(loaded)
         check_ensemble(members, names or [f"checkpoint {i + 1}" for i in range(len(members))])
         self.tokenizers = members[0].tokenizers
