@@ -312,9 +312,9 @@ def ctranslate2_latency(args: argparse.Namespace, sentences: list[str]) -> float
 
     directory = Path(tempfile.mkdtemp(prefix="serve_load_ct2_"))
     model_dir = export_ctranslate2(args.checkpoint, directory / "model")
-    threads = str(args.threads or torch.get_num_threads())
     worker = [*pinned(args), sys.executable, str(ROOT / "bench" / "translate_vs_ctranslate2.py")]
-    options = ["--beam", str(args.beam), "--threads", threads, "--one-at-a-time"]
+    options = ["--beam", str(args.beam), "--one-at-a-time"]  # threads: the worker's cores
+    options += ["--threads", str(args.threads)] if args.threads else []
     (directory / "source.txt").write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
     (directory / "empty.txt").write_text("", encoding="utf-8")
     seconds = {}

@@ -54,7 +54,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     worker.add_argument("--compute-type", default="float32")
     worker.add_argument("--beam", type=int, default=5)
     worker.add_argument("--length-penalty", type=float, default=1.0)
-    worker.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    worker.add_argument(
+        "--threads", type=int, default=len(os.sched_getaffinity(0)), help="default: its cores"
+    )
     worker.add_argument("--one-at-a-time", action="store_true")
 
     parser.add_argument("-c", "--checkpoint", help="a .pt file written by train.py")
